@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# scripts/test.sh: THE test command of celeriac.
+#
+#   scripts/test.sh [--quick] [-- EXTRA-TEST-RUNNER-ARGS...]
+#
+# Steps, each failing fast with a clear message:
+#   1. scripts/ensure-services.sh  (Redis and PostgreSQL on 127.0.0.1)
+#   2. scripts/python-env.sh       (venv with Celery 5.7 and Flower 2.2)
+#   3. cargo fmt --all -- --check                          (skipped by --quick)
+#   4. cargo clippy --workspace --all-targets -- -D warnings (skipped by --quick)
+#   5. scripts/check-manifests.sh  (k3s YAML syntax)        (skipped by --quick)
+#   6. cargo build --workspace --bins  (the tests start the real binaries)
+#   7. cargo nextest run --workspace --no-fail-fast  (or cargo test when
+#      cargo-nextest is not installed)
+#
+# Exports for the tests: CELERIAC_VENV, CELERIAC_PYTHON, CELERIAC_CELERY,
+# CELERIAC_FLOWER (Flower runs as `$CELERIAC_FLOWER flower`), CELERIAC_SHARED
+# (absolute path of ../shared) and CARGO_TARGET_DIR
+# (default $HOME/.cache/celeriac-target).
+# Under CI=true the tests fail loudly when a service is missing.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+quick=0
+extra=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) quick=1 ;;
+        -h | --help) usage; exit 0 ;;
+        --) shift; extra=("$@"); break ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+    shift
+done
+
+# step NAME CMD...: run one step; on failure name it and exit with its status.
+step() {
+    local name="$1" rc=0
+    shift
+    log "==> $name: $*"
+    "$@" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        log "FAILED: step '$name' exited with status $rc ($*)"
+        exit "$rc"
+    fi
+}
+
+root="$(repo_root)"
+cd "$root"
+
+step services ensure_services
+step python-env python_env
+export CELERIAC_PYTHON="$CELERIAC_VENV/bin/python"
+export CELERIAC_CELERY="$CELERIAC_VENV/bin/celery"
+export CELERIAC_FLOWER="$CELERIAC_VENV/bin/celery"
+if [ -z "${CELERIAC_SHARED:-}" ]; then
+    if [ -d "$root/../shared" ]; then
+        CELERIAC_SHARED="$(cd "$root/../shared" && pwd)"
+    else
+        CELERIAC_SHARED="$(cd "$root/.." && pwd)/shared"
+        log "WARNING: $CELERIAC_SHARED does not exist; tests that read fixtures will fail"
+    fi
+fi
+export CELERIAC_SHARED
+cargo_env
+log "CELERIAC_VENV=$CELERIAC_VENV CELERIAC_SHARED=$CELERIAC_SHARED CARGO_TARGET_DIR=$CARGO_TARGET_DIR CI=${CI:-}"
+
+if [ "$quick" -eq 0 ]; then
+    step fmt cargo fmt --all -- --check
+    step clippy cargo clippy --workspace --all-targets -- -D warnings
+    step manifests "$root/scripts/check-manifests.sh"
+else
+    log "--quick: skipping fmt, clippy and manifests"
+fi
+
+step build cargo build --workspace --bins
+
+if cargo nextest --version >/dev/null 2>&1; then
+    step tests cargo nextest run --workspace --no-fail-fast ${extra[@]+"${extra[@]}"}
+else
+    log "cargo-nextest not installed; using cargo test"
+    step tests cargo test --workspace --no-fail-fast ${extra[@]+"${extra[@]}"}
+fi
+log "all steps passed"
