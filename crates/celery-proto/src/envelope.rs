@@ -1,0 +1,358 @@
+//! The kombu message envelope: the JSON object stored in a queue list or published on a channel.
+//!
+//! Decoding follows kombu's order: body encoding (base64), then `headers.compression`, and the content type is
+//! checked against what Celery accepts by default (`json` only).
+//! Encoding writes the keys in the order Python writes them, with Python's separators (see [`crate::json`]).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Map, Value, json};
+use std::io::Read;
+
+use crate::json::to_py_json;
+use crate::keys::clamp_priority;
+
+/// The only content type Celery's default `accept_content` lets through.
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+
+/// Why a message could not be turned into an envelope or its body.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EnvelopeError {
+    #[error("message is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("message is not a JSON object")]
+    NotAnObject,
+    #[error("message has no `properties` object")]
+    MissingProperties,
+    #[error("message has no `properties.delivery_tag`")]
+    MissingDeliveryTag,
+    #[error("message has no `body`")]
+    MissingBody,
+    #[error("body is not valid base64: {0}")]
+    BadBase64(String),
+    #[error("unsupported body encoding {0:?}")]
+    UnsupportedBodyEncoding(String),
+    #[error("unsupported compression {0:?}")]
+    UnsupportedCompression(String),
+    #[error("decompression failed: {0}")]
+    Decompression(String),
+    #[error("content type {0:?} is not accepted (Celery's accept_content is ['json'])")]
+    ContentDisallowed(String),
+    #[error("body is not valid JSON: {0}")]
+    BodyNotJson(String),
+}
+
+/// A message read from Redis, with the envelope fields pulled out and the body decoded to bytes.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub headers: Map<String, Value>,
+    pub properties: Map<String, Value>,
+    pub content_type: String,
+    pub content_encoding: String,
+    /// The payload after base64 and decompression, still serialised per `content_type`.
+    pub body: Vec<u8>,
+    pub delivery_tag: String,
+    /// The clamped priority from `properties.priority` (0 when missing or invalid).
+    pub priority: u8,
+    pub exchange: String,
+    pub routing_key: String,
+    pub redelivered: bool,
+}
+
+impl Message {
+    /// Decode an envelope as stored in a queue or published on a channel.
+    /// A missing delivery tag is tolerated only when `require_tag` is false (pub/sub messages).
+    pub fn decode(raw: &[u8], require_tag: bool) -> Result<Message, EnvelopeError> {
+        let value: Value =
+            serde_json::from_slice(raw).map_err(|e| EnvelopeError::InvalidJson(e.to_string()))?;
+        let Value::Object(mut obj) = value else {
+            return Err(EnvelopeError::NotAnObject);
+        };
+        let properties = match obj.remove("properties") {
+            Some(Value::Object(p)) => p,
+            _ => return Err(EnvelopeError::MissingProperties),
+        };
+        let delivery_tag = match properties.get("delivery_tag") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ if require_tag => return Err(EnvelopeError::MissingDeliveryTag),
+            _ => String::new(),
+        };
+        let headers = match obj.remove("headers") {
+            Some(Value::Object(h)) => h,
+            _ => Map::new(),
+        };
+        let content_type = str_field(&obj, "content-type")
+            .unwrap_or(CONTENT_TYPE_JSON)
+            .to_string();
+        let content_encoding = str_field(&obj, "content-encoding")
+            .unwrap_or("utf-8")
+            .to_string();
+        let body_text = match obj.get("body") {
+            Some(Value::String(s)) => s.as_str(),
+            Some(Value::Null) | None => return Err(EnvelopeError::MissingBody),
+            Some(_) => return Err(EnvelopeError::MissingBody),
+        };
+        let body = match properties.get("body_encoding").and_then(Value::as_str) {
+            Some(enc) if enc.eq_ignore_ascii_case("base64") => B64
+                .decode(body_text.trim())
+                .map_err(|e| EnvelopeError::BadBase64(e.to_string()))?,
+            Some(enc) if !enc.eq_ignore_ascii_case("utf-8") => {
+                return Err(EnvelopeError::UnsupportedBodyEncoding(enc.to_string()));
+            }
+            _ => body_text.as_bytes().to_vec(),
+        };
+        let body = match headers.get("compression").and_then(Value::as_str) {
+            Some(kind) => decompress(kind, &body)?,
+            None => body,
+        };
+        let priority = properties.get("priority").map(priority_of).unwrap_or(0);
+        let info = properties.get("delivery_info").and_then(Value::as_object);
+        let exchange = info
+            .and_then(|i| str_field(i, "exchange"))
+            .unwrap_or("")
+            .to_string();
+        let routing_key = info
+            .and_then(|i| str_field(i, "routing_key"))
+            .unwrap_or("")
+            .to_string();
+        let redelivered = headers
+            .get("redelivered")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            || info
+                .and_then(|i| i.get("redelivered"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        Ok(Message {
+            headers,
+            properties,
+            content_type,
+            content_encoding,
+            body,
+            delivery_tag,
+            priority,
+            exchange,
+            routing_key,
+            redelivered,
+        })
+    }
+
+    /// Parse the body as JSON, refusing content types Celery does not accept by default.
+    pub fn json_body(&self) -> Result<Value, EnvelopeError> {
+        let ct = self.content_type.split(';').next().unwrap_or("").trim();
+        if !ct.eq_ignore_ascii_case(CONTENT_TYPE_JSON) {
+            return Err(EnvelopeError::ContentDisallowed(self.content_type.clone()));
+        }
+        serde_json::from_slice(&self.body).map_err(|e| EnvelopeError::BodyNotJson(e.to_string()))
+    }
+}
+
+fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    obj.get(key).and_then(Value::as_str)
+}
+
+/// kombu's `_get_message_priority`: `int()` of the value, clamped; anything else is 0.
+fn priority_of(v: &Value) -> u8 {
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().map(|f| f as i64))
+            .map(clamp_priority)
+            .unwrap_or(0),
+        Value::String(s) => s.trim().parse::<i64>().map(clamp_priority).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn decompress(kind: &str, data: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+    let mut out = Vec::new();
+    let res = match kind {
+        "application/x-gzip" | "gzip" | "zlib" => {
+            flate2::read::ZlibDecoder::new(data).read_to_end(&mut out)
+        }
+        "application/x-bz2" | "bzip2" => bzip2::read::BzDecoder::new(data).read_to_end(&mut out),
+        other => return Err(EnvelopeError::UnsupportedCompression(other.to_string())),
+    };
+    res.map_err(|e| EnvelopeError::Decompression(e.to_string()))?;
+    Ok(out)
+}
+
+/// An envelope to publish. `encode` writes the keys in kombu's order with Python's JSON formatting.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The serialised payload (JSON bytes); it is base64-encoded on the way out.
+    pub body: Vec<u8>,
+    pub headers: Map<String, Value>,
+    /// Properties before `delivery_info`: `correlation_id`, `reply_to`, and anything else the caller sets.
+    pub leading_properties: Map<String, Value>,
+    pub delivery_mode: u8,
+    /// `properties.expiration` in milliseconds, written as a decimal string like kombu.
+    pub expiration_ms: Option<u64>,
+    pub exchange: String,
+    pub routing_key: String,
+    pub priority: u8,
+    pub delivery_tag: String,
+}
+
+impl Envelope {
+    /// A JSON-bodied envelope with persistent delivery and a fresh delivery tag.
+    pub fn new(
+        body: Vec<u8>,
+        headers: Map<String, Value>,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Envelope {
+        Envelope {
+            body,
+            headers,
+            leading_properties: Map::new(),
+            delivery_mode: 2,
+            expiration_ms: None,
+            exchange: exchange.to_string(),
+            routing_key: routing_key.to_string(),
+            priority: 0,
+            delivery_tag: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    /// The envelope as a JSON value with kombu's key order.
+    pub fn to_value(&self) -> Value {
+        let mut props = self.leading_properties.clone();
+        props.insert("delivery_mode".into(), json!(self.delivery_mode));
+        if let Some(ms) = self.expiration_ms {
+            props.insert("expiration".into(), json!(ms.to_string()));
+        }
+        props.insert(
+            "delivery_info".into(),
+            json!({"exchange": self.exchange, "routing_key": self.routing_key}),
+        );
+        props.insert("priority".into(), json!(self.priority));
+        props.insert("body_encoding".into(), json!("base64"));
+        props.insert("delivery_tag".into(), json!(self.delivery_tag));
+        let mut env = Map::new();
+        env.insert("body".into(), json!(B64.encode(&self.body)));
+        env.insert("content-encoding".into(), json!("utf-8"));
+        env.insert("content-type".into(), json!(CONTENT_TYPE_JSON));
+        env.insert("headers".into(), Value::Object(self.headers.clone()));
+        env.insert("properties".into(), Value::Object(props));
+        Value::Object(env)
+    }
+
+    /// The bytes to LPUSH or PUBLISH.
+    pub fn encode(&self) -> Vec<u8> {
+        to_py_json(&self.to_value())
+    }
+}
+
+/// Add the `redelivered` flags kombu sets when it puts a message back (`headers.redelivered` and
+/// `properties.delivery_info.redelivered`, each only if that object exists). Returns the new bytes.
+pub fn mark_redelivered(raw: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+    let mut value: Value =
+        serde_json::from_slice(raw).map_err(|e| EnvelopeError::InvalidJson(e.to_string()))?;
+    let obj = value.as_object_mut().ok_or(EnvelopeError::NotAnObject)?;
+    if let Some(Value::Object(h)) = obj.get_mut("headers") {
+        h.insert("redelivered".into(), Value::Bool(true));
+    }
+    if let Some(Value::Object(p)) = obj.get_mut("properties")
+        && let Some(Value::Object(info)) = p.get_mut("delivery_info")
+    {
+        info.insert("redelivered".into(), Value::Bool(true));
+    }
+    Ok(to_py_json(&value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(body: &str, props: &str) -> Vec<u8> {
+        format!(r#"{{"body": {body}, "content-type": "application/json", "headers": {{}}, "properties": {props}}}"#)
+            .into_bytes()
+    }
+
+    #[test]
+    fn rejects_what_kombu_rejects() {
+        let cases: Vec<(Vec<u8>, EnvelopeError)> = vec![
+            (
+                b"not json".to_vec(),
+                EnvelopeError::InvalidJson(String::new()),
+            ),
+            (b"[1]".to_vec(), EnvelopeError::NotAnObject),
+            (
+                br#"{"body": "e30="}"#.to_vec(),
+                EnvelopeError::MissingProperties,
+            ),
+            (
+                env(r#""e30=""#, r#"{"body_encoding": "base64"}"#),
+                EnvelopeError::MissingDeliveryTag,
+            ),
+            (
+                env(
+                    r#""%%%""#,
+                    r#"{"body_encoding": "base64", "delivery_tag": "t"}"#,
+                ),
+                EnvelopeError::BadBase64(String::new()),
+            ),
+            (
+                env(
+                    r#""x""#,
+                    r#"{"body_encoding": "rot13", "delivery_tag": "t"}"#,
+                ),
+                EnvelopeError::UnsupportedBodyEncoding("rot13".into()),
+            ),
+        ];
+        for (raw, want) in cases {
+            let got = Message::decode(&raw, true).unwrap_err();
+            assert_eq!(
+                std::mem::discriminant(&got),
+                std::mem::discriminant(&want),
+                "{}",
+                String::from_utf8_lossy(&raw)
+            );
+        }
+    }
+
+    #[test]
+    fn plain_utf8_body_and_priority_coercion() {
+        let raw = env(
+            r#""{\"a\": 1}""#,
+            r#"{"delivery_tag": "t", "priority": "7"}"#,
+        );
+        let m = Message::decode(&raw, true).unwrap();
+        assert_eq!(m.priority, 7);
+        assert_eq!(m.json_body().unwrap(), json!({"a": 1}));
+    }
+
+    #[test]
+    fn content_type_is_enforced_on_body() {
+        let raw = br#"{"body": "gAN9cQAu", "content-type": "application/x-python-serialize", "headers": {}, "properties": {"body_encoding": "base64", "delivery_tag": "t"}}"#;
+        let m = Message::decode(raw, true).unwrap();
+        assert!(matches!(
+            m.json_body(),
+            Err(EnvelopeError::ContentDisallowed(_))
+        ));
+    }
+
+    #[test]
+    fn zlib_compressed_bodies_are_inflated() {
+        use std::io::Write;
+        let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(b"[[1], {}, {}]").unwrap();
+        let b64 = B64.encode(enc.finish().unwrap());
+        let raw = format!(
+            r#"{{"body": "{b64}", "content-type": "application/json", "headers": {{"compression": "application/x-gzip"}}, "properties": {{"body_encoding": "base64", "delivery_tag": "t"}}}}"#
+        );
+        let m = Message::decode(raw.as_bytes(), true).unwrap();
+        assert_eq!(m.json_body().unwrap(), json!([[1], {}, {}]));
+    }
+
+    #[test]
+    fn redelivered_flags_are_added() {
+        let raw = br#"{"body": "", "headers": {"a": 1}, "properties": {"delivery_info": {"exchange": "", "routing_key": "q"}, "delivery_tag": "t"}}"#;
+        let out = mark_redelivered(raw).unwrap();
+        let m = Message::decode(&out, true).unwrap();
+        assert!(m.redelivered);
+        assert_eq!(m.headers["redelivered"], json!(true));
+    }
+}
