@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/test.sh: THE test command of celeriac.
 #
-#   scripts/test.sh [--quick] [-- EXTRA-TEST-RUNNER-ARGS...]
+#   scripts/test.sh [--quick] [-- ARGS...]   (ARGS go verbatim to nextest / cargo test)
 #
 # Steps, each failing fast with a clear message:
 #   1. scripts/ensure-services.sh  (Redis and PostgreSQL on 127.0.0.1)
@@ -86,4 +86,3 @@ else
     log "cargo-nextest not installed; using cargo test"
     step tests cargo test --workspace --no-fail-fast ${extra[@]+"${extra[@]}"}
 fi
-log "all steps passed"
