@@ -1,0 +1,167 @@
+//! `store`: the only crate that knows diesel.
+//!
+//! It owns the PostgreSQL schema (`migrations/`, [`schema`]), the connection pool
+//! (diesel-async over bb8), the ingest writes used by `cowrie-loader`
+//! ([`ingest`]), and the reads and writes used by the analysis tasks ([`analysis`]).
+//!
+//! Architecture invariant: no other crate in the workspace depends on diesel;
+//! they call the plain-Rust functions and types exported here.
+//!
+//! # For the analysis tasks
+//!
+//! - [`analysis::sessions_in_window`] returns every session of one sensor (or all
+//!   sensors) whose first event falls in `[start, end)`, with its source IP, start and
+//!   end time, commands (in log order), login attempts (username, password, success),
+//!   file downloads, client version and HASSH.
+//! - [`analysis::insert_longtail_analysis`], [`analysis::insert_snowshoe_detection`]
+//!   and [`analysis::insert_botnet_detection`] store the result records of spec
+//!   section 3 (whole result objects go into JSONB columns).
+
+pub mod analysis;
+pub mod ingest;
+pub mod schema;
+pub mod test_support;
+
+use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use std::time::Duration;
+
+/// The default database URL when neither a flag nor `DATABASE_URL` is given.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://127.0.0.1/celeriac";
+
+/// The migrations compiled into every binary that links `store`.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// How many migrations this build carries (a database with all of them pending is empty).
+pub fn migrations_count() -> usize {
+    diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// A bb8 pool of async PostgreSQL connections.
+pub type PgPool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
+
+/// A connection checked out of [`PgPool`].
+pub type PooledConn<'a> =
+    bb8::PooledConnection<'a, AsyncDieselConnectionManager<AsyncPgConnection>>;
+
+/// Errors of the store, split so callers can tell "try again later" from "this data is bad".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// PostgreSQL could not be reached or the connection broke; retrying may help.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A query failed for a reason that retrying will not fix.
+    #[error("query failed: {0}")]
+    Query(#[source] diesel::result::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl StoreError {
+    /// True when the error means "PostgreSQL is not there right now" and a retry may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match &e {
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            Error::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if is_connection_message(info.message()) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            Error::BrokenTransactionManager => StoreError::Unavailable(e.to_string()),
+            _ => {
+                if is_connection_message(&e.to_string()) {
+                    StoreError::Unavailable(e.to_string())
+                } else {
+                    StoreError::Query(e)
+                }
+            }
+        }
+    }
+}
+
+fn is_connection_message(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    [
+        "connection closed",
+        "connection reset",
+        "broken pipe",
+        "terminating connection",
+        "unexpected eof",
+        "error communicating",
+        "connection refused",
+        "the database system is",
+        "timed out",
+        "error connecting",
+        "closed",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
+}
+
+impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for StoreError {
+    fn from(e: bb8::RunError<diesel_async::pooled_connection::PoolError>) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// Builds a pool that does not connect until first use, so a missing server is
+/// reported by the first query (and can be retried) rather than at start-up.
+pub fn build_pool(database_url: &str, max_size: u32, connect_timeout: Duration) -> PgPool {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    bb8::Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(0))
+        .connection_timeout(connect_timeout)
+        .test_on_check_out(true)
+        .build_unchecked(manager)
+}
+
+/// Applies every pending migration and returns the versions it applied.
+///
+/// Runs on a blocking thread because diesel's migration harness is synchronous and
+/// diesel-async's wrapper blocks on the runtime.
+pub async fn run_migrations(database_url: &str) -> Result<Vec<String>, StoreError> {
+    let url = database_url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use diesel::Connection;
+        use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(applied.iter().map(|v| v.to_string()).collect())
+    })
+    .await
+    .map_err(|e| StoreError::Migration(format!("migration task panicked: {e}")))?
+}
+
+/// Lists migrations that are compiled in but not yet applied.
+pub async fn pending_migrations(database_url: &str) -> Result<Vec<String>, StoreError> {
+    let url = database_url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use diesel::Connection;
+        use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let pending = conn
+            .pending_migrations(MIGRATIONS)
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(pending.iter().map(|m| m.name().to_string()).collect())
+    })
+    .await
+    .map_err(|e| StoreError::Migration(format!("migration task panicked: {e}")))?
+}

@@ -1,0 +1,191 @@
+//! The command line of `cowrie-loader` and its `run` entry point (used by `main` and tests).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::{Engine, IngestOptions, ensure_schema, expand_logdir, expand_paths};
+use crate::generate::{CowrieFormat, GenOptions, generate_file};
+use crate::status::exit;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cowrie-loader",
+    version,
+    about = "Load Cowrie JSON logs into PostgreSQL, exactly once"
+)]
+pub struct Cli {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", default_value = store::DEFAULT_DATABASE_URL, global = true)]
+    pub database_url: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending schema migrations.
+    Migrate,
+    /// Load the given files (and the Cowrie logs in given directories).
+    Bulk {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Load what is new in a Cowrie log directory (for cron).
+    Delta {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Directory holding cowrie.json and its rotated copies.
+        #[arg(long)]
+        logdir: PathBuf,
+    },
+    /// Write synthetic Cowrie logs (`.gz`/`.bz2` names are compressed).
+    Generate {
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Approximate number of events (whole sessions are written).
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Cowrie log format: 1, 2 or 3.
+        #[arg(long, default_value = "2")]
+        format: CowrieFormat,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Value of the events' `sensor` field.
+        #[arg(long, default_value = "")]
+        sensor: String,
+        /// Time of the first event (RFC 3339).
+        #[arg(long, default_value = "2024-01-10T00:00:00Z")]
+        start: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Sensor name, used for events whose `sensor` is empty and to key cursors.
+    #[arg(long)]
+    pub sensor: String,
+    /// Records per transaction.
+    #[arg(long, default_value_t = 2000)]
+    pub batch_size: usize,
+    /// Read and parse, but write nothing (no database needed).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds to keep retrying while PostgreSQL is unreachable.
+    #[arg(long, default_value_t = 600)]
+    pub max_wait: u64,
+    /// Also write the status JSON to this file (atomically).
+    #[arg(long)]
+    pub status_file: Option<PathBuf>,
+    /// Never draw a progress bar (it is drawn only on a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Do not create the schema in an empty database.
+    #[arg(long)]
+    pub no_migrate: bool,
+}
+
+/// Runs a parsed command line and returns the process exit code.
+/// The status line goes to stdout; logs go to stderr.
+pub async fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Migrate => match store::run_migrations(&cli.database_url).await {
+            Ok(applied) => {
+                println!("{}", serde_json::json!({"migrations_applied": applied}));
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("cowrie-loader: migrate failed: {e}");
+                if e.is_retryable() {
+                    exit::DB_UNAVAILABLE
+                } else {
+                    exit::FAILURE
+                }
+            }
+        },
+        Command::Generate {
+            out,
+            events,
+            format,
+            seed,
+            sensor,
+            start,
+        } => {
+            let opts = GenOptions {
+                events,
+                format,
+                seed,
+                start,
+                sensor,
+            };
+            match generate_file(&out, &opts) {
+                Ok(s) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"file": out, "events": s.events, "sessions": s.sessions})
+                    );
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("cowrie-loader: generate failed: {e}");
+                    exit::FAILURE
+                }
+            }
+        }
+        Command::Bulk { common, paths } => {
+            let files = match expand_paths(&paths) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("cowrie-loader: {e}");
+                    return exit::FAILURE;
+                }
+            };
+            ingest(&cli.database_url, "bulk", common, files).await
+        }
+        Command::Delta { common, logdir } => {
+            let files = match expand_logdir(&logdir) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("cowrie-loader: cannot read {}: {e}", logdir.display());
+                    return exit::FAILURE;
+                }
+            };
+            ingest(&cli.database_url, "delta", common, files).await
+        }
+    }
+}
+
+async fn ingest(url: &str, mode: &str, common: CommonArgs, files: Vec<PathBuf>) -> i32 {
+    let max_wait = Duration::from_secs(common.max_wait);
+    let opts = IngestOptions {
+        mode: mode.into(),
+        sensor: common.sensor,
+        batch_size: common.batch_size,
+        dry_run: common.dry_run,
+        max_wait,
+        progress: !common.no_progress && std::io::stderr().is_terminal(),
+        status_file: common.status_file,
+    };
+    let pool = if opts.dry_run {
+        None
+    } else {
+        if !common.no_migrate
+            && let Err((code, msg)) = ensure_schema(url, max_wait).await
+        {
+            eprintln!("cowrie-loader: {msg}");
+            return code;
+        }
+        Some(store::build_pool(url, 2, Duration::from_secs(5)))
+    };
+    let mut engine = Engine::new(pool, opts);
+    let code = engine.run(&files).await;
+    println!("{}", engine.stats.to_json_line());
+    code
+}
