@@ -1,0 +1,444 @@
+//! DBSCAN with scikit-learn's labels, written for many identical points.
+//!
+//! Semantics (scikit-learn `DBSCAN.fit_predict`): a point's neighbourhood is every point at
+//! distance `<= eps`, itself included when its distance to itself is `<= eps`; a point is core
+//! when its neighbourhood holds at least `min_samples` points; clusters are the connected groups
+//! of core points, numbered in the order of their lowest input index; a non-core point within
+//! `eps` of a core joins the lowest-numbered such cluster (scikit-learn expands clusters in that
+//! order and never relabels); everything else is noise (`-1`).
+//!
+//! Identical points are collapsed first and carry a weight, so the work and memory depend on the
+//! number of distinct points; neighbourhoods are never materialised.
+//! This is why linfa-clustering's DBSCAN is not used: it has no weights, materialises
+//! neighbourhoods, and assigns border points in its own order.
+
+// Index loops over parallel arrays read more plainly here than zipped iterators.
+#![allow(clippy::needless_range_loop)]
+
+use ndarray::ArrayView2;
+
+use crate::error::AnalysisError;
+use crate::tfidf::SparseRow;
+
+/// Distance function for [`dbscan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Euclidean distance.
+    Euclidean,
+    /// `1 - cos(a, b)`, clipped to `[0, 2]`; a zero vector is at distance 1 from everything.
+    Cosine,
+}
+
+/// Label for noise points.
+pub const NOISE: i32 = -1;
+
+fn check_params(eps: f64, min_samples: usize) -> Result<(), AnalysisError> {
+    if !(eps.is_finite() && eps > 0.0) {
+        return Err(AnalysisError::InvalidParameter {
+            name: "eps",
+            reason: format!("{eps} is not a positive finite number"),
+        });
+    }
+    if min_samples == 0 {
+        return Err(AnalysisError::InvalidParameter {
+            name: "min_samples",
+            reason: "must be at least 1".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Distinct points: for each, the lowest input index and the multiplicity.
+struct Collapsed {
+    first: Vec<usize>,
+    weight: Vec<f64>,
+    of_point: Vec<usize>,
+}
+
+fn collapse<K: std::hash::Hash + Eq>(keys: impl Iterator<Item = K>) -> Collapsed {
+    let mut map: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+    let mut c = Collapsed {
+        first: Vec::new(),
+        weight: Vec::new(),
+        of_point: Vec::new(),
+    };
+    for (i, k) in keys.enumerate() {
+        let u = *map.entry(k).or_insert_with(|| {
+            c.first.push(i);
+            c.weight.push(0.0);
+            c.first.len() - 1
+        });
+        c.weight[u] += 1.0;
+        c.of_point.push(u);
+    }
+    c
+}
+
+fn key_of(x: f64) -> u64 {
+    // -0.0 and 0.0 are the same point.
+    if x == 0.0 { 0 } else { x.to_bits() }
+}
+
+struct UnionFind(Vec<usize>);
+
+impl UnionFind {
+    fn new(n: usize) -> Self {
+        UnionFind((0..n).collect())
+    }
+    fn find(&mut self, mut x: usize) -> usize {
+        while self.0[x] != x {
+            self.0[x] = self.0[self.0[x]];
+            x = self.0[x];
+        }
+        x
+    }
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.0[ra.max(rb)] = ra.min(rb);
+        }
+    }
+}
+
+/// Turns core flags, core components and border choices into scikit-learn's labels.
+///
+/// `comp[u]` is the union-find root for core points; `border[u]` the chosen core neighbour's
+/// distinct index for border points.
+fn finish(c: &Collapsed, core: &[bool], uf: &mut UnionFind, border: &[Option<usize>]) -> Vec<i32> {
+    let n = c.first.len();
+    // Lowest input index per component.
+    let mut comp_key = vec![usize::MAX; n];
+    for u in 0..n {
+        if core[u] {
+            let r = uf.find(u);
+            comp_key[r] = comp_key[r].min(c.first[u]);
+        }
+    }
+    let mut roots: Vec<usize> = (0..n).filter(|&u| core[u] && uf.find(u) == u).collect();
+    roots.sort_by_key(|&r| comp_key[r]);
+    let mut number = vec![NOISE; n];
+    for (k, &r) in roots.iter().enumerate() {
+        number[r] = k as i32;
+    }
+    let mut label_u = vec![NOISE; n];
+    for u in 0..n {
+        if core[u] {
+            label_u[u] = number[uf.find(u)];
+        } else if let Some(b) = border[u] {
+            label_u[u] = number[uf.find(b)];
+        }
+    }
+    c.of_point.iter().map(|&u| label_u[u]).collect()
+}
+
+/// Generic pass over distinct points with a neighbour test (quadratic in distinct points).
+fn label_generic(
+    c: &Collapsed,
+    min_samples: usize,
+    candidates: &dyn Fn(usize) -> std::ops::Range<usize>,
+    order: &[usize],
+    within: &dyn Fn(usize, usize) -> bool,
+) -> Vec<i32> {
+    let n = c.first.len();
+    // `order` lists distinct indices sorted so that candidates are a contiguous slice of it.
+    let mut core = vec![false; n];
+    for pos in 0..n {
+        let u = order[pos];
+        let mut w = 0.0;
+        for &v in &order[candidates(pos)] {
+            if within(u, v) {
+                w += c.weight[v];
+            }
+        }
+        core[u] = w >= min_samples as f64;
+    }
+    let mut uf = UnionFind::new(n);
+    let mut best: Vec<Option<usize>> = vec![None; n];
+    for pos in 0..n {
+        let u = order[pos];
+        if !core[u] {
+            continue;
+        }
+        for &v in &order[candidates(pos)] {
+            if core[v] && v > u && within(u, v) {
+                uf.union(u, v);
+            }
+        }
+    }
+    // Border points take the component with the lowest key among their core neighbours.
+    let mut comp_key = vec![usize::MAX; n];
+    for u in 0..n {
+        if core[u] {
+            let r = uf.find(u);
+            comp_key[r] = comp_key[r].min(c.first[u]);
+        }
+    }
+    for pos in 0..n {
+        let u = order[pos];
+        if core[u] {
+            continue;
+        }
+        let mut chosen: Option<(usize, usize)> = None;
+        for &v in &order[candidates(pos)] {
+            if core[v] && within(u, v) {
+                let key = comp_key[uf.find(v)];
+                if chosen.is_none_or(|(k, _)| key < k) {
+                    chosen = Some((key, v));
+                }
+            }
+        }
+        best[u] = chosen.map(|(_, v)| v);
+    }
+    finish(c, &core, &mut uf, &best)
+}
+
+/// DBSCAN over the rows of `points`.
+pub fn dbscan(
+    points: ArrayView2<'_, f64>,
+    eps: f64,
+    min_samples: usize,
+    metric: Metric,
+) -> Result<Vec<i32>, AnalysisError> {
+    check_params(eps, min_samples)?;
+    if points.iter().any(|v| !v.is_finite()) {
+        return Err(AnalysisError::InvalidParameter {
+            name: "points",
+            reason: "contain NaN or infinite values".into(),
+        });
+    }
+    if points.nrows() == 0 {
+        return Ok(Vec::new());
+    }
+    match metric {
+        Metric::Cosine => {
+            let rows: Vec<SparseRow> = points
+                .rows()
+                .into_iter()
+                .map(|r| {
+                    let norm = r.iter().map(|v| v * v).sum::<f64>().sqrt();
+                    let mut row = SparseRow::default();
+                    for (i, &v) in r.iter().enumerate() {
+                        if v != 0.0 {
+                            row.indices.push(i as u32);
+                            row.values.push(v / norm);
+                        }
+                    }
+                    row
+                })
+                .collect();
+            dbscan_cosine(&rows, eps, min_samples)
+        }
+        Metric::Euclidean => dbscan_euclidean(points, eps, min_samples),
+    }
+}
+
+/// Euclidean DBSCAN; when every column but the first holds integers and `eps < 1`, points that
+/// differ in those columns can never be neighbours, so each group is clustered in one dimension.
+pub fn dbscan_euclidean(
+    points: ArrayView2<'_, f64>,
+    eps: f64,
+    min_samples: usize,
+) -> Result<Vec<i32>, AnalysisError> {
+    check_params(eps, min_samples)?;
+    if points.iter().any(|v| !v.is_finite()) {
+        return Err(AnalysisError::InvalidParameter {
+            name: "points",
+            reason: "contain NaN or infinite values".into(),
+        });
+    }
+    let d = points.ncols();
+    if points.nrows() == 0 {
+        return Ok(Vec::new());
+    }
+    let c = collapse(
+        points
+            .rows()
+            .into_iter()
+            .map(|r| r.iter().map(|&v| key_of(v)).collect::<Vec<u64>>()),
+    );
+    let n = c.first.len();
+    let coord = |u: usize, k: usize| points[[c.first[u], k]];
+    let x0 = |u: usize| if d == 0 { 0.0 } else { coord(u, 0) };
+    let grouped =
+        d <= 1 || (eps < 1.0 && (1..d).all(|k| points.column(k).iter().all(|v| v.fract() == 0.0)));
+    if grouped {
+        let gkeys: Vec<Vec<u64>> = (0..n)
+            .map(|u| (1..d).map(|k| key_of(coord(u, k))).collect())
+            .collect();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| gkeys[a].cmp(&gkeys[b]).then(x0(a).total_cmp(&x0(b))));
+        let xs: Vec<f64> = order.iter().map(|&u| x0(u)).collect();
+        let mut bounds = Vec::new();
+        let mut start = 0;
+        for pos in 1..=n {
+            if pos == n || gkeys[order[pos]] != gkeys[order[start]] {
+                bounds.push(start..pos);
+                start = pos;
+            }
+        }
+        return Ok(label_1d_groups(&c, &order, &xs, &bounds, eps, min_samples));
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| x0(a).total_cmp(&x0(b)));
+    let xs: Vec<f64> = order.iter().map(|&u| x0(u)).collect();
+    let candidates = |pos: usize| -> std::ops::Range<usize> {
+        let x = xs[pos];
+        xs.partition_point(|&v| x - v > eps)..xs.partition_point(|&v| v - x <= eps)
+    };
+    let within = |a: usize, b: usize| -> bool {
+        let mut s = 0.0;
+        for k in 0..d {
+            let diff = coord(a, k) - coord(b, k);
+            s += diff * diff;
+        }
+        s.sqrt() <= eps
+    };
+    Ok(label_generic(&c, min_samples, &candidates, &order, &within))
+}
+
+/// One-dimensional labelling inside groups of distinct points that never neighbour each other.
+///
+/// `order` lists distinct indices sorted by group then coordinate, `xs` their coordinates and
+/// `bounds` the group ranges of positions.
+fn label_1d_groups(
+    c: &Collapsed,
+    order: &[usize],
+    xs: &[f64],
+    bounds: &[std::ops::Range<usize>],
+    eps: f64,
+    min_samples: usize,
+) -> Vec<i32> {
+    let n = order.len();
+    let mut prefix = vec![0.0; n + 1];
+    for (pos, &u) in order.iter().enumerate() {
+        prefix[pos + 1] = prefix[pos] + c.weight[u];
+    }
+    let mut core = vec![false; n];
+    let mut uf = UnionFind::new(n);
+    let mut border = vec![None; n];
+    let mut group_cores: Vec<Vec<usize>> = Vec::with_capacity(bounds.len());
+    for b in bounds {
+        let g = &xs[b.clone()];
+        let mut core_pos = Vec::new();
+        for pos in b.clone() {
+            let x = xs[pos];
+            let lo = b.start + g.partition_point(|&v| x - v > eps);
+            let hi = b.start + g.partition_point(|&v| v - x <= eps);
+            if prefix[hi] - prefix[lo] >= min_samples as f64 {
+                core[order[pos]] = true;
+                core_pos.push(pos);
+            }
+        }
+        for w in core_pos.windows(2) {
+            if (xs[w[1]] - xs[w[0]]).abs() <= eps {
+                uf.union(order[w[0]], order[w[1]]);
+            }
+        }
+        group_cores.push(core_pos);
+    }
+    let mut comp_key = vec![usize::MAX; n];
+    for u in 0..n {
+        if core[u] {
+            let r = uf.find(u);
+            comp_key[r] = comp_key[r].min(c.first[u]);
+        }
+    }
+    for (b, core_pos) in bounds.iter().zip(&group_cores) {
+        for pos in b.clone() {
+            let u = order[pos];
+            if core[u] {
+                continue;
+            }
+            // Nearest core on each side; all cores on one side within eps share a component.
+            let i = core_pos.partition_point(|&p| p < pos);
+            let mut chosen: Option<(usize, usize)> = None;
+            for cp in [
+                i.checked_sub(1).map(|k| core_pos[k]),
+                core_pos.get(i).copied(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if (xs[pos] - xs[cp]).abs() <= eps {
+                    let v = order[cp];
+                    let key = comp_key[uf.find(v)];
+                    if chosen.is_none_or(|(k, _)| key < k) {
+                        chosen = Some((key, v));
+                    }
+                }
+            }
+            border[u] = chosen.map(|(_, v)| v);
+        }
+    }
+    finish(c, &core, &mut uf, &border)
+}
+
+/// One-dimensional DBSCAN (the timing analyses), `|a - b| <= eps`.
+pub fn dbscan_1d(values: &[f64], eps: f64, min_samples: usize) -> Result<Vec<i32>, AnalysisError> {
+    check_params(eps, min_samples)?;
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(AnalysisError::InvalidParameter {
+            name: "values",
+            reason: "contain NaN or infinite values".into(),
+        });
+    }
+    let c = collapse(values.iter().map(|&v| key_of(v)));
+    let n = c.first.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| values[c.first[a]].total_cmp(&values[c.first[b]]));
+    let xs: Vec<f64> = order.iter().map(|&u| values[c.first[u]]).collect();
+    Ok(label_1d_groups(
+        &c,
+        &order,
+        &xs,
+        std::slice::from_ref(&(0..n)),
+        eps,
+        min_samples,
+    ))
+}
+
+/// Cosine DBSCAN over l2-normalised sparse rows (zero rows are at distance 1 from everything).
+pub fn dbscan_cosine(
+    rows: &[SparseRow],
+    eps: f64,
+    min_samples: usize,
+) -> Result<Vec<i32>, AnalysisError> {
+    dbscan_cosine_weighted(rows, &vec![1.0; rows.len()], eps, min_samples)
+}
+
+/// As [`dbscan_cosine`], where row `i` stands for `weights[i]` identical points.
+pub fn dbscan_cosine_weighted(
+    rows: &[SparseRow],
+    weights: &[f64],
+    eps: f64,
+    min_samples: usize,
+) -> Result<Vec<i32>, AnalysisError> {
+    check_params(eps, min_samples)?;
+    if weights.len() != rows.len() {
+        return Err(AnalysisError::InvalidParameter {
+            name: "weights",
+            reason: format!("{} weights for {} rows", weights.len(), rows.len()),
+        });
+    }
+    let mut c = collapse(rows.iter().map(|r| {
+        (
+            r.indices.clone(),
+            r.values.iter().map(|&v| key_of(v)).collect::<Vec<u64>>(),
+        )
+    }));
+    for w in c.weight.iter_mut() {
+        *w = 0.0;
+    }
+    for (i, &u) in c.of_point.iter().enumerate() {
+        c.weight[u] += weights[i];
+    }
+    let n = c.first.len();
+    let order: Vec<usize> = (0..n).collect();
+    let within = |a: usize, b: usize| -> bool {
+        let (ra, rb) = (&rows[c.first[a]], &rows[c.first[b]]);
+        let dist = (1.0 - ra.dot(rb)).clamp(0.0, 2.0);
+        dist <= eps
+    };
+    let candidates = |_pos: usize| 0..n;
+    Ok(label_generic(&c, min_samples, &candidates, &order, &within))
+}

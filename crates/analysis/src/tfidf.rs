@@ -1,0 +1,233 @@
+//! TF-IDF with scikit-learn's `TfidfVectorizer` semantics (the settings the original uses).
+//!
+//! Steps, as in scikit-learn 1.x: optional lowercasing, word tokens (`\b\w+\b` or `\b\w\w+\b`),
+//! word n-grams joined by one space, vocabulary sorted by term, optional top-N limit by corpus
+//! term count, raw term counts, `idf = ln((1 + n) / (1 + df)) + 1` (smooth idf), rows scaled to
+//! unit l2 norm.
+//! Rows are sparse: only terms present in a document are stored.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::AnalysisError;
+use crate::text::{py_lower, word_tokens};
+
+/// Vectoriser settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TfidfConfig {
+    /// Keep only this many terms, the most frequent over the corpus (`max_features`).
+    pub max_features: Option<usize>,
+    /// Smallest and largest n-gram length (`ngram_range`).
+    pub ngram_range: (usize, usize),
+    /// Lowercase documents before tokenising.
+    pub lowercase: bool,
+    /// Minimum token length in characters: 1 for `\b\w+\b`, 2 for scikit-learn's default pattern.
+    pub min_token_len: usize,
+}
+
+impl TfidfConfig {
+    /// The longtail settings: 128 features, n-grams 1 to 3, no lowercasing, `\b\w+\b`.
+    pub fn longtail() -> Self {
+        TfidfConfig {
+            max_features: Some(128),
+            ngram_range: (1, 3),
+            lowercase: false,
+            min_token_len: 1,
+        }
+    }
+
+    /// The botnet settings: scikit-learn defaults with `max_features=1000`.
+    pub fn botnet() -> Self {
+        TfidfConfig {
+            max_features: Some(1000),
+            ngram_range: (1, 1),
+            lowercase: true,
+            min_token_len: 2,
+        }
+    }
+}
+
+/// One l2-normalised document vector, sparse, indices ascending.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SparseRow {
+    /// Column indices into [`TfidfModel::vocabulary`].
+    pub indices: Vec<u32>,
+    /// Weights, same length as `indices`.
+    pub values: Vec<f64>,
+}
+
+impl SparseRow {
+    /// Dot product of two sparse rows (both with ascending indices).
+    pub fn dot(&self, other: &SparseRow) -> f64 {
+        let (mut i, mut j, mut sum) = (0, 0, 0.0);
+        while i < self.indices.len() && j < other.indices.len() {
+            match self.indices[i].cmp(&other.indices[j]) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    sum += self.values[i] * other.values[j];
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        sum
+    }
+
+    /// Squared l2 norm.
+    pub fn norm_sq(&self) -> f64 {
+        self.values.iter().map(|v| v * v).sum()
+    }
+
+    /// Dense form with `n` columns.
+    pub fn to_dense(&self, n: usize) -> Vec<f64> {
+        let mut out = vec![0.0; n];
+        for (&i, &v) in self.indices.iter().zip(&self.values) {
+            out[i as usize] = v;
+        }
+        out
+    }
+}
+
+/// A fitted vocabulary with its idf weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TfidfModel {
+    /// Terms in column order (sorted).
+    pub vocabulary: Vec<String>,
+    /// Inverse document frequency per column.
+    pub idf: Vec<f64>,
+}
+
+/// The analyzer: tokens and n-grams of one document, in scikit-learn's order.
+pub fn analyze(doc: &str, cfg: &TfidfConfig) -> Vec<String> {
+    let lowered;
+    let text = if cfg.lowercase {
+        lowered = py_lower(doc);
+        lowered.as_str()
+    } else {
+        doc
+    };
+    let tokens = word_tokens(text, cfg.min_token_len.max(1));
+    let (min_n, max_n) = cfg.ngram_range;
+    let mut out: Vec<String> = Vec::new();
+    if min_n <= 1 && max_n >= 1 {
+        out.extend(tokens.iter().map(|t| t.to_string()));
+    }
+    for n in min_n.max(2)..=max_n.min(tokens.len()) {
+        for w in tokens.windows(n) {
+            out.push(w.join(" "));
+        }
+    }
+    out
+}
+
+/// Fits the vocabulary and idf on `docs` and returns the l2-normalised rows.
+///
+/// Fails with [`AnalysisError::EmptyVocabulary`] when no document yields a term, as
+/// scikit-learn raises `ValueError: empty vocabulary`.
+pub fn fit_transform<S: AsRef<str>>(
+    docs: &[S],
+    cfg: &TfidfConfig,
+) -> Result<(TfidfModel, Vec<SparseRow>), AnalysisError> {
+    fit_transform_weighted(docs, &vec![1; docs.len()], cfg)
+}
+
+/// As [`fit_transform`], where document `i` stands for `weights[i]` identical documents
+/// (counts and document frequencies are multiplied; the rows are the same for each copy).
+pub fn fit_transform_weighted<S: AsRef<str>>(
+    docs: &[S],
+    weights: &[u64],
+    cfg: &TfidfConfig,
+) -> Result<(TfidfModel, Vec<SparseRow>), AnalysisError> {
+    if weights.len() != docs.len() {
+        return Err(AnalysisError::InvalidParameter {
+            name: "weights",
+            reason: format!("{} weights for {} documents", weights.len(), docs.len()),
+        });
+    }
+    if cfg.ngram_range.0 == 0 || cfg.ngram_range.0 > cfg.ngram_range.1 {
+        return Err(AnalysisError::InvalidParameter {
+            name: "ngram_range",
+            reason: format!("{:?} is not a range 1 <= min <= max", cfg.ngram_range),
+        });
+    }
+    // Term ids in first-seen order, per-document counts.
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut terms: Vec<String> = Vec::new();
+    let mut doc_counts: Vec<Vec<(u32, u32)>> = Vec::with_capacity(docs.len());
+    for doc in docs {
+        let mut counts: HashMap<u32, u32> = HashMap::new();
+        for term in analyze(doc.as_ref(), cfg) {
+            let id = match ids.get(&term) {
+                Some(&id) => id,
+                None => {
+                    let id = terms.len() as u32;
+                    ids.insert(term.clone(), id);
+                    terms.push(term);
+                    id
+                }
+            };
+            *counts.entry(id).or_insert(0) += 1;
+        }
+        doc_counts.push(counts.into_iter().collect());
+    }
+    if terms.is_empty() {
+        return Err(AnalysisError::EmptyVocabulary);
+    }
+    let mut total = vec![0u64; terms.len()];
+    let mut df = vec![0u64; terms.len()];
+    for (counts, &w) in doc_counts.iter().zip(weights) {
+        for &(id, c) in counts {
+            total[id as usize] += u64::from(c) * w;
+            df[id as usize] += w;
+        }
+    }
+    // Columns sorted by term; keep the top-N by corpus count (ties: earlier term first).
+    let mut order: Vec<u32> = (0..terms.len() as u32).collect();
+    order.sort_by(|&a, &b| terms[a as usize].cmp(&terms[b as usize]));
+    let kept: Vec<u32> = match cfg.max_features {
+        Some(limit) if limit < order.len() => {
+            let mut by_count: Vec<usize> = (0..order.len()).collect();
+            by_count.sort_by(|&a, &b| {
+                total[order[b] as usize]
+                    .cmp(&total[order[a] as usize])
+                    .then(a.cmp(&b))
+            });
+            let mut keep_pos: Vec<usize> = by_count.into_iter().take(limit).collect();
+            keep_pos.sort_unstable();
+            keep_pos.into_iter().map(|p| order[p]).collect()
+        }
+        _ => order,
+    };
+    let mut column = vec![u32::MAX; terms.len()];
+    for (col, &id) in kept.iter().enumerate() {
+        column[id as usize] = col as u32;
+    }
+    let n = weights.iter().sum::<u64>() as f64;
+    let idf: Vec<f64> = kept
+        .iter()
+        .map(|&id| ((1.0 + n) / (1.0 + df[id as usize] as f64)).ln() + 1.0)
+        .collect();
+    let rows = doc_counts
+        .into_iter()
+        .map(|counts| {
+            let mut entries: Vec<(u32, f64)> = counts
+                .into_iter()
+                .filter_map(|(id, c)| {
+                    let col = column[id as usize];
+                    (col != u32::MAX).then(|| (col, f64::from(c) * idf[col as usize]))
+                })
+                .collect();
+            entries.sort_unstable_by_key(|e| e.0);
+            let norm = entries.iter().map(|e| e.1 * e.1).sum::<f64>().sqrt();
+            let norm = if norm > 0.0 { norm } else { 1.0 };
+            SparseRow {
+                indices: entries.iter().map(|e| e.0).collect(),
+                values: entries.iter().map(|e| e.1 / norm).collect(),
+            }
+        })
+        .collect();
+    let vocabulary = kept.iter().map(|&id| terms[id as usize].clone()).collect();
+    Ok((TfidfModel { vocabulary, idf }, rows))
+}
