@@ -1,0 +1,564 @@
+//! The only crate that talks to Redis: kombu's Redis transport and Celery's Redis result backend, from Rust.
+//!
+//! - Publishing: LPUSH on the anonymous exchange's priority lists, queue declaration as kombu 5.7 writes it.
+//! - Consuming: an atomic Lua pop-and-record into kombu's `unacked`/`unacked_index` under backlog, and BRPOP plus
+//!   an immediate record when idle; ack, reject, requeue (LPUSH + `redelivered`), restore (RPUSH to the front),
+//!   and `restore_visible` under `unacked_mutex`, so Python and Rust consumers restore each other's messages.
+//! - Results: GET-skip-if-SUCCESS, SETEX and PUBLISH in one Lua script.
+//! - Fanout publish and pub/sub connections for remote control and events.
+//!
+//! Architecture invariant: no other crate depends on `redis`; everything Celery-specific about bytes lives in
+//! `celery-proto`, this crate only moves them.
+
+pub mod url;
+
+use celery_proto::keys::{self, UNACKED, UNACKED_INDEX, UNACKED_MUTEX};
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use redis::aio::PubSub;
+pub use url::{BrokerUrl, redact};
+
+/// What can go wrong talking to Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("invalid broker URL {url}: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("sentinel: {0}")]
+    Sentinel(String),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+impl BrokerError {
+    /// True when retrying later can help (connection refused, reset, timeout, loading).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BrokerError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || e.is_connection_refusal()
+                    || matches!(
+                        e.kind(),
+                        redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                    )
+            }
+            BrokerError::Sentinel(_) => true,
+            BrokerError::BadUrl { .. } => false,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, BrokerError>;
+
+/// A message taken from a queue.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The queue (without priority suffix) it came from.
+    pub queue: String,
+    /// The envelope bytes exactly as they were in the list.
+    pub raw: Vec<u8>,
+    /// True when it was recorded in `unacked` (it had a readable delivery tag).
+    pub recorded: bool,
+}
+
+struct Scripts {
+    pop_and_record: redis::Script,
+    record: redis::Script,
+    move_unacked: redis::Script,
+    store_result: redis::Script,
+    release_mutex: redis::Script,
+    bind_expiring: redis::Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            pop_and_record: redis::Script::new(include_str!("lua/pop_and_record.lua")),
+            record: redis::Script::new(include_str!("lua/record.lua")),
+            move_unacked: redis::Script::new(include_str!("lua/move_unacked.lua")),
+            store_result: redis::Script::new(include_str!("lua/store_result.lua")),
+            release_mutex: redis::Script::new(include_str!("lua/release_mutex.lua")),
+            bind_expiring: redis::Script::new(include_str!("lua/bind_expiring.lua")),
+        }
+    }
+}
+
+struct Inner {
+    url: BrokerUrl,
+    client: redis::Client,
+    conn: ConnectionManager,
+    declared: Mutex<HashSet<String>>,
+    reconnects: Arc<AtomicU64>,
+    scripts: Scripts,
+}
+
+/// A handle on the broker (cheap to clone; commands from clones are pipelined on one connection).
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+/// Seconds since the epoch as a float, like Python's `time.time()`.
+pub fn now_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Broker {
+    /// Connect (resolving Sentinel if needed). Fails fast if Redis cannot be reached now.
+    pub async fn connect(url: &str) -> Result<Broker> {
+        let parsed = BrokerUrl::parse(url)?;
+        let resolved = parsed.resolve().await?;
+        let client = redis::Client::open(resolved.as_str()).map_err(|e| BrokerError::BadUrl {
+            url: redact(url),
+            why: e.to_string(),
+        })?;
+        let reconnects = Arc::new(AtomicU64::new(0));
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(30)))
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_max_delay(Duration::from_secs(5))
+            .set_number_of_retries(3);
+        let conn = client.get_connection_manager_with_config(config).await?;
+        Ok(Broker {
+            inner: Arc::new(Inner {
+                url: parsed,
+                client,
+                conn,
+                declared: Mutex::new(HashSet::new()),
+                reconnects,
+                scripts: Scripts::new(),
+            }),
+        })
+    }
+
+    /// The Redis database number (used in fanout channel names).
+    pub fn db(&self) -> i64 {
+        self.inner.url.db()
+    }
+
+    /// How many connection losses callers have reported with [`Broker::note_connection_error`].
+    pub fn reconnects(&self) -> u64 {
+        self.inner.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Count a transient connection error (the connection manager reconnects by itself on the next command).
+    pub fn note_connection_error(&self, err: &BrokerError) {
+        if err.is_transient() {
+            self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// A separate connection for blocking commands (BRPOP), so they do not stall pipelined traffic.
+    pub async fn blocking_connection(&self) -> Result<ConnectionManager> {
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(None)
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_max_delay(Duration::from_secs(5));
+        Ok(self
+            .inner
+            .client
+            .get_connection_manager_with_config(config)
+            .await?)
+    }
+
+    /// A pub/sub connection (for the pidbox, events and result waits).
+    pub async fn pubsub(&self) -> Result<PubSub> {
+        Ok(self.inner.client.get_async_pubsub().await?)
+    }
+
+    /// `PING`.
+    pub async fn ping(&self) -> Result<()> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Declare a queue the way kombu 5.7 does: measure its four lists, then bind it on the anonymous/direct
+    /// exchange of the same name in `_kombu.binding.<q>` and `_kombu.binding_permanent.<q>`.
+    pub async fn declare_queue(&self, queue: &str) -> Result<()> {
+        let member = keys::binding_member(queue, "", queue);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for k in keys::queue_keys(queue) {
+            pipe.llen(k).ignore();
+        }
+        pipe.sadd(keys::binding_key(queue), &member).ignore();
+        pipe.sadd(keys::binding_permanent_key(queue), &member)
+            .ignore();
+        let () = pipe.query_async(&mut self.conn()).await?;
+        self.inner
+            .declared
+            .lock()
+            .expect("declared set")
+            .insert(queue.to_string());
+        Ok(())
+    }
+
+    /// Bind a queue with `x-expires` semantics (pidbox mailbox, reply queue, event receiver), like kombu 5.7.
+    pub async fn bind_expiring(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        queue: &str,
+        ttl_ms: u64,
+    ) -> Result<()> {
+        let member = keys::binding_member(routing_key, "", queue);
+        let () = self
+            .inner
+            .scripts
+            .bind_expiring
+            .key(keys::binding_key(exchange))
+            .key(keys::BINDING_DEADLINES)
+            .arg(member)
+            .arg(exchange)
+            .arg(ttl_ms)
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .map(|_| ())?;
+        Ok(())
+    }
+
+    /// Remove a binding member (from both binding sets) and delete the queue's lists.
+    pub async fn unbind_and_delete(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        queue: &str,
+    ) -> Result<()> {
+        let member = keys::binding_member(routing_key, "", queue);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.srem(keys::binding_key(exchange), &member).ignore();
+        pipe.srem(keys::binding_permanent_key(exchange), &member)
+            .ignore();
+        pipe.del(keys::queue_keys(queue).to_vec()).ignore();
+        let () = pipe.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Members of an exchange's binding set.
+    pub async fn bindings(&self, exchange: &str) -> Result<Vec<String>> {
+        Ok(self.conn().smembers(keys::binding_key(exchange)).await?)
+    }
+
+    /// Publish an envelope to `queue` at `priority` on the anonymous exchange (declaring the queue once).
+    pub async fn publish(&self, queue: &str, priority: u8, payload: &[u8]) -> Result<()> {
+        let known = self
+            .inner
+            .declared
+            .lock()
+            .expect("declared set")
+            .contains(queue);
+        if !known {
+            self.declare_queue(queue).await?;
+        }
+        let () = self
+            .conn()
+            .lpush(keys::queue_key(queue, priority), payload)
+            .await
+            .map(|_: i64| ())?;
+        Ok(())
+    }
+
+    /// LPUSH raw bytes to a list (reply queues).
+    pub async fn lpush(&self, key: &str, payload: &[u8]) -> Result<()> {
+        let _: i64 = self.conn().lpush(key, payload).await?;
+        Ok(())
+    }
+
+    /// PUBLISH on a fanout channel.
+    pub async fn publish_fanout(&self, channel: &str, payload: &[u8]) -> Result<()> {
+        let _: i64 = self.conn().publish(channel, payload).await?;
+        Ok(())
+    }
+
+    /// Pop up to `max` messages from `keys` (priority-major order) and record them as unacked, atomically.
+    pub async fn fetch(&self, keys: &[String], max: usize) -> Result<Vec<Delivery>> {
+        let mut inv = self.inner.scripts.pop_and_record.key(UNACKED);
+        inv.key(UNACKED_INDEX);
+        for k in keys {
+            inv.key(k);
+        }
+        inv.arg(format!("{:.6}", now_f64())).arg(max.max(1));
+        let flat: Vec<Vec<u8>> = inv.invoke_async(&mut self.conn()).await?;
+        let mut out = Vec::with_capacity(flat.len() / 2);
+        let mut it = flat.into_iter();
+        while let (Some(key), Some(raw)) = (it.next(), it.next()) {
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let recorded = has_delivery_tag(&raw);
+            out.push(Delivery {
+                queue: keys::queue_of_key(&key).to_string(),
+                raw,
+                recorded,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Block up to `timeout` for one message on `conn` (from [`Broker::blocking_connection`]), then record it.
+    pub async fn brpop(
+        &self,
+        conn: &mut ConnectionManager,
+        keys: &[String],
+        timeout: f64,
+    ) -> Result<Option<Delivery>> {
+        let reply: Option<(String, Vec<u8>)> = redis::cmd("BRPOP")
+            .arg(keys)
+            .arg(timeout)
+            .query_async(conn)
+            .await?;
+        let Some((key, raw)) = reply else {
+            return Ok(None);
+        };
+        let recorded = match celery_proto::Message::decode(&raw, true) {
+            Ok(msg) => {
+                self.record(&msg.delivery_tag, &raw, &msg.exchange, &msg.routing_key)
+                    .await?;
+                true
+            }
+            Err(_) => false,
+        };
+        Ok(Some(Delivery {
+            queue: keys::queue_of_key(&key).to_string(),
+            raw,
+            recorded,
+        }))
+    }
+
+    async fn record(&self, tag: &str, raw: &[u8], exchange: &str, routing_key: &str) -> Result<()> {
+        let mut value = Vec::with_capacity(raw.len() + 64);
+        value.push(b'[');
+        value.extend_from_slice(raw);
+        value.extend_from_slice(b", ");
+        value.extend_from_slice(&celery_proto::json::to_py_json(exchange));
+        value.extend_from_slice(b", ");
+        value.extend_from_slice(&celery_proto::json::to_py_json(routing_key));
+        value.push(b']');
+        let _: i64 = self
+            .inner
+            .scripts
+            .record
+            .key(UNACKED)
+            .key(UNACKED_INDEX)
+            .arg(tag)
+            .arg(format!("{:.6}", now_f64()))
+            .arg(value)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Acknowledge: remove the tags from `unacked_index` and `unacked` in one transaction.
+    pub async fn ack(&self, tags: &[String]) -> Result<()> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .zrem(UNACKED_INDEX, tags)
+            .ignore()
+            .hdel(UNACKED, tags)
+            .ignore();
+        let () = pipe.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Put an unacked message back: `front = false` is kombu's reject(requeue=True) (LPUSH, back of the queue),
+    /// `front = true` is restore (RPUSH, popped next). Adds the `redelivered` flags. Returns false if the tag
+    /// was no longer unacked (someone else restored or acked it).
+    pub async fn requeue(&self, tag: &str, front: bool) -> Result<bool> {
+        let stored: Option<Vec<u8>> = self.conn().hget(UNACKED, tag).await?;
+        let Some(stored) = stored else {
+            let _: i64 = self.conn().zrem(UNACKED_INDEX, tag).await?;
+            return Ok(false);
+        };
+        let Some((msg, dest)) = self.restore_target(&stored).await? else {
+            // Unreadable entry: drop it from the index so it is not scanned forever, but keep the hash field.
+            tracing::error!(
+                tag,
+                "unacked entry is not [message, exchange, routing_key]; left in `unacked` for inspection"
+            );
+            let _: i64 = self.conn().zrem(UNACKED_INDEX, tag).await?;
+            return Ok(false);
+        };
+        let moved: i64 = self
+            .inner
+            .scripts
+            .move_unacked
+            .key(UNACKED)
+            .key(UNACKED_INDEX)
+            .key(dest)
+            .arg(tag)
+            .arg(stored)
+            .arg(msg)
+            .arg(if front { "right" } else { "left" })
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(moved == 1)
+    }
+
+    /// Where a stored `[message, exchange, routing_key]` goes back to, and the message with `redelivered` set.
+    async fn restore_target(&self, stored: &[u8]) -> Result<Option<(Vec<u8>, String)>> {
+        let Ok(serde_json::Value::Array(parts)) =
+            serde_json::from_slice::<serde_json::Value>(stored)
+        else {
+            return Ok(None);
+        };
+        let (Some(msg), Some(exchange), Some(rk)) = (parts.first(), parts.get(1), parts.get(2))
+        else {
+            return Ok(None);
+        };
+        let (exchange, rk) = (exchange.as_str().unwrap_or(""), rk.as_str().unwrap_or(""));
+        let raw = celery_proto::json::to_py_json(msg);
+        let Ok(marked) = celery_proto::envelope::mark_redelivered(&raw) else {
+            return Ok(None);
+        };
+        let priority = msg
+            .get("properties")
+            .and_then(|p| p.get("priority"))
+            .and_then(serde_json::Value::as_i64)
+            .map(keys::clamp_priority)
+            .unwrap_or(0);
+        let queue = if exchange.is_empty() {
+            rk.to_string()
+        } else {
+            // A direct exchange: the first bound queue with this routing key (kombu `_lookup`).
+            let members = self.bindings(exchange).await?;
+            members
+                .iter()
+                .filter_map(|m| keys::parse_binding_member(m))
+                .find(|(k, _, _)| *k == rk)
+                .map(|(_, _, q)| q.to_string())
+                .unwrap_or_else(|| rk.to_string())
+        };
+        Ok(Some((marked, keys::queue_key(&queue, priority))))
+    }
+
+    /// kombu's `restore_visible`: under `unacked_mutex`, put back every unacked message older than
+    /// `visibility_timeout` seconds. Returns how many were restored (0 if another process holds the mutex).
+    pub async fn restore_visible(&self, visibility_timeout: f64) -> Result<usize> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let got: Option<String> = redis::cmd("SET")
+            .arg(UNACKED_MUTEX)
+            .arg(&token)
+            .arg("PX")
+            .arg(300_000)
+            .arg("NX")
+            .query_async(&mut self.conn())
+            .await?;
+        if got.is_none() {
+            return Ok(0);
+        }
+        let result = self.restore_expired(visibility_timeout).await;
+        let _: i64 = self
+            .inner
+            .scripts
+            .release_mutex
+            .key(UNACKED_MUTEX)
+            .arg(&token)
+            .invoke_async(&mut self.conn())
+            .await?;
+        result
+    }
+
+    async fn restore_expired(&self, visibility_timeout: f64) -> Result<usize> {
+        let ceiling = now_f64() - visibility_timeout;
+        let tags: Vec<String> = self
+            .conn()
+            .zrangebyscore(UNACKED_INDEX, "-inf", format!("{ceiling:.6}"))
+            .await?;
+        let mut restored = 0;
+        for tag in tags {
+            if self.requeue(&tag, true).await? {
+                restored += 1;
+            }
+        }
+        Ok(restored)
+    }
+
+    /// Store a task result (skip if already SUCCESS; SETEX/SET + PUBLISH). Returns false if skipped.
+    pub async fn store_result(
+        &self,
+        task_id: &str,
+        meta: &[u8],
+        expires_secs: u64,
+    ) -> Result<bool> {
+        let written: i64 = self
+            .inner
+            .scripts
+            .store_result
+            .key(keys::result_key(task_id))
+            .arg(meta)
+            .arg(expires_secs)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(written == 1)
+    }
+
+    /// The stored meta of a task, if any.
+    pub async fn get_result(&self, task_id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.conn().get(keys::result_key(task_id)).await?)
+    }
+
+    /// Length of a queue over its four priority lists.
+    pub async fn queue_len(&self, queue: &str) -> Result<u64> {
+        let mut pipe = redis::pipe();
+        for k in keys::queue_keys(queue) {
+            pipe.llen(k);
+        }
+        let lens: Vec<u64> = pipe.query_async(&mut self.conn()).await?;
+        Ok(lens.iter().sum())
+    }
+
+    /// Delete a queue's four lists; returns how many messages they held.
+    pub async fn purge(&self, queue: &str) -> Result<u64> {
+        let n = self.queue_len(queue).await?;
+        let _: i64 = self.conn().del(keys::queue_keys(queue).to_vec()).await?;
+        Ok(n)
+    }
+
+    /// Renew the lease of messages this process still holds: move their `unacked_index` score to now (only for
+    /// tags still present, `ZADD XX`), so no consumer restores a message whose holder is alive.
+    pub async fn renew_leases(&self, tags: &[String]) -> Result<()> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let now = format!("{:.6}", now_f64());
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(UNACKED_INDEX).arg("XX");
+        for t in tags {
+            cmd.arg(&now).arg(t);
+        }
+        let _: i64 = cmd.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+}
+
+/// Cheap check that an envelope has a string delivery tag (mirrors the Lua script's rule).
+fn has_delivery_tag(raw: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Props {
+        delivery_tag: Option<serde_json::Value>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Env {
+        properties: Option<Props>,
+    }
+    matches!(
+        serde_json::from_slice::<Env>(raw),
+        Ok(Env { properties: Some(Props { delivery_tag: Some(serde_json::Value::String(s)) }) }) if !s.is_empty()
+    )
+}

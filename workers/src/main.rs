@@ -1,0 +1,210 @@
+//! `celeriac-worker`: the command line of `celery worker`, for Rust tasks. Parses flags, sets up logging and
+//! signals, and runs the library's worker.
+
+use anyhow::Context as _;
+use celeriac_worker::config::expand_node_name;
+use celeriac_worker::{Shutdown, Worker, WorkerConfig};
+use clap::Parser;
+use tokio::sync::watch;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "celeriac-worker",
+    version,
+    about = "A Celery-compatible worker for Rust tasks (Redis broker)."
+)]
+struct Cli {
+    /// Broker URL: redis://[:password@]host[:port][/db], rediss://..., or redis+sentinel://h1:26379,h2/master[/db].
+    #[arg(
+        short = 'b',
+        long,
+        env = "CELERY_BROKER_URL",
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
+    broker: String,
+    /// Result backend URL (default: the broker URL).
+    #[arg(long, env = "CELERY_RESULT_BACKEND")]
+    result_backend: Option<String>,
+    /// Queues to consume, comma separated. The worker-direct queue <node>.dq2 is always added.
+    #[arg(short = 'Q', long, default_value = "celery", value_delimiter = ',')]
+    queues: Vec<String>,
+    /// Number of tasks run at the same time.
+    #[arg(short = 'c', long, default_value_t = default_concurrency())]
+    concurrency: usize,
+    /// Node name; %h = host name, %n = short host name, %d = domain.
+    #[arg(short = 'n', long = "hostname", default_value = "celery@%h")]
+    node_name: String,
+    /// Send task events (worker events are always sent).
+    #[arg(short = 'E', long = "task-events")]
+    task_events: bool,
+    #[arg(long, default_value_t = 4)]
+    prefetch_multiplier: usize,
+    /// Seconds after which a dead consumer's unacknowledged messages are delivered again.
+    #[arg(long, default_value_t = 3600.0)]
+    visibility_timeout: f64,
+    /// Seconds between worker-heartbeat events.
+    #[arg(long, default_value_t = 2.0)]
+    heartbeat_interval: f64,
+    /// Seconds results are kept in the backend (0 = forever).
+    #[arg(long, default_value_t = 86_400)]
+    result_expires: u64,
+    /// Store name, args, kwargs, worker, retries and queue with results (Celery's result_extended).
+    #[arg(long)]
+    result_extended: bool,
+    /// Store a STARTED state when a task starts (Celery's task_track_started).
+    #[arg(long)]
+    track_started: bool,
+    #[arg(short = 'l', long, default_value = "info")]
+    loglevel: String,
+    #[arg(short = 'f', long)]
+    logfile: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pidfile: Option<std::path::PathBuf>,
+    /// Run in the background (the parent exits once the child is started).
+    #[arg(long)]
+    detach: bool,
+    /// Take queues and concurrency from a profile of worker-config.yaml.
+    #[arg(long)]
+    profile: Option<String>,
+    #[arg(long)]
+    without_mingle: bool,
+    #[arg(long)]
+    without_gossip: bool,
+}
+
+fn default_concurrency() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if cli.detach {
+        return detach();
+    }
+    init_logging(&cli)?;
+    if cli.profile.is_some() {
+        anyhow::bail!(
+            "--profile needs the coordinator's worker-config.yaml support, which this build does not have yet"
+        );
+    }
+    if let Some(p) = &cli.pidfile {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing pidfile {}", p.display()))?;
+    }
+    let host = celery_proto::hostname();
+    let mut config = WorkerConfig::new(&cli.broker, &expand_node_name(&cli.node_name, &host));
+    config.result_backend = cli
+        .result_backend
+        .clone()
+        .unwrap_or_else(|| cli.broker.clone());
+    config.queues = cli
+        .queues
+        .iter()
+        .map(|q| q.trim().to_string())
+        .filter(|q| !q.is_empty())
+        .collect();
+    config.concurrency = cli.concurrency.max(1);
+    config.task_events = cli.task_events;
+    config.prefetch_multiplier = cli.prefetch_multiplier.max(1);
+    config.visibility_timeout = cli.visibility_timeout;
+    config.heartbeat_interval = cli.heartbeat_interval;
+    config.result_expires = cli.result_expires;
+    config.result_extended = cli.result_extended;
+    config.track_started = cli.track_started;
+    config.without_mingle = cli.without_mingle;
+    config.without_gossip = cli.without_gossip;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.concurrency.clamp(1, default_concurrency().max(2)))
+        .max_blocking_threads(config.concurrency.max(1) + 4)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async move {
+        let (tx, rx) = watch::channel(Shutdown::Running);
+        tokio::spawn(signals(tx));
+        let worker = Worker::connect(config, celeriac_worker::default_registry(), rx).await?;
+        worker.run().await
+    });
+    if let Some(p) = &cli.pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    result
+}
+
+/// SIGTERM/SIGINT: warm shutdown; a second one or SIGQUIT: cold. SIGHUP: nothing to reload yet, say so.
+async fn signals(tx: watch::Sender<Shutdown>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        let next = tokio::select! {
+            _ = term.recv() => None,
+            _ = int.recv() => None,
+            _ = quit.recv() => Some(Shutdown::Cold),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: nothing to reload in this worker build");
+                continue;
+            }
+        };
+        let now = *tx.borrow();
+        let target = next.unwrap_or(if now == Shutdown::Running {
+            Shutdown::Warm
+        } else {
+            Shutdown::Cold
+        });
+        tracing::warn!(?target, "shutdown requested");
+        let _ = tx.send(target.max(now));
+    }
+}
+
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.loglevel.to_lowercase()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match &cli.logfile {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening log file {}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+/// Re-run ourselves without --detach in a new process group, detached from the terminal.
+fn detach() -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--detach")
+        .collect();
+    let child = std::process::Command::new(exe)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("starting the detached worker")?;
+    println!("{}", child.id());
+    Ok(())
+}
