@@ -10,6 +10,7 @@
 //! Architecture invariant: no other crate depends on `redis`; everything Celery-specific about bytes lives in
 //! `celery-proto`, this crate only moves them.
 
+pub mod subscribe;
 pub mod url;
 
 use celery_proto::keys::{self, UNACKED, UNACKED_INDEX, UNACKED_MUTEX};
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use redis::aio::PubSub;
+pub use subscribe::Subscriber;
 pub use url::{BrokerUrl, redact};
 
 /// What can go wrong talking to Redis.
