@@ -90,6 +90,9 @@ pub struct CommonArgs {
     /// Do not create the schema in an empty database.
     #[arg(long)]
     pub no_migrate: bool,
+    /// Testing aid: milliseconds to sleep after each committed batch.
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub pause_after_batch_ms: u64,
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -172,6 +175,7 @@ async fn ingest(url: &str, mode: &str, common: CommonArgs, files: Vec<PathBuf>) 
         max_wait,
         progress: !common.no_progress && std::io::stderr().is_terminal(),
         status_file: common.status_file,
+        pause_after_batch: Duration::from_millis(common.pause_after_batch_ms),
     };
     let pool = if opts.dry_run {
         None

@@ -2,6 +2,7 @@
 //! on a blocking thread, and commit them batch by batch with the cursor, retrying
 //! while PostgreSQL is unreachable.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,8 @@ pub struct IngestOptions {
     pub max_wait: Duration,
     pub progress: bool,
     pub status_file: Option<PathBuf>,
+    /// Testing aid: sleep this long after each committed batch (makes "kill it in the middle" reliable).
+    pub pause_after_batch: Duration,
 }
 
 impl Default for IngestOptions {
@@ -39,6 +42,7 @@ impl Default for IngestOptions {
             max_wait: Duration::from_secs(600),
             progress: false,
             status_file: None,
+            pause_after_batch: Duration::ZERO,
         }
     }
 }
@@ -162,7 +166,8 @@ pub struct Engine {
 }
 
 enum Msg {
-    Batch(Batch, u64 /* blank lines */),
+    /// A batch, the blank lines and the already-stored events it skipped.
+    Batch(Box<Batch>, u64, u64),
     Incomplete,
     Error(String),
 }
@@ -307,36 +312,53 @@ impl Engine {
                 }
                 offset = c.last_offset as u64;
                 line = c.last_line as u64;
-                if !compression.is_compressed() {
-                    if meta.len() < offset {
-                        // Truncated below what we read: keep what was stored, continue
-                        // from the new end under a new generation so offsets stay unique.
-                        tracing::warn!(path = %path.display(), size = meta.len(), cursor = offset, "file truncated");
-                        self.stats.truncations += 1;
-                        stream.generation += 1;
-                        offset = meta.len();
-                        let pos = CursorPos {
-                            offset: offset as i64,
-                            line: line as i64,
-                            finished: false,
-                        };
-                        let (st, id) = (&stream, self.stats.ingest_id.clone());
-                        with_retry(self.opts.max_wait, &mut self.stats.db_retries, || {
-                            let pool = pool.clone();
-                            let id = id.clone();
-                            async move {
-                                let mut c = pool.get_owned().await?;
-                                store::ingest::save_cursor(&mut c, st, pos, &id).await
-                            }
-                        })
-                        .await?;
-                    }
-                    if meta.len() == offset {
-                        self.stats.files_unchanged += 1;
-                        return Ok(());
-                    }
+                if !compression.is_compressed() && meta.len() < offset {
+                    // Truncated below what we read. Offsets no longer line up with what
+                    // is stored, so the file is read again from its start under a new
+                    // generation, and events already stored are recognised by content.
+                    tracing::warn!(path = %path.display(), size = meta.len(), cursor = offset, "file truncated");
+                    self.stats.truncations += 1;
+                    stream.generation += 1;
+                    offset = 0;
+                    line = 0;
+                    let pos = CursorPos {
+                        offset: 0,
+                        line: 0,
+                        finished: false,
+                    };
+                    let (st, id) = (&stream, self.stats.ingest_id.clone());
+                    with_retry(self.opts.max_wait, &mut self.stats.db_retries, || {
+                        let pool = pool.clone();
+                        let id = id.clone();
+                        async move {
+                            let mut c = pool.get_owned().await?;
+                            store::ingest::save_cursor(&mut c, st, pos, &id).await
+                        }
+                    })
+                    .await?;
+                }
+                if !compression.is_compressed() && meta.len() == offset {
+                    self.stats.files_unchanged += 1;
+                    return Ok(());
                 }
             }
+        }
+        let mut known = None;
+        if stream.generation > 0
+            && let Some(pool) = self.pool.clone().filter(|_| !self.opts.dry_run)
+        {
+            let sid = stream.stream_id.clone();
+            known = Some(
+                with_retry(self.opts.max_wait, &mut self.stats.db_retries, || {
+                    let pool = pool.clone();
+                    let sid = sid.clone();
+                    async move {
+                        let mut c = pool.get_owned().await?;
+                        store::ingest::stream_payload_hashes(&mut c, &sid).await
+                    }
+                })
+                .await?,
+            );
         }
         self.stats.files_processed += 1;
 
@@ -358,6 +380,7 @@ impl Engine {
                 batch_size,
                 stream_for_reader,
                 ingest_id,
+                known,
                 tx,
             )
         });
@@ -365,8 +388,9 @@ impl Engine {
         let mut result = Ok(());
         while let Some(msg) = rx.recv().await {
             match msg {
-                Msg::Batch(batch, blanks) => {
-                    self.stats.events_read += batch.events.len() as u64;
+                Msg::Batch(batch, blanks, skipped) => {
+                    self.stats.events_read += batch.events.len() as u64 + skipped;
+                    self.stats.duplicates += skipped;
                     self.stats.dead_letters += batch.dead_letters.len() as u64;
                     self.stats.blank_lines += blanks;
                     self.stats.batches += 1;
@@ -394,6 +418,9 @@ impl Engine {
                                 break;
                             }
                         }
+                    }
+                    if !self.opts.pause_after_batch.is_zero() {
+                        tokio::time::sleep(self.opts.pause_after_batch).await;
                     }
                     self.bar.set_position(self.bytes.load(Ordering::Relaxed));
                     self.bar
@@ -423,6 +450,7 @@ fn read_batches(
     batch_size: usize,
     stream: StreamRef,
     ingest_id: String,
+    known: Option<HashSet<String>>,
     tx: mpsc::Sender<Msg>,
 ) {
     let inner = match open_at(path, compression, offset, counter) {
@@ -446,6 +474,7 @@ fn read_batches(
     };
     let mut batch = new_batch();
     let mut blanks = 0u64;
+    let mut skipped = 0u64;
     let mut last_sent = (offset, line);
     loop {
         let step = match rr.next_step() {
@@ -458,7 +487,7 @@ fn read_batches(
                         line: rr.line as i64,
                         finished: false,
                     };
-                    let _ = tx.blocking_send(Msg::Batch(batch, blanks));
+                    let _ = tx.blocking_send(Msg::Batch(Box::new(batch), blanks, skipped));
                 }
                 let _ = tx.blocking_send(Msg::Error(format!("read error: {e}")));
                 return;
@@ -466,7 +495,11 @@ fn read_batches(
         };
         let (stop, finished) = match step {
             Step::Event(ev) => {
-                batch.events.push(*ev);
+                if known.as_ref().is_some_and(|k| k.contains(&ev.payload_hash)) {
+                    skipped += 1;
+                } else {
+                    batch.events.push(*ev);
+                }
                 (false, false)
             }
             Step::Dead(d) => {
@@ -493,10 +526,14 @@ fn read_batches(
             };
             last_sent = (rr.offset, rr.line);
             let b = std::mem::replace(&mut batch, new_batch());
-            if tx.blocking_send(Msg::Batch(b, blanks)).is_err() {
+            if tx
+                .blocking_send(Msg::Batch(Box::new(b), blanks, skipped))
+                .is_err()
+            {
                 return;
             }
             blanks = 0;
+            skipped = 0;
         }
         if stop {
             return;

@@ -196,8 +196,9 @@ impl Gen {
             o.insert("message".into(), message);
         }
         o.insert("sensor".into(), json!(self.opts.sensor));
-        let ts_text = if f == CowrieFormat::V1 {
-            ts.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+        // Cowrie writes UTC as `Z` when TZ=UTC, otherwise with a `+0000` offset.
+        let ts_text = if f == CowrieFormat::V3 && s.src_port.is_multiple_of(4) {
+            ts.format("%Y-%m-%dT%H:%M:%S%.6f+0000").to_string()
         } else {
             ts.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
         };

@@ -74,6 +74,9 @@ struct SummaryRow {
     duration_seconds: Option<f64>,
 }
 
+/// Commands, logins and downloads of one session.
+type SessionDetails = (Vec<String>, Vec<LoginAttempt>, Vec<Download>);
+
 const DETAIL_TYPES: [&str; 5] = [
     "cowrie.command.input",
     "cowrie.login.success",
@@ -108,8 +111,7 @@ pub async fn sessions_in_window(
     }
     let rows: Vec<SummaryRow> = q.load(conn).await?;
     let ids: Vec<String> = rows.iter().map(|r| r.session_id.clone()).collect();
-    let mut details: HashMap<String, (Vec<String>, Vec<LoginAttempt>, Vec<Download>)> =
-        HashMap::new();
+    let mut details: HashMap<String, SessionDetails> = HashMap::new();
     for chunk in ids.chunks(20_000) {
         let evs: Vec<(Option<String>, String, DateTime<Utc>, Value)> = raw_events::table
             .filter(raw_events::session_id.eq_any(chunk))

@@ -420,3 +420,18 @@ pub async fn table_counts(conn: &mut AsyncPgConnection) -> Result<TableCounts, S
         ingest_cursors: ingest_cursors::table.count().get_result(conn).await?,
     })
 }
+
+/// Payload hashes of every event already stored for a stream (all generations).
+/// Used to deduplicate by content after a truncation, when offsets no longer line up.
+pub async fn stream_payload_hashes(
+    conn: &mut AsyncPgConnection,
+    stream_id: &str,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    use crate::schema::raw_events;
+    let v: Vec<String> = raw_events::table
+        .filter(raw_events::stream_id.eq(stream_id))
+        .select(raw_events::payload_hash)
+        .load(conn)
+        .await?;
+    Ok(v.into_iter().collect())
+}

@@ -19,6 +19,7 @@
 
 pub mod analysis;
 pub mod ingest;
+pub mod inspect;
 pub mod schema;
 pub mod test_support;
 
@@ -46,6 +47,10 @@ pub type PgPool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
 /// A connection checked out of [`PgPool`].
 pub type PooledConn<'a> =
     bb8::PooledConnection<'a, AsyncDieselConnectionManager<AsyncPgConnection>>;
+
+/// An owned connection checked out of [`PgPool`].
+pub type PooledConnOwned =
+    bb8::PooledConnection<'static, AsyncDieselConnectionManager<AsyncPgConnection>>;
 
 /// Errors of the store, split so callers can tell "try again later" from "this data is bad".
 #[derive(Debug, thiserror::Error)]

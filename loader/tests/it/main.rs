@@ -1,0 +1,10 @@
+//! Integration tests of `cowrie-loader` against a real PostgreSQL (one database per test).
+//!
+//! All integration tests live in this one binary; each module owns one theme.
+
+mod common;
+mod crash;
+mod fixtures;
+mod outage;
+mod parsing;
+mod rotation;
