@@ -21,10 +21,39 @@ pub fn service_missing(what: &str, err: &dyn std::fmt::Display) -> bool {
     false
 }
 
-/// A database created for one test and dropped on [`TestDb::drop_db`] (or leaked on panic).
+/// A database created for one test, dropped by [`TestDb::drop_db`] or, if the test
+/// panicked first, when the value is dropped.
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    dropped: bool,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        // Runs on its own thread and runtime: Drop cannot await, and may run inside one.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(drop_database(&name));
+            }
+        })
+        .join();
+    }
+}
+
+async fn drop_database(name: &str) {
+    if let Ok(mut conn) = AsyncPgConnection::establish(&admin_url()).await {
+        let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
 }
 
 impl TestDb {
@@ -47,7 +76,11 @@ impl TestDb {
         let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
         let url = format!("{base}/{name}");
         crate::run_migrations(&url).await.expect("migrations");
-        Some(TestDb { name, url })
+        Some(TestDb {
+            name,
+            url,
+            dropped: false,
+        })
     }
 
     /// Drops the database (terminating leftover connections first).

