@@ -18,6 +18,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     broker_transport_options={'visibility_timeout': float(os.environ.get('VISIBILITY_TIMEOUT', '3600'))},
     worker_hijack_root_logger=False,
+    result_extended=True,
 )
 
 
@@ -50,3 +51,9 @@ def noop():
 @app.task(name='tasks.noop_r')
 def noop_r():
     return None
+
+
+@app.task(name='celeriac.add')
+def shared_add(x, y):
+    """Same name as the Rust built-in, so a mixed cluster can share one queue."""
+    return x + y

@@ -18,6 +18,8 @@ pub struct WorkerConfig {
     pub result_expires: u64,
     pub result_extended: bool,
     pub track_started: bool,
+    /// Acknowledge every task after it ran instead of when it starts (Celery's `task_acks_late`).
+    pub acks_late: bool,
     pub without_mingle: bool,
     pub without_gossip: bool,
     /// Where undecodable or invalid messages are kept (a Redis list); nothing is dropped silently.
@@ -39,6 +41,7 @@ impl WorkerConfig {
             result_expires: 86_400,
             result_extended: false,
             track_started: false,
+            acks_late: false,
             without_mingle: false,
             without_gossip: false,
             dead_letter_key: "celeriac:dead_letter".to_string(),

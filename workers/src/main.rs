@@ -54,6 +54,9 @@ struct Cli {
     /// Store a STARTED state when a task starts (Celery's task_track_started).
     #[arg(long)]
     track_started: bool,
+    /// Acknowledge tasks after they ran, so a crash redelivers them (Celery's task_acks_late).
+    #[arg(long)]
+    acks_late: bool,
     #[arg(short = 'l', long, default_value = "info")]
     loglevel: String,
     #[arg(short = 'f', long)]
@@ -113,6 +116,7 @@ fn main() -> anyhow::Result<()> {
     config.result_expires = cli.result_expires;
     config.result_extended = cli.result_extended;
     config.track_started = cli.track_started;
+    config.acks_late = cli.acks_late;
     config.without_mingle = cli.without_mingle;
     config.without_gossip = cli.without_gossip;
 

@@ -584,7 +584,7 @@ impl Worker {
             .lock()
             .expect("held")
             .insert(tag.to_string(), Phase::Active);
-        if !task.options.acks_late {
+        if !(task.options.acks_late || self.config.acks_late) {
             self.ack(tag, slot).await;
             self.state
                 .set_phase(id, Phase::Active, |i| i.acknowledged = true);
