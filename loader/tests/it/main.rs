@@ -2,6 +2,7 @@
 //!
 //! All integration tests live in this one binary; each module owns one theme.
 
+mod cli;
 mod common;
 mod crash;
 mod fixtures;
