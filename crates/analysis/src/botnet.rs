@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dbscan::{CosineIndex, Scratch};
 use crate::error::AnalysisError;
 use crate::ipclass::{is_link_local, is_loopback, parse_ip};
 use crate::model::Session;
@@ -378,8 +379,9 @@ pub fn botnet(
 
 /// Mean pairwise cosine similarity of TF-IDF vectors of the per-IP command texts.
 ///
-/// IPs with identical texts share one vector; pairs are counted with multiplicity, so the result
-/// equals the all-pairs computation without its quadratic memory.
+/// IPs with identical texts share one vector; the pair sum comes from the sum of the vectors
+/// (linear time), and similar pairs from an exact prefix-filter index (see [`CosineIndex`]),
+/// so the result equals the all-pairs computation without its quadratic cost.
 fn command_similarity(
     texts: &[(String, String)],
     threshold: f64,
@@ -410,23 +412,51 @@ fn command_similarity(
     };
     let n = texts.len() as f64;
     let pairs = n * (n - 1.0) / 2.0;
-    let mut sum = 0.0;
+    // Sum over all IP pairs of the dot product: (|sum of vectors|^2 - sum of |vector|^2) / 2,
+    // with each distinct vector counted once per IP that has it.
+    let dims = rows
+        .iter()
+        .flat_map(|r| r.indices.iter())
+        .map(|&i| i as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut total = vec![0.0f64; dims];
+    let mut self_sum = 0.0;
+    for (r, &w) in rows.iter().zip(&weights) {
+        let w = w as f64;
+        for (&i, &v) in r.indices.iter().zip(&r.values) {
+            total[i as usize] += w * v;
+        }
+        self_sum += w * r.norm_sq();
+    }
+    let total_sq: f64 = total.iter().map(|v| v * v).sum();
+    let sum = ((total_sq - self_sum) / 2.0).max(0.0);
+    // IPs in at least one pair at or above the threshold.
     let mut similar: BTreeSet<&str> = BTreeSet::new();
-    for a in 0..rows.len() {
-        let wa = weights[a] as f64;
-        if wa > 1.0 {
-            let s = rows[a].dot(&rows[a]);
-            sum += s * wa * (wa - 1.0) / 2.0;
-            if s >= threshold {
-                similar.extend(members[a].iter().copied());
+    let mut mark = |a: usize| similar.extend(members[a].iter().copied());
+    match CosineIndex::new(&rows, threshold) {
+        Some(index) => {
+            let mut scratch = Scratch::new(rows.len());
+            let mut found = Vec::new();
+            for (a, &wa) in weights.iter().enumerate() {
+                found.clear();
+                index.query(&rows, a, &mut scratch, &mut found, &mut |b, dot| {
+                    (b > a || (b == a && wa > 1)) && dot >= threshold
+                });
+                for &b in &found {
+                    mark(a);
+                    mark(b);
+                }
             }
         }
-        for b in a + 1..rows.len() {
-            let s = rows[a].dot(&rows[b]);
-            sum += s * wa * weights[b] as f64;
-            if s >= threshold {
-                similar.extend(members[a].iter().copied());
-                similar.extend(members[b].iter().copied());
+        None => {
+            for (a, &wa) in weights.iter().enumerate() {
+                for b in a..rows.len() {
+                    if (b > a || wa > 1) && rows[a].dot(&rows[b]) >= threshold {
+                        mark(a);
+                        mark(b);
+                    }
+                }
             }
         }
     }

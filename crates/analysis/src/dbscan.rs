@@ -131,36 +131,31 @@ fn finish(c: &Collapsed, core: &[bool], uf: &mut UnionFind, border: &[Option<usi
     c.of_point.iter().map(|&u| label_u[u]).collect()
 }
 
-/// Generic pass over distinct points with a neighbour test (quadratic in distinct points).
+/// Generic labelling over distinct points; `neighbours(u, out)` fills `out` with the distinct
+/// points within `eps` of `u` (itself included when its self-distance is within `eps`).
 fn label_generic(
     c: &Collapsed,
     min_samples: usize,
-    candidates: &dyn Fn(usize) -> std::ops::Range<usize>,
-    order: &[usize],
-    within: &dyn Fn(usize, usize) -> bool,
+    neighbours: &dyn Fn(usize, &mut Vec<usize>),
 ) -> Vec<i32> {
     let n = c.first.len();
-    // `order` lists distinct indices sorted so that candidates are a contiguous slice of it.
+    let mut buf = Vec::new();
     let mut core = vec![false; n];
-    for pos in 0..n {
-        let u = order[pos];
-        let mut w = 0.0;
-        for &v in &order[candidates(pos)] {
-            if within(u, v) {
-                w += c.weight[v];
-            }
-        }
+    for u in 0..n {
+        buf.clear();
+        neighbours(u, &mut buf);
+        let w: f64 = buf.iter().map(|&v| c.weight[v]).sum();
         core[u] = w >= min_samples as f64;
     }
     let mut uf = UnionFind::new(n);
-    let mut best: Vec<Option<usize>> = vec![None; n];
-    for pos in 0..n {
-        let u = order[pos];
+    for u in 0..n {
         if !core[u] {
             continue;
         }
-        for &v in &order[candidates(pos)] {
-            if core[v] && v > u && within(u, v) {
+        buf.clear();
+        neighbours(u, &mut buf);
+        for &v in &buf {
+            if core[v] && v > u {
                 uf.union(u, v);
             }
         }
@@ -173,14 +168,16 @@ fn label_generic(
             comp_key[r] = comp_key[r].min(c.first[u]);
         }
     }
-    for pos in 0..n {
-        let u = order[pos];
+    let mut best: Vec<Option<usize>> = vec![None; n];
+    for u in 0..n {
         if core[u] {
             continue;
         }
+        buf.clear();
+        neighbours(u, &mut buf);
         let mut chosen: Option<(usize, usize)> = None;
-        for &v in &order[candidates(pos)] {
-            if core[v] && within(u, v) {
+        for &v in &buf {
+            if core[v] {
                 let key = comp_key[uf.find(v)];
                 if chosen.is_none_or(|(k, _)| key < k) {
                     chosen = Some((key, v));
@@ -281,10 +278,10 @@ pub fn dbscan_euclidean(
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| x0(a).total_cmp(&x0(b)));
     let xs: Vec<f64> = order.iter().map(|&u| x0(u)).collect();
-    let candidates = |pos: usize| -> std::ops::Range<usize> {
-        let x = xs[pos];
-        xs.partition_point(|&v| x - v > eps)..xs.partition_point(|&v| v - x <= eps)
-    };
+    let mut pos_of = vec![0; n];
+    for (pos, &u) in order.iter().enumerate() {
+        pos_of[u] = pos;
+    }
     let within = |a: usize, b: usize| -> bool {
         let mut s = 0.0;
         for k in 0..d {
@@ -293,7 +290,13 @@ pub fn dbscan_euclidean(
         }
         s.sqrt() <= eps
     };
-    Ok(label_generic(&c, min_samples, &candidates, &order, &within))
+    // Candidates: first-column distance at most eps, a contiguous slice of the sorted order.
+    let neighbours = |u: usize, out: &mut Vec<usize>| {
+        let x = xs[pos_of[u]];
+        let range = xs.partition_point(|&v| x - v > eps)..xs.partition_point(|&v| v - x <= eps);
+        out.extend(order[range].iter().copied().filter(|&v| within(u, v)));
+    };
+    Ok(label_generic(&c, min_samples, &neighbours))
 }
 
 /// One-dimensional labelling inside groups of distinct points that never neighbour each other.
@@ -433,12 +436,183 @@ pub fn dbscan_cosine_weighted(
         c.weight[u] += weights[i];
     }
     let n = c.first.len();
-    let order: Vec<usize> = (0..n).collect();
+    let distinct: Vec<SparseRow> = c.first.iter().map(|&i| rows[i].clone()).collect();
     let within = |a: usize, b: usize| -> bool {
-        let (ra, rb) = (&rows[c.first[a]], &rows[c.first[b]]);
-        let dist = (1.0 - ra.dot(rb)).clamp(0.0, 2.0);
+        let dist = (1.0 - distinct[a].dot(&distinct[b])).clamp(0.0, 2.0);
         dist <= eps
     };
-    let candidates = |_pos: usize| 0..n;
-    Ok(label_generic(&c, min_samples, &candidates, &order, &within))
+    match CosineIndex::new(&distinct, 1.0 - eps) {
+        Some(index) => {
+            let scratch = std::cell::RefCell::new(Scratch::new(n));
+            let compute = |u: usize, out: &mut Vec<usize>| {
+                let mut sc = scratch.borrow_mut();
+                index.query(&distinct, u, &mut sc, out, &mut |_, dot| {
+                    (1.0 - dot).clamp(0.0, 2.0) <= eps
+                });
+            };
+            // Keep the neighbour lists when they fit a modest budget, else recompute them.
+            const BUDGET: usize = 32 << 20;
+            let mut lists: Vec<Vec<u32>> = Vec::with_capacity(n);
+            let mut kept = 0usize;
+            let mut buf = Vec::new();
+            for u in 0..n {
+                buf.clear();
+                compute(u, &mut buf);
+                kept += buf.len();
+                if kept > BUDGET {
+                    lists.clear();
+                    break;
+                }
+                lists.push(buf.iter().map(|&v| v as u32).collect());
+            }
+            if lists.len() == n {
+                let neighbours = |u: usize, out: &mut Vec<usize>| {
+                    out.extend(lists[u].iter().map(|&v| v as usize));
+                };
+                Ok(label_generic(&c, min_samples, &neighbours))
+            } else {
+                Ok(label_generic(&c, min_samples, &compute))
+            }
+        }
+        None => {
+            let neighbours = |u: usize, out: &mut Vec<usize>| {
+                out.extend((0..n).filter(|&v| within(u, v)));
+            };
+            Ok(label_generic(&c, min_samples, &neighbours))
+        }
+    }
+}
+
+/// Scratch space for [`CosineIndex`] queries: a stamp per row to drop repeats and a dense
+/// copy of the query row for fast dot products.
+pub struct Scratch {
+    stamp: Vec<u32>,
+    now: u32,
+    dense: Vec<f64>,
+}
+
+impl Scratch {
+    /// Scratch for `n` rows.
+    pub fn new(n: usize) -> Self {
+        Scratch {
+            stamp: vec![0; n],
+            now: 0,
+            dense: Vec::new(),
+        }
+    }
+}
+
+/// Exact candidate generation for "cosine similarity at least `t`" between l2-normalised rows
+/// (prefix filtering, as in the AllPairs similarity join).
+///
+/// Each row indexes only its rarest features, up to the point where the rest of the row has
+/// norm below `t`; a row that shares none of those features with another cannot reach
+/// similarity `t` with it, because the dot product is then bounded by the norm of the rest.
+/// Candidates are verified by the caller.
+pub struct CosineIndex {
+    postings: Vec<Vec<u32>>,
+    support: Vec<Vec<u32>>,
+}
+
+impl CosineIndex {
+    /// Builds the index; `None` when `t <= 0` (every pair may qualify, nothing can be pruned).
+    pub fn new(rows: &[SparseRow], t: f64) -> Option<CosineIndex> {
+        if t.is_nan() || t <= 0.0 {
+            return None;
+        }
+        // Slightly lower bound so rounding never drops a true pair.
+        let bound = t * (1.0 - 1e-9) - 1e-12;
+        let n_features = rows
+            .iter()
+            .flat_map(|r| r.indices.iter())
+            .map(|&i| i as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut df = vec![0u32; n_features];
+        for r in rows {
+            for &i in &r.indices {
+                df[i as usize] += 1;
+            }
+        }
+        let mut postings: Vec<Vec<u32>> = vec![Vec::new(); n_features];
+        let mut entries: Vec<(u32, f64)> = Vec::new();
+        for (id, r) in rows.iter().enumerate() {
+            entries.clear();
+            entries.extend(r.indices.iter().copied().zip(r.values.iter().copied()));
+            // Rarest features first (ties by feature index).
+            entries.sort_by_key(|&(f, _)| (df[f as usize], f));
+            let mut rest: f64 = entries.iter().map(|e| e.1 * e.1).sum();
+            for &(f, v) in entries.iter() {
+                if rest.max(0.0).sqrt() < bound {
+                    break;
+                }
+                postings[f as usize].push(id as u32);
+                rest -= v * v;
+            }
+        }
+        let support = rows.iter().map(|r| r.indices.clone()).collect();
+        Some(CosineIndex { postings, support })
+    }
+
+    /// Calls `keep(v, dot)` for every candidate `v` of row `u` with the exact dot product
+    /// (summed in ascending feature order, as [`SparseRow::dot`]) and pushes `v` to `out` when
+    /// it returns true.
+    pub fn query(
+        &self,
+        rows: &[SparseRow],
+        u: usize,
+        scratch: &mut Scratch,
+        out: &mut Vec<usize>,
+        keep: &mut dyn FnMut(usize, f64) -> bool,
+    ) {
+        let start = out.len();
+        self.candidates(u, scratch, out);
+        let dense = &mut scratch.dense;
+        let dims = self.postings.len();
+        if dense.len() < dims {
+            dense.resize(dims, 0.0);
+        }
+        let q = &rows[u];
+        for (&i, &v) in q.indices.iter().zip(&q.values) {
+            dense[i as usize] = v;
+        }
+        let mut w = start;
+        for r in start..out.len() {
+            let v = out[r];
+            let row = &rows[v];
+            let mut dot = 0.0;
+            for (&i, &x) in row.indices.iter().zip(&row.values) {
+                let d = dense[i as usize];
+                if d != 0.0 {
+                    dot += d * x;
+                }
+            }
+            if keep(v, dot) {
+                out[w] = v;
+                w += 1;
+            }
+        }
+        out.truncate(w);
+        for &i in &q.indices {
+            dense[i as usize] = 0.0;
+        }
+    }
+
+    /// Appends to `out` every row that might reach the threshold with row `u` (each once).
+    pub fn candidates(&self, u: usize, scratch: &mut Scratch, out: &mut Vec<usize>) {
+        scratch.now = scratch.now.wrapping_add(1);
+        if scratch.now == 0 {
+            scratch.stamp.iter_mut().for_each(|s| *s = 0);
+            scratch.now = 1;
+        }
+        for &f in &self.support[u] {
+            for &v in &self.postings[f as usize] {
+                let slot = &mut scratch.stamp[v as usize];
+                if *slot != scratch.now {
+                    *slot = scratch.now;
+                    out.push(v as usize);
+                }
+            }
+        }
+    }
 }

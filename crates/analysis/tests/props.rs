@@ -265,6 +265,76 @@ proptest! {
     }
 }
 
+/// scikit-learn's algorithm with cosine distance on l2-normalised rows.
+fn reference_cosine_dbscan(
+    rows: &[analysis::tfidf::SparseRow],
+    eps: f64,
+    min_samples: usize,
+) -> Vec<i32> {
+    let n = rows.len();
+    let neigh: Vec<Vec<usize>> = (0..n)
+        .map(|i| {
+            (0..n)
+                .filter(|&j| (1.0 - rows[i].dot(&rows[j])).clamp(0.0, 2.0) <= eps)
+                .collect()
+        })
+        .collect();
+    let core: Vec<bool> = neigh.iter().map(|v| v.len() >= min_samples).collect();
+    let mut labels = vec![-1; n];
+    let mut label = 0;
+    for start in 0..n {
+        if labels[start] != -1 || !core[start] {
+            continue;
+        }
+        let mut stack = vec![start];
+        while let Some(i) = stack.pop() {
+            if labels[i] == -1 {
+                labels[i] = label;
+                if core[i] {
+                    stack.extend(neigh[i].iter().copied().filter(|&j| labels[j] == -1));
+                }
+            }
+        }
+        label += 1;
+    }
+    labels
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+
+    #[test]
+    fn cosine_index_finds_exactly_the_similar_pairs(
+        docs in prop::collection::vec("[abcde ]{0,16}", 1..30),
+        t in prop::sample::select(vec![0.3, 0.5, 0.7, 0.9]),
+    ) {
+        let cfg = TfidfConfig { max_features: None, ngram_range: (1, 2), lowercase: false, min_token_len: 1 };
+        let Ok((_, rows)) = fit_transform(&docs, &cfg) else { return Ok(()) };
+        let index = analysis::dbscan::CosineIndex::new(&rows, t).unwrap();
+        let mut scratch = analysis::dbscan::Scratch::new(rows.len());
+        for a in 0..rows.len() {
+            let mut cands = Vec::new();
+            index.candidates(a, &mut scratch, &mut cands);
+            for b in 0..rows.len() {
+                if rows[a].dot(&rows[b]) >= t {
+                    prop_assert!(cands.contains(&b), "pair {a},{b} missed at t={t}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dbscan_cosine_matches_reference(
+        docs in prop::collection::vec("[abcd ]{0,10}", 1..30),
+        min_samples in 1usize..5,
+        eps in prop::sample::select(vec![0.1, 0.3, 0.6, 1.2]),
+    ) {
+        let cfg = TfidfConfig { max_features: Some(6), ngram_range: (1, 2), lowercase: false, min_token_len: 1 };
+        let Ok((_, rows)) = fit_transform(&docs, &cfg) else { return Ok(()) };
+        prop_assert_eq!(dbscan_cosine(&rows, eps, min_samples).unwrap(), reference_cosine_dbscan(&rows, eps, min_samples));
+    }
+}
+
 // ---------------------------------------------------------------- scores
 
 fn t0() -> DateTime<Utc> {
