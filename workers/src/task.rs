@@ -223,7 +223,13 @@ impl Task {
             let f = f.clone();
             Box::pin(async move {
                 let bound = bound?;
-                let typed: A = serde_json::from_value(Value::Array(bound))
+                // A task without parameters takes `()`, which serde reads from null, not from `[]`.
+                let bound = if bound.is_empty() {
+                    Value::Null
+                } else {
+                    Value::Array(bound)
+                };
+                let typed: A = serde_json::from_value(bound)
                     .map_err(|e| TaskError::type_error(format!("{}: {e}", ctx.name)))?;
                 f(ctx, typed).await
             })
