@@ -24,6 +24,8 @@ pub struct WorkerConfig {
     pub without_gossip: bool,
     /// Where undecodable or invalid messages are kept (a Redis list); nothing is dropped silently.
     pub dead_letter_key: String,
+    /// Serve Prometheus metrics on this port (None = off).
+    pub metrics_port: Option<u16>,
 }
 
 impl WorkerConfig {
@@ -45,6 +47,7 @@ impl WorkerConfig {
             without_mingle: false,
             without_gossip: false,
             dead_letter_key: "celeriac:dead_letter".to_string(),
+            metrics_port: None,
         }
     }
 

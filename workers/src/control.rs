@@ -138,7 +138,7 @@ impl Pidbox {
                 }
             };
             backoff = Duration::from_millis(200);
-            subscribed.notify_waiters();
+            subscribed.notify_one();
             let mut refresh = tokio::time::interval(MAILBOX_REFRESH);
             refresh.tick().await;
             loop {
@@ -205,10 +205,19 @@ impl Pidbox {
             .map(|(_, _, q)| q.to_string())
             .collect();
         if queues.is_empty() {
-            tracing::debug!(oid, "no reply queue bound for this request (client gone); reply dropped");
+            tracing::debug!(
+                oid,
+                "no reply queue bound for this request (client gone); reply dropped"
+            );
             return;
         }
-        let env = reply_envelope(self.node(), value, ticket, oid, self.worker.state.clock.forward());
+        let env = reply_envelope(
+            self.node(),
+            value,
+            ticket,
+            oid,
+            self.worker.state.clock.forward(),
+        );
         let bytes = env.encode();
         for q in queues {
             if let Err(e) = broker.lpush(&keys::queue_key(&q, 0), &bytes).await {
@@ -340,11 +349,18 @@ impl Pidbox {
 
     fn registered(&self, args: &Map<String, Value>) -> Value {
         let items: Vec<String> = match args.get("taskinfoitems") {
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
             Some(Value::String(s)) => vec![s.clone()],
             _ => Vec::new(),
         };
-        let builtins = args.get("builtins").and_then(Value::as_bool).unwrap_or(false);
+        let builtins = args
+            .get("builtins")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let mut out = Vec::new();
         for name in self.worker.registry.names() {
             if name.starts_with("celery.") && !builtins {
@@ -392,9 +408,15 @@ impl Pidbox {
     fn query_task(&self, args: &Map<String, Value>) -> Value {
         let ids: Vec<String> = match args.get("ids").or_else(|| args.get("id")) {
             Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
             None | Some(Value::Null) => Vec::new(),
-            Some(_) => return type_error("query_task: ids must be a task id or a list of task ids"),
+            Some(_) => {
+                return type_error("query_task: ids must be a task id or a list of task ids");
+            }
         };
         let w = &self.worker;
         let reqs = w.state.requests.lock().expect("requests");
@@ -406,7 +428,10 @@ impl Pidbox {
                     Phase::Reserved => "reserved",
                     Phase::Scheduled => "scheduled",
                 };
-                out.insert(id, json!([phase, t.info.to_value(&w.state.hostname, false)]));
+                out.insert(
+                    id,
+                    json!([phase, t.info.to_value(&w.state.hostname, false)]),
+                );
             }
         }
         Value::Object(out)
@@ -459,10 +484,20 @@ impl Pidbox {
         if let Some(revoked) = args.get("revoked") {
             let n = crate::mingle::merge_revoked(&self.worker.state, revoked);
             if n > 0 {
-                tracing::info!(from, adopted = n, "mingle: revoked ids from a starting peer");
+                tracing::info!(
+                    from,
+                    adopted = n,
+                    "mingle: revoked ids from a starting peer"
+                );
             }
         }
-        let revoked = self.worker.state.revoked.lock().expect("revoked").as_mingle();
+        let revoked = self
+            .worker
+            .state
+            .revoked
+            .lock()
+            .expect("revoked")
+            .as_mingle();
         json!({"revoked": revoked, "clock": self.worker.state.clock.forward()})
     }
 
@@ -471,9 +506,11 @@ impl Pidbox {
     async fn revoke(&self, args: &Map<String, Value>, force_terminate: Option<bool>) -> Value {
         let ids: Vec<String> = match args.get("task_id") {
             Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
-                a.iter().filter_map(Value::as_str).map(str::to_string).collect()
-            }
+            Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
             _ => return type_error("revoke: task_id must be a task id or a list of task ids"),
         };
         let terminate = force_terminate
@@ -501,7 +538,11 @@ impl Pidbox {
         }
         for id in &untracked {
             let meta = {
-                let mut m = ResultMeta::new(id, State::Revoked, ExceptionInfo::revoked("revoked").to_value());
+                let mut m = ResultMeta::new(
+                    id,
+                    State::Revoked,
+                    ExceptionInfo::revoked("revoked").to_value(),
+                );
                 m.children = Value::Null;
                 m
             };
@@ -531,10 +572,15 @@ impl Pidbox {
         let Some(Value::Object(headers)) = args.get("headers") else {
             return type_error("revoke_by_stamped_headers: headers must be an object");
         };
-        let terminate = args.get("terminate").and_then(Value::as_bool).unwrap_or(false);
+        let terminate = args
+            .get("terminate")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let wanted = |stamps: &Map<String, Value>| {
             headers.iter().any(|(k, v)| {
-                let Some(have) = stamps.get(k) else { return false };
+                let Some(have) = stamps.get(k) else {
+                    return false;
+                };
                 let values: Vec<&Value> = match v {
                     Value::Array(a) => a.iter().collect(),
                     other => vec![other],
@@ -566,7 +612,9 @@ impl Pidbox {
         }
         let shown = repr(&Value::Object(headers.clone()));
         if !terminate {
-            ok(format!("headers {shown} flagged as revoked, but not terminated"))
+            ok(format!(
+                "headers {shown} flagged as revoked, but not terminated"
+            ))
         } else if terminated > 0 {
             ok(format!("headers {shown} revoked"))
         } else {
@@ -620,12 +668,15 @@ impl Pidbox {
             match args.get(k) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::Number(n)) => Ok(n.as_f64()),
-                Some(Value::String(s)) => s
-                    .trim()
-                    .parse::<f64>()
-                    .map(Some)
-                    .map_err(|_| err(format!("ValueError(\"could not convert string to float: {}\")", repr(&json!(s))))),
-                Some(other) => Err(type_error(&format!("time_limit: {k} must be a number, got {other}"))),
+                Some(Value::String(s)) => s.trim().parse::<f64>().map(Some).map_err(|_| {
+                    err(format!(
+                        "ValueError(\"could not convert string to float: {}\")",
+                        repr(&json!(s))
+                    ))
+                }),
+                Some(other) => Err(type_error(&format!(
+                    "time_limit: {k} must be a number, got {other}"
+                ))),
             }
         };
         let (soft, hard) = match (num("soft"), num("hard")) {
@@ -647,7 +698,9 @@ impl Pidbox {
             None | Some(Value::Null) => 1,
             Some(v) => match v.as_u64() {
                 Some(n) => n as usize,
-                None => return type_error("pool_grow/pool_shrink: n must be a non-negative integer"),
+                None => {
+                    return type_error("pool_grow/pool_shrink: n must be a non-negative integer");
+                }
             },
         };
         if grow {
@@ -673,16 +726,33 @@ impl Pidbox {
     }
 
     async fn add_consumer(&self, args: &Map<String, Value>) -> Value {
-        let Some(queue) = args.get("queue").and_then(Value::as_str).filter(|q| !q.is_empty()) else {
+        let Some(queue) = args
+            .get("queue")
+            .and_then(Value::as_str)
+            .filter(|q| !q.is_empty())
+        else {
             return type_error("add_consumer() missing required argument: 'queue'");
         };
-        if self.worker.state.queues.lock().expect("queues").iter().any(|q| q == queue) {
+        if self
+            .worker
+            .state
+            .queues
+            .lock()
+            .expect("queues")
+            .iter()
+            .any(|q| q == queue)
+        {
             return ok(format!("already consuming from {queue}"));
         }
         if let Err(e) = self.worker.broker.declare_queue(queue).await {
             return err(format!("could not declare queue {queue}: {e}"));
         }
-        self.worker.state.queues.lock().expect("queues").push(queue.to_string());
+        self.worker
+            .state
+            .queues
+            .lock()
+            .expect("queues")
+            .push(queue.to_string());
         tracing::info!(queue, "started consuming from queue");
         ok(format!("add consumer {queue}"))
     }
@@ -691,7 +761,12 @@ impl Pidbox {
         let Some(queue) = args.get("queue").and_then(Value::as_str) else {
             return type_error("cancel_consumer() missing required argument: 'queue'");
         };
-        self.worker.state.queues.lock().expect("queues").retain(|q| q != queue);
+        self.worker
+            .state
+            .queues
+            .lock()
+            .expect("queues")
+            .retain(|q| q != queue);
         tracing::info!(queue, "stopped consuming from queue");
         ok(format!("no longer consuming from {queue}"))
     }
@@ -735,7 +810,14 @@ pub fn broker_info(url: &str) -> Value {
     let hostport = hostport.split(',').next().unwrap_or("");
     let (host, port) = match hostport.rsplit_once(':') {
         Some((h, p)) => (h, p.parse::<u16>().unwrap_or(6379)),
-        None => (hostport, if scheme.contains("sentinel") { 26379 } else { 6379 }),
+        None => (
+            hostport,
+            if scheme.contains("sentinel") {
+                26379
+            } else {
+                6379
+            },
+        ),
     };
     let db = db.split('/').next_back().unwrap_or("0");
     json!({

@@ -54,6 +54,7 @@ impl Events {
 
     /// A task event, sent only while task events are enabled.
     pub async fn task(&self, event_type: &str, uuid: &str, fields: Value) {
+        self.count(event_type, uuid, &fields);
         if !self.state.task_events.load(Ordering::Relaxed) {
             return;
         }
@@ -63,6 +64,33 @@ impl Events {
             m.extend(f);
         }
         self.publish(event_type, m).await;
+    }
+
+    /// Feed the Prometheus counters (every task outcome passes here, with or without task events).
+    fn count(&self, event_type: &str, uuid: &str, fields: &Value) {
+        let (name, started) = {
+            let reqs = self.state.requests.lock().expect("requests");
+            match reqs.get(uuid) {
+                Some(t) => (t.info.name.clone(), t.info.time_start),
+                None => (
+                    fields
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown")
+                        .to_string(),
+                    None,
+                ),
+            }
+        };
+        let finished = matches!(
+            event_type,
+            "task-succeeded" | "task-failed" | "task-revoked"
+        );
+        let runtime = fields
+            .get("runtime")
+            .and_then(Value::as_f64)
+            .or_else(|| started.filter(|_| finished).map(|t| broker::now_f64() - t));
+        crate::metrics::on_task_event(event_type, &name, runtime);
     }
 
     /// worker-online / worker-heartbeat / worker-offline with the real numbers.

@@ -3,7 +3,10 @@
 
 pub mod builtin;
 pub mod config;
+pub mod control;
 pub mod events;
+pub mod metrics;
+pub mod mingle;
 pub mod ratelimit;
 pub mod state;
 pub mod task;

@@ -73,6 +73,9 @@ struct Cli {
     without_mingle: bool,
     #[arg(long)]
     without_gossip: bool,
+    /// Serve Prometheus metrics on this port (GET /metrics); off by default.
+    #[arg(long, env = "CELERIAC_METRICS_PORT")]
+    metrics_port: Option<u16>,
 }
 
 fn default_concurrency() -> usize {
@@ -119,6 +122,7 @@ fn main() -> anyhow::Result<()> {
     config.acks_late = cli.acks_late;
     config.without_mingle = cli.without_mingle;
     config.without_gossip = cli.without_gossip;
+    config.metrics_port = cli.metrics_port;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.concurrency.clamp(1, default_concurrency().max(2)))
@@ -127,8 +131,20 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let result = runtime.block_on(async move {
         let (tx, rx) = watch::channel(Shutdown::Running);
-        tokio::spawn(signals(tx));
+        let tx = std::sync::Arc::new(tx);
+        tokio::spawn(signals(tx.clone()));
         let worker = Worker::connect(config, celeriac_worker::default_registry(), rx).await?;
+        // The `shutdown` control command asks for a warm shutdown.
+        let mut asked = worker.state.shutdown_request.subscribe();
+        tokio::spawn(async move {
+            if asked.wait_for(|v| *v).await.is_ok() {
+                tx.send_if_modified(|s| {
+                    let changed = *s == Shutdown::Running;
+                    *s = (*s).max(Shutdown::Warm);
+                    changed
+                });
+            }
+        });
         worker.run().await
     });
     if let Some(p) = &cli.pidfile {
@@ -138,7 +154,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// SIGTERM/SIGINT: warm shutdown; a second one or SIGQUIT: cold. SIGHUP: nothing to reload yet, say so.
-async fn signals(tx: watch::Sender<Shutdown>) {
+async fn signals(tx: std::sync::Arc<watch::Sender<Shutdown>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup)) = (
         signal(SignalKind::terminate()),

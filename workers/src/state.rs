@@ -143,6 +143,8 @@ pub struct WorkerState {
     pub time_limits: Mutex<HashMap<String, TimeLimits>>,
     /// Delivery tags this worker holds unacked (their leases are renewed; restored on shutdown).
     pub held: Mutex<HashMap<String, Phase>>,
+    /// Set to true by the `shutdown` control command; `main.rs` turns it into a warm shutdown.
+    pub shutdown_request: tokio::sync::watch::Sender<bool>,
 }
 
 impl WorkerState {
@@ -160,7 +162,13 @@ impl WorkerState {
             rate_limits: Mutex::new(HashMap::new()),
             time_limits: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
+            shutdown_request: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Ask for a warm shutdown (remote control `shutdown`).
+    pub fn request_shutdown(&self) {
+        self.shutdown_request.send_replace(true);
     }
 
     pub fn active_count(&self) -> usize {

@@ -146,6 +146,23 @@ impl Worker {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not restore unacknowledged messages"),
         }
+        if !self.config.without_mingle {
+            crate::mingle::sync(&self).await;
+        }
+        let pidbox = crate::control::Pidbox::new(self.clone(), self.run_slots.clone());
+        let subscribed = Arc::new(tokio::sync::Notify::new());
+        let control = tokio::spawn(pidbox.clone().serve(subscribed.clone()));
+        if tokio::time::timeout(Duration::from_secs(10), subscribed.notified())
+            .await
+            .is_err()
+        {
+            tracing::warn!("pidbox not subscribed yet; remote control will answer once it is");
+        }
+        if let Some(port) = self.config.metrics_port {
+            crate::metrics::serve(self.clone(), port)
+                .await
+                .with_context(|| format!("serving metrics on port {port}"))?;
+        }
         tracing::info!(
             node = %self.config.node_name,
             queues = ?queues,
@@ -191,6 +208,8 @@ impl Worker {
         }
         heart.abort();
         leases.abort();
+        control.abort();
+        pidbox.unbind().await;
         self.events
             .worker("worker-offline", self.config.heartbeat_interval)
             .await;
