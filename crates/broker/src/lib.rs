@@ -10,6 +10,7 @@
 //! Architecture invariant: no other crate depends on `redis`; everything Celery-specific about bytes lives in
 //! `celery-proto`, this crate only moves them.
 
+pub mod coordinator_store;
 pub mod fanout;
 pub mod subscribe;
 pub mod url;
