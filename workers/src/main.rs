@@ -85,15 +85,22 @@ fn default_concurrency() -> usize {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     if cli.detach {
         return detach();
     }
     init_logging(&cli)?;
-    if cli.profile.is_some() {
-        anyhow::bail!(
-            "--profile needs the coordinator's worker-config.yaml support, which this build does not have yet"
-        );
+    if let Some(name) = &cli.profile {
+        // Queues and concurrency come from the profile (CELERIAC_CONFIG, default ./worker-config.yaml).
+        let path = std::env::var("CELERIAC_CONFIG")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "worker-config.yaml".to_string());
+        let wc = routing::WorkerConfig::load(std::path::Path::new(&path))?;
+        let profile = wc.profile(name, &path)?;
+        cli.queues = profile.queues.clone();
+        cli.concurrency = profile.concurrency.0 as usize;
+        tracing::info!(profile = %name, config = %path, queues = ?cli.queues, concurrency = cli.concurrency, "using worker profile");
     }
     if let Some(p) = &cli.pidfile {
         std::fs::write(p, format!("{}\n", std::process::id()))
