@@ -432,15 +432,15 @@ fn command_similarity(
     let total_sq: f64 = total.iter().map(|v| v * v).sum();
     let sum = ((total_sq - self_sum) / 2.0).max(0.0);
     // IPs in at least one pair at or above the threshold.
-    let mut similar: BTreeSet<&str> = BTreeSet::new();
-    let mut mark = |a: usize| similar.extend(members[a].iter().copied());
+    let mut marked = vec![false; rows.len()];
+    let mut mark = |a: usize| marked[a] = true;
     match CosineIndex::new(&rows, threshold) {
         Some(index) => {
             let mut scratch = Scratch::new(rows.len());
             let mut found = Vec::new();
             for (a, &wa) in weights.iter().enumerate() {
                 found.clear();
-                index.query(&rows, a, &mut scratch, &mut found, &mut |b, dot| {
+                index.query(&rows, a, a, &mut scratch, &mut found, &mut |b, dot| {
                     (b > a || (b == a && wa > 1)) && dot >= threshold
                 });
                 for &b in &found {
@@ -460,6 +460,12 @@ fn command_similarity(
             }
         }
     }
+    let similar: BTreeSet<&str> = marked
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| **m)
+        .flat_map(|(a, _)| members[a].iter().copied())
+        .collect();
     let avg = sum / pairs;
     Ok(CommandIndicators {
         has_similar_commands: !similar.is_empty(),

@@ -446,7 +446,7 @@ pub fn dbscan_cosine_weighted(
             let scratch = std::cell::RefCell::new(Scratch::new(n));
             let compute = |u: usize, out: &mut Vec<usize>| {
                 let mut sc = scratch.borrow_mut();
-                index.query(&distinct, u, &mut sc, out, &mut |_, dot| {
+                index.query(&distinct, u, 0, &mut sc, out, &mut |_, dot| {
                     (1.0 - dot).clamp(0.0, 2.0) <= eps
                 });
             };
@@ -554,19 +554,20 @@ impl CosineIndex {
         Some(CosineIndex { postings, support })
     }
 
-    /// Calls `keep(v, dot)` for every candidate `v` of row `u` with the exact dot product
-    /// (summed in ascending feature order, as [`SparseRow::dot`]) and pushes `v` to `out` when
-    /// it returns true.
+    /// Calls `keep(v, dot)` for every candidate `v >= min_row` of row `u` with the exact dot
+    /// product (summed in ascending feature order, as [`SparseRow::dot`]) and pushes `v` to
+    /// `out` when it returns true.
     pub fn query(
         &self,
         rows: &[SparseRow],
         u: usize,
+        min_row: usize,
         scratch: &mut Scratch,
         out: &mut Vec<usize>,
         keep: &mut dyn FnMut(usize, f64) -> bool,
     ) {
         let start = out.len();
-        self.candidates(u, scratch, out);
+        self.candidates_from(u, min_row, scratch, out);
         let dense = &mut scratch.dense;
         let dims = self.postings.len();
         if dense.len() < dims {
@@ -600,13 +601,26 @@ impl CosineIndex {
 
     /// Appends to `out` every row that might reach the threshold with row `u` (each once).
     pub fn candidates(&self, u: usize, scratch: &mut Scratch, out: &mut Vec<usize>) {
+        self.candidates_from(u, 0, scratch, out);
+    }
+
+    /// As [`CosineIndex::candidates`], limited to rows `>= min_row` (posting lists are sorted).
+    pub fn candidates_from(
+        &self,
+        u: usize,
+        min_row: usize,
+        scratch: &mut Scratch,
+        out: &mut Vec<usize>,
+    ) {
         scratch.now = scratch.now.wrapping_add(1);
         if scratch.now == 0 {
             scratch.stamp.iter_mut().for_each(|s| *s = 0);
             scratch.now = 1;
         }
         for &f in &self.support[u] {
-            for &v in &self.postings[f as usize] {
+            let list = &self.postings[f as usize];
+            let from = list.partition_point(|&v| (v as usize) < min_row);
+            for &v in &list[from..] {
                 let slot = &mut scratch.stamp[v as usize];
                 if *slot != scratch.now {
                     *slot = scratch.now;
