@@ -1,0 +1,143 @@
+"""Drain benchmark, one run: N pre-published no-op tasks drained by one worker; prints one JSON line.
+
+usage: drain.py KIND MODE N
+  KIND: python-solo | python-prefork | rust   (rust = celeriac-worker -c $RUST_CONC, default 2)
+  MODE: noresult (tasks.noop, ignore_result) | result (tasks.noop_r, result stored)
+Same procedure as shared/bench/python-celery/bench_drain.py: FLUSHDB; publish N messages (Python-identical
+bytes, written by celeriac-bench) with the worker stopped; start the worker; the clock starts at the first
+fetch (LLEN < N) and stops when the queue and `unacked` are empty (and all N result keys exist in result mode).
+Worker CPU (user+sys over the process tree) and Redis CPU are read around the drain; RSS is sampled.
+Environment: BENCH_REDIS_PORT (6390), CELERIAC_BIN (target/release), CELERIAC_VENV.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import redis
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
+PORT = int(os.environ.get('BENCH_REDIS_PORT', '6390'))
+URL = 'redis://127.0.0.1:%d/0' % PORT
+BIN = os.environ.get('CELERIAC_BIN', os.path.join(os.environ.get('CARGO_TARGET_DIR', os.path.join(ROOT, 'target')), 'release'))
+VENV = os.environ.get('CELERIAC_VENV', os.path.expanduser('~/.cache/celeriac/venv'))
+R = redis.Redis(host='127.0.0.1', port=PORT, db=0)
+QUEUE = 'bench'
+
+
+def children(pid):
+    out = []
+    for d in os.listdir('/proc'):
+        if d.isdigit():
+            try:
+                with open('/proc/%s/stat' % d) as fh:
+                    if int(fh.read().rsplit(')', 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def cpu_s(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as fh:
+            f = fh.read().rsplit(')', 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK')
+    except OSError:
+        return 0.0
+
+
+def tree(pid):
+    return [pid] + children(pid)
+
+
+def rss_kb(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open('/proc/%d/status' % p) as fh:
+                for line in fh:
+                    if line.startswith('VmRSS:'):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def redis_cpu():
+    i = R.info('cpu')
+    return i['used_cpu_sys'] + i['used_cpu_user']
+
+
+def start(kind):
+    env = dict(os.environ, CELERY_BROKER_URL=URL, CELERY_RESULT_BACKEND=URL, PYTHONUNBUFFERED='1')
+    log = open(os.path.join(HERE, 'results', 'worker-%s.log' % kind), 'w')
+    if kind == 'rust':
+        cmd = [os.path.join(BIN, 'celeriac-worker'), '-b', URL, '-Q', QUEUE, '-n', 'bench@%h',
+               '-c', os.environ.get('RUST_CONC', '2'), '--loglevel', 'warn']
+        cwd = ROOT
+    else:
+        pool = kind.split('-', 1)[1]
+        cmd = [os.path.join(VENV, 'bin', 'celery'), '-A', 'pytasks', 'worker', '-n', 'bench@%h', '-Q', QUEUE,
+               '--pool=%s' % pool, '--loglevel=WARNING']
+        if pool == 'prefork':
+            cmd += ['-c', '2']
+        cwd = os.path.join(ROOT, 'tests', 'python')
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def main():
+    kind, mode, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    R.flushdb()
+    ids_file = os.path.join(HERE, 'results', 'ids.txt')
+    pub = [os.path.join(BIN, 'celeriac-bench'), '-b', URL, 'publish', str(n), '--queue', QUEUE, '--ids', ids_file]
+    pub += ['--task', 'tasks.noop', '--ignore-result'] if mode == 'noresult' else ['--task', 'tasks.noop_r']
+    subprocess.run(pub, check=True, stdout=subprocess.DEVNULL)
+    assert R.llen(QUEUE) == n, R.llen(QUEUE)
+    keys = ['celery-task-meta-%s' % i for i in open(ids_file).read().split()]
+    load = open('/proc/loadavg').read().split()[:3]
+    p = start(kind)
+    t_launch = time.perf_counter()
+    t_start = None
+    rss_max = 0
+    last = 0
+    while True:
+        now = time.perf_counter()
+        if now - t_launch > 900:
+            p.kill()
+            raise TimeoutError('drain did not finish')
+        ll = R.llen(QUEUE)
+        if t_start is None and ll < n:
+            t_start = now
+            cpu0 = sum(cpu_s(x) for x in tree(p.pid))
+            rcpu0 = redis_cpu()
+        if t_start is not None:
+            if now - last > 0.25:
+                rss_max = max(rss_max, rss_kb(tree(p.pid)))
+                last = now
+            if ll == 0 and R.hlen('unacked') == 0:
+                if mode == 'noresult' or sum(R.exists(*keys[i:i + 1000]) for i in range(0, n, 1000)) == n:
+                    t_end = now
+                    break
+        time.sleep(0.01)
+    cpu = sum(cpu_s(x) for x in tree(p.pid)) - cpu0
+    rcpu = redis_cpu() - rcpu0
+    rss_max = max(rss_max, rss_kb(tree(p.pid)))
+    p.terminate()
+    try:
+        p.wait(30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+    dt = t_end - t_start
+    print(json.dumps({
+        'bench': 'drain', 'kind': kind, 'mode': mode, 'n': n, 'seconds': round(dt, 3),
+        'tasks_per_s': round(n / dt, 1), 'worker_cpu_us_per_task': round(cpu / n * 1e6, 1),
+        'redis_cpu_us_per_task': round(rcpu / n * 1e6, 1), 'max_rss_mib': round(rss_max / 1024, 1),
+        'loadavg_before': load, 'loadavg_after': open('/proc/loadavg').read().split()[:3],
+    }))
+
+
+if __name__ == '__main__':
+    main()

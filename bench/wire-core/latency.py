@@ -1,0 +1,53 @@
+"""Round-trip latency, one run: a worker idles on the queue; `celeriac-bench latency` (Rust client) or a Python
+client makes N sequential calls of tasks.noop_r and prints p50/p90/p99 as one JSON line.
+
+usage: latency.py KIND CLIENT N      KIND as in drain.py; CLIENT: rust | python
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from drain import BIN, HERE, QUEUE, R, ROOT, URL, VENV, start  # noqa: E402
+
+
+def main():
+    kind, client, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    R.flushdb()
+    p = start(kind)
+    t0 = time.time()
+    while not R.smembers('_kombu.binding.%s' % QUEUE):
+        if time.time() - t0 > 60:
+            raise TimeoutError('worker not ready')
+        time.sleep(0.05)
+    time.sleep(1.0)
+    load = open('/proc/loadavg').read().split()[:3]
+    if client == 'rust':
+        out = subprocess.run([os.path.join(BIN, 'celeriac-bench'), '-b', URL, 'latency', str(n), '--queue', QUEUE],
+                             check=True, capture_output=True, text=True).stdout
+        res = json.loads(out.strip().splitlines()[-1])
+    else:
+        code = (
+            "import json, time\n"
+            "from pytasks import app\n"
+            "s = []\n"
+            "for i in range(%d + 50):\n"
+            "    t = time.perf_counter(); app.send_task('tasks.noop_r', queue='%s').get(timeout=30)\n"
+            "    if i >= 50: s.append((time.perf_counter() - t) * 1e6)\n"
+            "s.sort(); q = lambda f: s[round((len(s) - 1) * f)]\n"
+            "print(json.dumps({'n': len(s), 'p50_us': q(.5), 'p90_us': q(.9), 'p99_us': q(.99), 'max_us': s[-1]}))\n"
+        ) % (n, QUEUE)
+        env = dict(os.environ, CELERY_BROKER_URL=URL, CELERY_RESULT_BACKEND=URL)
+        out = subprocess.run([os.path.join(VENV, 'bin', 'python'), '-c', code], cwd=os.path.join(ROOT, 'tests', 'python'),
+                             env=env, check=True, capture_output=True, text=True).stdout
+        res = json.loads(out.strip().splitlines()[-1])
+    p.terminate()
+    p.wait(30)
+    res.update({'bench': 'latency', 'kind': kind, 'client': client, 'loadavg': load})
+    print(json.dumps(res))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Wire-core benchmark: celeriac-worker and Python Celery 5.7 side by side, same machine, same private Redis,
+# same messages. Appends JSON lines to bench/wire-core/results/*.jsonl and prints a summary table.
+#   bench/wire-core/run.sh            # N=20000, 3 runs each
+#   N=5000 RUNS=1 bench/wire-core/run.sh
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+source "$ROOT/scripts/lib.sh"
+cargo_env
+N=${N:-20000}
+RUNS=${RUNS:-3}
+PORT=${BENCH_REDIS_PORT:-6390}
+export BENCH_REDIS_PORT=$PORT
+VENV=$(bash "$ROOT/scripts/python-env.sh" | tail -1)
+export CELERIAC_VENV=$VENV
+PY="$VENV/bin/python"
+"$PY" -c 'import redis' 2>/dev/null || "$VENV/bin/pip" install -q redis
+log "building release binaries (celeriac-worker, celeriac-bench)"
+cargo build --release -q -p celeriac-worker -p celeriac-bench
+export CELERIAC_BIN="$CARGO_TARGET_DIR/release"
+mkdir -p "$HERE/results"
+STARTED_REDIS=
+if ! redis-cli -p "$PORT" ping >/dev/null 2>&1; then
+  redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --pidfile "$HERE/results/redis.pid" --logfile "$HERE/results/redis.log" --dir "$HERE/results"
+  STARTED_REDIS=1
+  for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+trap '[ -n "$STARTED_REDIS" ] && redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true' EXIT
+echo "# $(date -u +%FT%TZ) N=$N RUNS=$RUNS loadavg $(cut -d' ' -f1-3 /proc/loadavg) $(nproc) cores" | tee -a "$HERE/results/log.txt"
+for kind in rust python-solo; do
+  "$PY" "$HERE/idle_mem.py" "$kind" | tee -a "$HERE/results/idle_mem.jsonl"
+done
+for _ in $(seq "$RUNS"); do
+  for mode in noresult result; do
+    for kind in rust python-solo; do
+      "$PY" "$HERE/drain.py" "$kind" "$mode" "$N" | tee -a "$HERE/results/drain.jsonl"
+    done
+  done
+done
+for kind in rust python-solo; do
+  "$PY" "$HERE/latency.py" "$kind" rust 1000 | tee -a "$HERE/results/latency.jsonl"
+done
+"$PY" "$HERE/latency.py" python-solo python 1000 | tee -a "$HERE/results/latency.jsonl"
+echo "# end $(date -u +%FT%TZ) loadavg $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$HERE/results/log.txt"

@@ -1,0 +1,126 @@
+//! `celeriac-bench`: the Rust side of `bench/wire-core`.
+//!
+//! - `publish N`: put N task messages (byte-for-byte what Python's `send_task` writes) on a queue, fast, so the
+//!   drain benchmark measures the worker and not the publisher.
+//! - `latency N`: sequential round trips (publish, wait for the result through pub/sub) against whatever worker
+//!   consumes the queue; prints p50/p90/p99 in microseconds as one JSON line.
+
+use celeriac_client::Client;
+use celery_proto::TaskRequest;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Cli {
+    #[arg(short = 'b', long, default_value = "redis://127.0.0.1:6379/0")]
+    broker: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    Publish {
+        n: usize,
+        #[arg(long, default_value = "bench")]
+        queue: String,
+        #[arg(long, default_value = "tasks.noop")]
+        task: String,
+        #[arg(long)]
+        ignore_result: bool,
+        /// Write the task ids, one per line, to this file.
+        #[arg(long)]
+        ids: Option<std::path::PathBuf>,
+    },
+    Latency {
+        n: usize,
+        #[arg(long, default_value = "bench")]
+        queue: String,
+        #[arg(long, default_value = "tasks.noop_r")]
+        task: String,
+        #[arg(long, default_value_t = 100)]
+        warmup: usize,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Publish {
+            n,
+            queue,
+            task,
+            ignore_result,
+            ids,
+        } => {
+            let broker = broker::Broker::connect(&cli.broker).await?;
+            broker.declare_queue(&queue).await?;
+            let t0 = Instant::now();
+            let mut all = Vec::with_capacity(n);
+            let mut pending = Vec::new();
+            for _ in 0..n {
+                let mut req = TaskRequest::new(task.clone());
+                req.queue = queue.clone();
+                if ignore_result {
+                    req.ignore_result = Some(true);
+                }
+                all.push(req.id.clone());
+                let b = broker.clone();
+                let q = queue.clone();
+                let payload = req.envelope().encode();
+                pending.push(tokio::spawn(
+                    async move { b.publish(&q, 0, &payload).await },
+                ));
+                if pending.len() >= 256 {
+                    for p in pending.drain(..) {
+                        p.await??;
+                    }
+                }
+            }
+            for p in pending {
+                p.await??;
+            }
+            let dt = t0.elapsed().as_secs_f64();
+            if let Some(path) = ids {
+                std::fs::write(path, all.join("\n"))?;
+            }
+            println!(
+                "{}",
+                json!({"published": n, "seconds": dt, "per_second": n as f64 / dt})
+            );
+        }
+        Cmd::Latency {
+            n,
+            queue,
+            task,
+            warmup,
+        } => {
+            let client = Client::connect(&cli.broker, None).await?;
+            let mut samples = Vec::with_capacity(n);
+            for i in 0..(n + warmup) {
+                let mut req = TaskRequest::new(task.clone());
+                req.queue = queue.clone();
+                let t = Instant::now();
+                let meta = client.call(&req, Duration::from_secs(30)).await?;
+                let us = t.elapsed().as_secs_f64() * 1e6;
+                anyhow::ensure!(
+                    meta.status.is_ready(),
+                    "task did not finish: {}",
+                    meta.status
+                );
+                if i >= warmup {
+                    samples.push(us);
+                }
+            }
+            samples.sort_by(|a, b| a.total_cmp(b));
+            let q = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+            println!(
+                "{}",
+                json!({"n": n, "p50_us": q(0.5), "p90_us": q(0.9), "p99_us": q(0.99), "max_us": q(1.0)})
+            );
+        }
+    }
+    Ok(())
+}
