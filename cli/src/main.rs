@@ -2,6 +2,9 @@
 //! `call`, `result`, `purge` (and `inspect`, `control`, `events` with the remote-control work).
 
 mod call;
+mod control;
+mod events;
+mod inspect;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +42,12 @@ pub enum Command {
     Result(call::ResultArgs),
     /// Delete all messages waiting in queues (like `celery purge`).
     Purge(call::PurgeArgs),
+    /// Ask workers (Rust or Python) for their state (like `celery inspect`).
+    Inspect(inspect::InspectArgs),
+    /// Steer workers (like `celery control`).
+    Control(control::ControlArgs),
+    /// Watch the cluster's events (like `celery events`; `--dump` prints each event).
+    Events(events::EventsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +73,9 @@ fn main() -> std::process::ExitCode {
             Command::Call(a) => call::call(&cli, a).await,
             Command::Result(a) => call::result(&cli, a).await,
             Command::Purge(a) => call::purge(&cli, a).await,
+            Command::Inspect(a) => inspect::inspect(&cli, a).await,
+            Command::Control(a) => control::control(&cli, a).await,
+            Command::Events(a) => events::events(&cli, a).await,
         }
     });
     match result {

@@ -673,6 +673,8 @@ impl Worker {
             }
         };
         drop(run_permit);
+        // Terminated by remote control: REVOKED "terminated", whatever the body returned while stopping.
+        let result = result.filter(|_| stop.reason() != Some(StopReason::Terminated));
         let runtime = started.elapsed().as_secs_f64();
         self.state.count_task(&req.name);
         match result {
