@@ -20,7 +20,7 @@ TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,s
 BIN=$TARGET/release/cowrie-loader
 WORK=$(mktemp -d)
 DB=bench_loader_$$
-trap 'rm -rf "$WORK"; psql "$ADMIN/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
+trap 'rm -rf "$WORK"; PGOPTIONS="-c client_min_messages=warning" psql "$ADMIN/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
 
 for f in 1 2 3; do
   "$BIN" generate --out "$WORK/gen-v$f.json" --events "$EVENTS" --format "$f" --seed 42 >/dev/null
@@ -35,8 +35,8 @@ run_case() {
   local name=$1 batch=$2; shift 2
   local walls=() rss=() events=0
   for _ in $(seq "$RUNS"); do
-    psql "$ADMIN/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-    psql "$ADMIN/postgres" -qc "CREATE DATABASE $DB" >/dev/null
+    PGOPTIONS="-c client_min_messages=warning" psql "$ADMIN/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+    PGOPTIONS="-c client_min_messages=warning" psql "$ADMIN/postgres" -qc "CREATE DATABASE $DB" >/dev/null
     DATABASE_URL="$ADMIN/$DB" "$BIN" migrate >/dev/null
     DATABASE_URL="$ADMIN/$DB" /usr/bin/time -v -o "$WORK/time" \
       "$BIN" bulk --sensor bench --no-progress --batch-size "$batch" "$@" >"$WORK/status" 2>/dev/null
@@ -60,8 +60,13 @@ for b in 500 5000; do
   run_case "generated Cowrie 2.x" "$b" "$WORK/gen-v2.json"
 done
 # dry run: parsing alone, no database writes
-psql "$ADMIN/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+PGOPTIONS="-c client_min_messages=warning" psql "$ADMIN/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 /usr/bin/time -v -o "$WORK/time" "$BIN" bulk --sensor bench --no-progress --dry-run "$WORK/gen-v2.json" >"$WORK/status" 2>/dev/null
-echo "| dry run (parse only), Cowrie 2.x | $(python3 -c 'import json,sys;d=json.load(open(sys.argv[1]));print(d["events_read"], "| - |", d["duration_seconds"], "|", f"{d[\"events_read\"]/d[\"duration_seconds\"]:,.0f}")' "$WORK/status") | $(( $(awk -F': ' '/Maximum resident set size/{print $2}' "$WORK/time") / 1024 )) |"
+python3 - "$WORK/status" "$WORK/time" <<'PY'
+import json, re, sys
+d = json.load(open(sys.argv[1]))
+rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", open(sys.argv[2]).read()).group(1)) / 1024
+print(f"| dry run (parse only), Cowrie 2.x | {d['events_read']} | - | {d['duration_seconds']:.2f} | {d['events_read'] / d['duration_seconds']:,.0f} | {rss:.0f} |")
+PY
 run_case "real samples (10 files)" 2000 "$FIX"/kareiva-cowrie-logs/* "$FIX"/lucasfaudman-honeypot-ai/*
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

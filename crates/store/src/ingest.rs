@@ -376,6 +376,41 @@ async fn commit_in_tx(
     Ok(out)
 }
 
+/// Inserts only the `raw_events` rows of a batch with the same `unnest` statement shape
+/// as [`commit_batch`], without sessions, files or cursor (benchmarks compare with it).
+pub async fn insert_raw_events_only(
+    conn: &mut AsyncPgConnection,
+    batch: &Batch,
+) -> Result<u64, StoreError> {
+    let ev = &batch.events;
+    let st = &batch.stream;
+    let n = diesel::sql_query(
+        "INSERT INTO raw_events (ingest_id, source, stream_id, source_generation, source_offset, \
+         source_line, payload, payload_hash, session_id, event_type, event_timestamp, src_ip, sensor) \
+         SELECT $1, $2, $3, $4, off, line, payload::jsonb, phash, session_id, event_type, ts, src_ip, sensor \
+         FROM unnest($5::int8[], $6::int8[], $7::text[], $8::text[], $9::text[], $10::text[], \
+                     $11::timestamptz[], $12::text[], $13::text[]) \
+              AS t(off, line, payload, phash, session_id, event_type, ts, src_ip, sensor) \
+         ON CONFLICT ON CONSTRAINT uq_raw_events_source_offset DO NOTHING",
+    )
+    .bind::<Text, _>(&batch.ingest_id)
+    .bind::<Text, _>(&st.source)
+    .bind::<Text, _>(&st.stream_id)
+    .bind::<Integer, _>(st.generation)
+    .bind::<Array<BigInt>, _>(ev.iter().map(|e| e.offset).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(ev.iter().map(|e| e.line).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(ev.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(ev.iter().map(|e| e.payload_hash.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(ev.iter().map(|e| e.session_id.as_deref()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(ev.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(ev.iter().map(|e| e.timestamp).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(ev.iter().map(|e| e.src_ip.as_deref()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(ev.iter().map(|e| e.sensor.as_str()).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(n as u64)
+}
+
 /// Writes the cursor of a stream (only forwards: a lower generation/offset is ignored).
 pub async fn save_cursor(
     conn: &mut AsyncPgConnection,
