@@ -250,7 +250,9 @@ pub fn parse_record(record: &[u8], default_sensor: &str) -> Result<EventRow, Rej
     let Some(ts_text) = text(obj, "timestamp") else {
         return Err(reject("missing_timestamp", "no string `timestamp`".into()));
     };
-    let Some(timestamp) = parse_timestamp(&ts_text) else {
+    // Years outside 1..=9999 would make PostgreSQL reject the whole batch.
+    let in_range = |t: &DateTime<Utc>| (1..=9999).contains(&chrono::Datelike::year(t));
+    let Some(timestamp) = parse_timestamp(&ts_text).filter(in_range) else {
         return Err(reject(
             "invalid_timestamp",
             format!("unparsable timestamp {ts_text:?}"),
@@ -353,6 +355,8 @@ mod tests {
         assert!(parse_timestamp("2018-05-06T17:44:05.866769+0000").is_some());
         assert!(parse_timestamp("2018-05-06T17:44:05.866769").is_some());
         assert!(parse_timestamp("yesterday").is_none());
+        let far = err(br#"{"eventid":"cowrie.x","timestamp":"-5000-01-01T00:00:00"}"#);
+        assert_eq!(far.reason, "invalid_timestamp");
     }
 
     #[test]
