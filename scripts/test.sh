@@ -14,7 +14,8 @@
 #      cargo-nextest is not installed)
 #
 # Exports for the tests: CELERIAC_VENV, CELERIAC_PYTHON, CELERIAC_CELERY,
-# CELERIAC_FLOWER (Flower runs as `$CELERIAC_FLOWER flower`), CELERIAC_SHARED
+# CELERIAC_FLOWER (Flower runs as `$CELERIAC_FLOWER flower`), CELERIAC_CHROMIUM
+# (headless Chromium from scripts/ensure-chromium.sh), CELERIAC_SHARED
 # (absolute path of ../shared) and CARGO_TARGET_DIR
 # (default $HOME/.cache/celeriac-target).
 # Under CI=true the tests fail loudly when a service is missing.
@@ -59,6 +60,8 @@ step python-env python_env
 export CELERIAC_PYTHON="$CELERIAC_VENV/bin/python"
 export CELERIAC_CELERY="$CELERIAC_VENV/bin/celery"
 export CELERIAC_FLOWER="$CELERIAC_VENV/bin/celery"
+CELERIAC_CHROMIUM="$("$root/scripts/ensure-chromium.sh")" || { log "FAILED: step 'chromium' (scripts/ensure-chromium.sh)"; exit 1; }
+export CELERIAC_CHROMIUM
 if [ -z "${CELERIAC_SHARED:-}" ]; then
     if [ -d "$root/../shared" ]; then
         CELERIAC_SHARED="$(cd "$root/../shared" && pwd)"
