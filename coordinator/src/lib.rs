@@ -1,1 +1,378 @@
-//! placeholder
+//! `celeriac-coordinator`: decides where each job runs from `worker-config.yaml` and what the workers' own Celery
+//! events and `inspect` replies say, and delivers only through standard Celery means (shared queues and the
+//! worker-direct `<node>.dq2` queues), so Python workers are routed to exactly like Rust ones.
+//!
+//! - [`run`] is the whole service (`main.rs` only parses flags): background loops plus the HTTP API on 8082.
+//! - [`api::create_app`] serves both `run` and the tests.
+//! - Decisions come from the pure `routing` crate; Redis is reached only through `broker`.
+
+pub mod api;
+pub mod config_handle;
+pub mod error;
+pub mod jobs;
+pub mod metrics;
+pub mod registry;
+pub mod store;
+
+use broker::Broker;
+use celeriac_control::{ControlClient, EventReceiver};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub use config_handle::{ConfigHandle, Reload};
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use registry::Registry;
+pub use store::Store;
+
+/// Everything `run` needs besides the broker.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub config_path: PathBuf,
+    /// Key for admin endpoints; `None` disables them.
+    pub admin_key: Option<String>,
+    /// Result backend URL when it differs from the broker.
+    pub result_backend: Option<String>,
+    /// How often `inspect active_queues/stats/active` is broadcast.
+    pub inspect_interval: Duration,
+    /// Quiet time that ends an inspect collection.
+    pub inspect_timeout: Duration,
+    /// How often offline workers' `.dq2` queues are checked.
+    pub reroute_interval: Duration,
+    /// After start, how long before `.dq2` queues of never-seen nodes count as abandoned.
+    pub stale_grace: Duration,
+    /// How long job records are kept.
+    pub job_ttl: Duration,
+}
+
+impl Settings {
+    pub fn new(config_path: PathBuf) -> Settings {
+        Settings {
+            bind: "0.0.0.0:8082".parse().expect("address"),
+            config_path,
+            admin_key: None,
+            result_backend: None,
+            inspect_interval: Duration::from_secs(5),
+            inspect_timeout: Duration::from_millis(1000),
+            reroute_interval: Duration::from_secs(1),
+            stale_grace: Duration::from_secs(30),
+            job_ttl: Duration::from_secs(7 * 86_400),
+        }
+    }
+
+    /// An inspect reply counts as a sign of life this long (two rounds plus the collection time).
+    pub fn inspect_window(&self) -> f64 {
+        2.0 * self.inspect_interval.as_secs_f64() + self.inspect_timeout.as_secs_f64() + 1.0
+    }
+}
+
+/// Errors that stop the coordinator.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error(transparent)]
+    Config(#[from] routing::ConfigError),
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP server: {0}")]
+    Server(#[source] std::io::Error),
+}
+
+/// The shared state of the API and the background loops.
+pub struct AppState {
+    pub settings: Settings,
+    pub config: Arc<ConfigHandle>,
+    pub broker: Broker,
+    pub backend: Broker,
+    pub store: Store,
+    pub registry: Arc<Mutex<Registry>>,
+    pub control: Arc<ControlClient>,
+    pub metrics: Arc<Metrics>,
+    pub started_at: f64,
+}
+
+impl AppState {
+    /// Build the state: load the config file and connect the result backend.
+    pub async fn new(settings: Settings, broker: Broker) -> Result<AppState, CoordinatorError> {
+        let config = ConfigHandle::load(&settings.config_path)?;
+        AppState::with_config(settings, broker, config).await
+    }
+
+    /// Build the state around an already loaded config.
+    pub async fn with_config(
+        settings: Settings,
+        broker: Broker,
+        config: ConfigHandle,
+    ) -> Result<AppState, CoordinatorError> {
+        let backend = match &settings.result_backend {
+            Some(url) => Broker::connect(url).await?,
+            None => broker.clone(),
+        };
+        Ok(AppState {
+            store: Store::new(broker.clone(), settings.job_ttl.as_secs()),
+            registry: Arc::new(Mutex::new(Registry::new(settings.inspect_window()))),
+            control: Arc::new(ControlClient::new(broker.clone())),
+            metrics: Arc::new(Metrics::new()),
+            config: Arc::new(config),
+            started_at: broker::now_f64(),
+            settings,
+            broker,
+            backend,
+        })
+    }
+
+    /// Reload the config now (SIGHUP, file change, admin API) and count the result.
+    pub fn reload_config(&self) -> Reload {
+        let r = self.config.reload();
+        let label = match &r {
+            Reload::Applied => "applied",
+            Reload::Unchanged => "unchanged",
+            Reload::Kept { .. } => "refused",
+        };
+        self.metrics
+            .config_reloads
+            .with_label_values(&[label])
+            .inc();
+        r
+    }
+
+    /// One round of `inspect active_queues`, `stats` and `active`, plus the registrations from Redis.
+    pub async fn refresh(&self) {
+        let t = self.settings.inspect_timeout;
+        let c = &self.control;
+        let empty = || serde_json::json!({});
+        let (q, s, a) = tokio::join!(
+            c.inspect("active_queues", empty(), None, t),
+            c.inspect("stats", empty(), None, t),
+            c.inspect("active", empty(), None, t),
+        );
+        let regs = self.store.registrations().await;
+        let now = broker::now_f64();
+        let mut reg = self.registry.lock().expect("registry");
+        match (q, s, a) {
+            (Ok(q), Ok(s), Ok(a)) => {
+                reg.apply_active_queues(&q, now);
+                reg.apply_stats(&s, now);
+                reg.apply_active(&a, now);
+            }
+            (q, s, a) => {
+                let err = [q.err(), s.err(), a.err()]
+                    .into_iter()
+                    .flatten()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tracing::warn!(error = %err, "inspect round failed");
+            }
+        }
+        match regs {
+            Ok(r) => reg.set_registrations(r),
+            Err(e) => tracing::warn!(error = %e, "cannot read registrations"),
+        }
+        let snap = reg.snapshot(now);
+        self.metrics
+            .workers_online
+            .set(snap.iter().filter(|w| w.alive).count() as i64);
+        self.metrics.workers_known.set(snap.len() as i64);
+    }
+
+    /// One re-route pass: move waiting jobs out of every offline worker's `.dq2`.
+    pub async fn reroute_pass(&self, include_stale: bool) -> usize {
+        let now = broker::now_f64();
+        let mut nodes = self.registry.lock().expect("registry").offline_nodes(now);
+        if include_stale {
+            match self.broker.kv_scan("*.dq2*").await {
+                Ok(keys) => {
+                    let reg = self.registry.lock().expect("registry");
+                    for k in keys {
+                        let q = celery_proto::keys::queue_of_key(&k);
+                        if let Some(node) = q.strip_suffix(".dq2")
+                            && !reg.alive(node, now)
+                            && !nodes.iter().any(|n| n == node)
+                        {
+                            nodes.push(node.to_string());
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot scan for worker-direct queues"),
+            }
+        }
+        let mut moved = 0;
+        for node in nodes {
+            match jobs::reroute_node(self, &node).await {
+                Ok(n) => moved += n,
+                Err(e) => tracing::warn!(node, error = %e, "re-routing failed; will retry"),
+            }
+        }
+        moved
+    }
+}
+
+/// Start the background loops: events, inspect rounds, re-routing, config file watch.
+pub fn spawn_background(
+    state: Arc<AppState>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut handles = Vec::new();
+    // Events.
+    {
+        let state = state.clone();
+        let mut stop = shutdown.clone();
+        handles.push(tokio::spawn(async move {
+            loop {
+                let mut rx = match EventReceiver::new(&state.broker).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot subscribe to events; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = stop.changed() => return,
+                        }
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        ev = rx.next() => match ev {
+                            Some(ev) => state.registry.lock().expect("registry").apply_event(&ev),
+                            None => break,
+                        },
+                        _ = stop.changed() => {
+                            rx.close().await;
+                            return;
+                        }
+                    }
+                }
+                tracing::warn!("event subscription lost; resubscribing");
+            }
+        }));
+    }
+    // Inspect rounds.
+    {
+        let state = state.clone();
+        let mut stop = shutdown.clone();
+        handles.push(tokio::spawn(async move {
+            loop {
+                state.refresh().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(state.settings.inspect_interval) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }));
+    }
+    // Re-routing.
+    {
+        let state = state.clone();
+        let mut stop = shutdown.clone();
+        handles.push(tokio::spawn(async move {
+            match jobs::recover_held(&state).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(n, "finished moves interrupted by a previous stop"),
+                Err(e) => tracing::error!(error = %e, "cannot recover held messages"),
+            }
+            let mut tick: u64 = 0;
+            loop {
+                tick += 1;
+                let grace_over = broker::now_f64() - state.started_at
+                    >= state.settings.stale_grace.as_secs_f64();
+                state
+                    .reroute_pass(grace_over && tick.is_multiple_of(10))
+                    .await;
+                tokio::select! {
+                    _ = tokio::time::sleep(state.settings.reroute_interval) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }));
+    }
+    // Config file watch.
+    {
+        let state = state.clone();
+        let mut stop = shutdown;
+        handles.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+                if state.config.changed_on_disk() {
+                    state.reload_config();
+                }
+            }
+        }));
+    }
+    handles
+}
+
+/// Run the coordinator until `shutdown` turns true: background loops, SIGHUP reloads, and the API on
+/// `settings.bind`.
+pub async fn run(
+    settings: Settings,
+    broker: Broker,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), CoordinatorError> {
+    let state = Arc::new(AppState::new(settings, broker).await?);
+    let listener = std::net::TcpListener::bind(state.settings.bind).map_err(|source| {
+        CoordinatorError::Bind {
+            addr: state.settings.bind,
+            source,
+        }
+    })?;
+    serve(state, listener, shutdown).await
+}
+
+/// Like [`run`], on a listener the caller bound (tests bind `127.0.0.1:0`).
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: std::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), CoordinatorError> {
+    let addr = listener.local_addr().map_err(CoordinatorError::Server)?;
+    let background = spawn_background(state.clone(), shutdown.clone());
+    let hup = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading worker-config");
+                state.reload_config();
+            }
+        })
+    };
+    let data = actix_web::web::Data::from(state.clone());
+    let server = actix_web::HttpServer::new(move || api::create_app(data.clone()))
+        .workers(2)
+        .disable_signals()
+        .listen(listener)
+        .map_err(|source| CoordinatorError::Bind { addr, source })?
+        .run();
+    let handle = server.handle();
+    tracing::info!(%addr, "celeriac-coordinator listening");
+    let stopper = tokio::spawn(async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        handle.stop(true).await;
+    });
+    let result = server.await.map_err(CoordinatorError::Server);
+    stopper.abort();
+    hup.abort();
+    for h in background {
+        h.abort();
+    }
+    result
+}

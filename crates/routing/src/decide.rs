@@ -4,7 +4,7 @@
 //! Architecture invariant: this is a pure function of its inputs; time, Redis and liveness windows are the
 //! caller's business (it passes `alive` and the load numbers it measured).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{
     Capabilities, Effective, NoWorkerPolicy, Requirements, Strategy, WorkerConfig, WorkerSpec,
@@ -42,7 +42,7 @@ pub struct Job {
 }
 
 /// Where a job goes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// To a qualifying worker's worker-direct queue.
@@ -86,7 +86,7 @@ impl Outcome {
 }
 
 /// One worker considered, in the order it was considered.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     /// Node name, or the config pattern when no live node matched it.
     pub node: String,
@@ -96,7 +96,7 @@ pub struct Candidate {
     pub priority: u8,
     pub load: f64,
     /// Capability score (higher is better), for the capability strategy.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
     /// `None` when it qualified; otherwise why it was skipped.
     pub skipped: Option<String>,
@@ -104,7 +104,7 @@ pub struct Candidate {
 }
 
 /// A routing decision with its explanation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     pub strategy: Strategy,
     /// The logical (shared) queue of the job.

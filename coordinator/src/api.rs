@@ -1,0 +1,548 @@
+//! The management API (actix-web, port 8082). [`create_app`] builds the whole application for `run` and for tests.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `POST /api/v1/jobs` | submit: returns the job id and the routing decision |
+//! | `GET /api/v1/jobs/{id}` | state from the Celery result backend, progress, worker, decision |
+//! | `GET /api/v1/jobs/{id}/events` | server-sent events of state and progress until a ready state |
+//! | `DELETE /api/v1/jobs/{id}?terminate=true` | revoke (remote control), optionally terminate |
+//! | `GET /api/v1/workers` | the registry with capabilities and routing weight |
+//! | `POST /api/v1/workers/register` | a worker registers itself with a token |
+//! | `GET /api/v1/routing/explain?task=..` | the decision a job would get, without publishing |
+//! | `GET/POST /api/v1/admin/tokens`, `POST /api/v1/admin/tokens/{id}/rotate`, `DELETE /api/v1/admin/tokens/{id}` | admin |
+//! | `POST /api/v1/admin/config/reload` | admin |
+//! | `/healthz`, `/readyz`, `/metrics` | probes and Prometheus |
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::web::{self, Bytes, Data, Json, Path, Query};
+use actix_web::{App, HttpRequest, HttpResponse};
+use celery_proto::{ResultMeta, State};
+use routing::{Capabilities, Job};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::jobs;
+use crate::store::{Registration, TokenCheck, hash_token};
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// The application: routes, JSON/query error mapping through [`ApiError`], shared state.
+pub fn create_app(
+    state: Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .app_data(
+            web::JsonConfig::default()
+                .limit(1 << 20)
+                .error_handler(|e, _| {
+                    ApiError::BadRequest(format!("invalid JSON body: {e}")).into()
+                }),
+        )
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|e, _| ApiError::BadRequest(format!("invalid query: {e}")).into()),
+        )
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .service(
+            web::scope("/api/v1")
+                .route("/jobs", web::post().to(submit_job))
+                .route("/jobs/{id}", web::get().to(get_job))
+                .route("/jobs/{id}", web::delete().to(revoke_job))
+                .route("/jobs/{id}/events", web::get().to(job_events))
+                .route("/workers", web::get().to(workers))
+                .route("/workers/register", web::post().to(register))
+                .route("/routing/explain", web::get().to(explain))
+                .route("/admin/tokens", web::post().to(create_token))
+                .route("/admin/tokens", web::get().to(list_tokens))
+                .route("/admin/tokens/{id}/rotate", web::post().to(rotate_token))
+                .route("/admin/tokens/{id}", web::delete().to(revoke_token))
+                .route("/admin/config/reload", web::post().to(reload_config)),
+        )
+        .default_service(web::to(|req: HttpRequest| async move {
+            HttpResponse::NotFound().json(json!({
+                "code": "route_not_found",
+                "message": format!("no route {} {}", req.method(), req.path()),
+                "status": 404
+            }))
+        }))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn readyz(state: Data<AppState>) -> Result<HttpResponse> {
+    state
+        .broker
+        .ping()
+        .await
+        .map_err(|e| ApiError::NotReady(format!("broker: {e}")))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "status": "ready",
+        "config": state.config.path().display().to_string(),
+        "config_reload_error": state.config.last_error(),
+    })))
+}
+
+async fn metrics(state: Data<AppState>) -> HttpResponse {
+    // Queue depth is measured at scrape time: shared queues named in the config plus every known .dq2.
+    let config = state.config.get();
+    let mut queues: std::collections::BTreeSet<String> = config
+        .workers
+        .iter()
+        .flat_map(|w| w.queues.iter().map(|q| q.name.clone()))
+        .collect();
+    queues.insert(config.routing.default_queue.clone());
+    queues.extend(config.routing.queues.keys().cloned());
+    queues.extend(
+        config
+            .profiles
+            .values()
+            .flat_map(|p| p.queues.iter().cloned()),
+    );
+    let nodes = state.registry.lock().expect("registry").nodes();
+    queues.extend(
+        nodes
+            .iter()
+            .map(|n| celery_proto::keys::worker_direct_queue(n)),
+    );
+    for q in &queues {
+        if let Ok(lens) = state.broker.queue_bucket_lens(q).await {
+            for (step, len) in celery_proto::keys::PRIORITY_STEPS.iter().zip(lens) {
+                state
+                    .metrics
+                    .queue_depth
+                    .with_label_values(&[q.as_str(), &step.to_string()])
+                    .set(len as i64);
+            }
+        }
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+async fn submit_job(state: Data<AppState>, body: Json<jobs::JobRequest>) -> Result<HttpResponse> {
+    let record = jobs::submit(&state, &body).await?;
+    Ok(HttpResponse::Created().json(json!({
+        "id": record.id,
+        "queue": record.published_to,
+        "node": record.node,
+        "decision": record.decision,
+    })))
+}
+
+/// The job view: record plus backend meta.
+async fn job_view(state: &AppState, id: &str) -> Result<Value> {
+    let record = state.store.job(id).await?;
+    let meta = match state.backend.get_result(id).await? {
+        Some(raw) => Some(
+            ResultMeta::decode(&raw)
+                .map_err(|e| ApiError::Internal(format!("result of {id} is not readable: {e}")))?,
+        ),
+        None => None,
+    };
+    if record.is_none() && meta.is_none() {
+        return Err(ApiError::JobNotFound(id.to_string()));
+    }
+    Ok(view_of(id, record.as_ref(), meta.as_ref()))
+}
+
+fn view_of(id: &str, record: Option<&crate::store::JobRecord>, meta: Option<&ResultMeta>) -> Value {
+    let state = meta
+        .map(|m| m.status.as_str().to_string())
+        .unwrap_or_else(|| {
+            if record.is_some_and(|r| r.published_to.is_none()) {
+                "REJECTED".into()
+            } else {
+                "PENDING".into()
+            }
+        });
+    let ready = meta.is_some_and(|m| m.status.is_ready());
+    let worker = meta
+        .and_then(|m| m.extended.as_ref().map(|e| e.worker.clone()))
+        .or_else(|| {
+            meta.filter(|_| !ready)
+                .and_then(|m| m.result.get("hostname"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .or_else(|| record.and_then(|r| r.node.clone()));
+    let progress = meta
+        .filter(|m| !m.status.is_ready() && m.status != State::Started)
+        .map(|m| m.result.clone());
+    json!({
+        "id": id,
+        "task": record.map(|r| r.task.clone()),
+        "queue": record.map(|r| r.queue.clone()),
+        "published_to": record.and_then(|r| r.published_to.clone()),
+        "state": state,
+        "ready": ready,
+        "result": meta.filter(|_| ready).map(|m| m.result.clone()),
+        "traceback": meta.and_then(|m| m.traceback.clone()),
+        "date_done": meta.and_then(|m| m.date_done.map(|d| d.to_rfc3339())),
+        "progress": progress,
+        "worker": worker,
+        "decision": record.map(|r| r.decision.clone()),
+        "reroutes": record.map(|r| r.reroutes.clone()).unwrap_or_default(),
+        "revoked": record.is_some_and(|r| r.revoked),
+    })
+}
+
+async fn get_job(state: Data<AppState>, id: Path<String>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(job_view(&state, &id).await?))
+}
+
+#[derive(Deserialize)]
+struct RevokeQuery {
+    #[serde(default)]
+    terminate: bool,
+    #[serde(default)]
+    signal: Option<String>,
+}
+
+async fn revoke_job(
+    state: Data<AppState>,
+    id: Path<String>,
+    q: Query<RevokeQuery>,
+) -> Result<HttpResponse> {
+    let id = id.into_inner();
+    let mut record = state.store.job(&id).await?;
+    if record.is_none() && state.backend.get_result(&id).await?.is_none() {
+        return Err(ApiError::JobNotFound(id));
+    }
+    let signal = q.signal.clone().unwrap_or_else(|| "SIGTERM".into());
+    let args = json!({"task_id": [id], "terminate": q.terminate, "signal": signal});
+    state
+        .control
+        .broadcast(
+            "revoke",
+            args,
+            None,
+            false,
+            Duration::from_millis(100),
+            None,
+        )
+        .await
+        .map_err(|e| ApiError::BrokerUnavailable(e.to_string()))?;
+    if let Some(r) = record.as_mut() {
+        r.revoked = true;
+        state.store.put_job(r).await?;
+    }
+    Ok(HttpResponse::Accepted().json(json!({"id": id, "revoked": true, "terminate": q.terminate})))
+}
+
+/// Server-sent events: one `state` event now, then one per stored state change, until a ready state.
+async fn job_events(state: Data<AppState>, id: Path<String>) -> Result<HttpResponse> {
+    let id = id.into_inner();
+    let first = job_view(&state, &id).await?;
+    let sub = broker::Subscriber::new(&state.backend).await?;
+    let channel = celery_proto::keys::result_key(&id);
+    let mut updates = sub.subscribe(&channel).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let st = state.clone();
+    actix_web::rt::spawn(async move {
+        let frame = |v: &Value| Bytes::from(format!("event: state\ndata: {v}\n\n"));
+        // Subscribed before reading again, so nothing stored in between is missed.
+        let mut last = job_view(&st, &id).await.unwrap_or(first);
+        if tx.send(frame(&last)).await.is_err() || last["ready"] == json!(true) {
+            return;
+        }
+        loop {
+            let got = tokio::time::timeout(Duration::from_secs(15), updates.recv()).await;
+            let view = match got {
+                Ok(Some(_)) | Err(_) => match job_view(&st, &id).await {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                },
+                // Pub/sub lost: poll.
+                Ok(None) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match job_view(&st, &id).await {
+                        Ok(v) => v,
+                        Err(_) => continue,
+                    }
+                }
+            };
+            if view != last {
+                if tx.send(frame(&view)).await.is_err() {
+                    break;
+                }
+                last = view;
+            } else if tx
+                .send(Bytes::from_static(b": keep-alive\n\n"))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            if last["ready"] == json!(true) {
+                break;
+            }
+        }
+        sub.unsubscribe(&channel).await;
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), rx))
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header(("content-type", "text/event-stream"))
+        .insert_header(("cache-control", "no-cache"))
+        .streaming(stream))
+}
+
+async fn workers(state: Data<AppState>) -> HttpResponse {
+    let config = state.config.get();
+    let rows = state
+        .registry
+        .lock()
+        .expect("registry")
+        .rows(&config, broker::now_f64());
+    HttpResponse::Ok().json(json!({"workers": rows}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    #[serde(default)]
+    token: Option<String>,
+    node: String,
+    #[serde(default)]
+    queues: Vec<String>,
+    #[serde(default)]
+    capabilities: Option<Value>,
+    #[serde(default)]
+    concurrency: Option<u32>,
+}
+
+fn bearer(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|s| s.trim().to_string())
+}
+
+async fn register(
+    state: Data<AppState>,
+    req: HttpRequest,
+    body: Json<RegisterBody>,
+) -> Result<HttpResponse> {
+    let token = body
+        .token
+        .clone()
+        .or_else(|| bearer(&req))
+        .ok_or(ApiError::MissingToken)?;
+    let rec = match state.store.check_token(&token).await? {
+        TokenCheck::Valid(r) => r,
+        TokenCheck::Unknown => return Err(ApiError::InvalidToken),
+        TokenCheck::Revoked => return Err(ApiError::TokenRevoked),
+        TokenCheck::Expired => return Err(ApiError::TokenExpired),
+    };
+    let node = body.node.trim();
+    if node.is_empty() || !node.contains('@') || node.chars().any(char::is_whitespace) {
+        return Err(ApiError::BadRequest(format!(
+            "node {node:?} is not a Celery node name (name@host)"
+        )));
+    }
+    let capabilities: Capabilities = match &body.capabilities {
+        None | Some(Value::Null) => Capabilities::default(),
+        Some(v) => Capabilities::deserialize(v)
+            .map_err(|e| ApiError::BadRequest(format!("capabilities: {e}")))?,
+    };
+    let reg = Registration {
+        node: node.to_string(),
+        queues: body.queues.clone(),
+        capabilities,
+        concurrency: body.concurrency.filter(|c| *c > 0),
+        token_id: rec.id.clone(),
+        registered_at: broker::now_f64(),
+    };
+    state.store.put_registration(&reg).await?;
+    let regs = state.store.registrations().await?;
+    state
+        .registry
+        .lock()
+        .expect("registry")
+        .set_registrations(regs);
+    tracing::info!(node, token = %rec.id, "worker registered");
+    Ok(HttpResponse::Created().json(json!({"registered": reg})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainQuery {
+    task: String,
+    #[serde(default)]
+    queue: Option<String>,
+    /// Requirements as JSON (`{"min_memory_gb": 8}`), or the flat parameters below.
+    #[serde(default)]
+    requirements: Option<String>,
+    #[serde(default)]
+    min_memory_gb: Option<f64>,
+    #[serde(default)]
+    min_cpu_cores: Option<u32>,
+    #[serde(default)]
+    min_gpu_memory_gb: Option<f64>,
+    /// Comma separated.
+    #[serde(default)]
+    accelerator: Option<String>,
+    /// Comma separated.
+    #[serde(default)]
+    labels: Option<String>,
+}
+
+async fn explain(state: Data<AppState>, q: Query<ExplainQuery>) -> Result<HttpResponse> {
+    let mut req = match &q.requirements {
+        Some(s) => serde_json::from_str::<Value>(s)
+            .map_err(|e| ApiError::InvalidRequirements(format!("not JSON: {e}")))?,
+        None => json!({}),
+    };
+    let list = |s: &Option<String>| {
+        s.as_ref().map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(|x| json!(x))
+                .collect::<Vec<_>>()
+        })
+    };
+    if let Some(obj) = req.as_object_mut() {
+        if let Some(v) = q.min_memory_gb {
+            obj.insert("min_memory_gb".into(), json!(v));
+        }
+        if let Some(v) = q.min_cpu_cores {
+            obj.insert("min_cpu_cores".into(), json!(v));
+        }
+        if let Some(v) = q.min_gpu_memory_gb {
+            obj.insert("min_gpu_memory_gb".into(), json!(v));
+        }
+        if let Some(v) = list(&q.accelerator) {
+            obj.insert("accelerator".into(), Value::Array(v));
+        }
+        if let Some(v) = list(&q.labels) {
+            obj.insert("labels".into(), Value::Array(v));
+        }
+    }
+    let requirements = jobs::parse_requirements(Some(&req))?;
+    let job = Job {
+        task: q.task.clone(),
+        queue: q.queue.clone(),
+        requirements,
+    };
+    let decision = jobs::decide_now(&state, &job);
+    Ok(HttpResponse::Ok().json(json!({"decision": decision})))
+}
+
+/// Admin check: the configured key as `Authorization: Bearer <key>` or `X-Admin-Key`.
+fn require_admin(state: &AppState, req: &HttpRequest) -> Result<()> {
+    let Some(key) = &state.settings.admin_key else {
+        return Err(ApiError::AdminDisabled);
+    };
+    let given = bearer(req).or_else(|| {
+        req.headers()
+            .get("x-admin-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
+    match given {
+        None => Err(ApiError::MissingAdminKey),
+        // Compare digests so the comparison time does not depend on where the strings differ.
+        Some(g) if hash_token(&g) == hash_token(key) => Ok(()),
+        Some(_) => Err(ApiError::InvalidAdminKey),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    name: String,
+    /// Lifetime in seconds (default 30 days).
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+async fn create_token(
+    state: Data<AppState>,
+    req: HttpRequest,
+    body: Json<CreateToken>,
+) -> Result<HttpResponse> {
+    require_admin(&state, &req)?;
+    let ttl = body.ttl_secs.unwrap_or(30 * 86_400);
+    if ttl == 0 || ttl > 366 * 86_400 {
+        return Err(ApiError::BadRequest(format!(
+            "ttl_secs {ttl} is out of range 1 to {}",
+            366 * 86_400
+        )));
+    }
+    let issued = state
+        .store
+        .create_token(body.name.trim(), ttl, None)
+        .await?;
+    Ok(HttpResponse::Created().json(issued))
+}
+
+async fn list_tokens(state: Data<AppState>, req: HttpRequest) -> Result<HttpResponse> {
+    require_admin(&state, &req)?;
+    let now = broker::now_f64();
+    let tokens: Vec<Value> = state
+        .store
+        .tokens()
+        .await?
+        .into_iter()
+        .map(|t| {
+            json!({"id": t.id, "name": t.name, "created_at": t.created_at, "expires_at": t.expires_at,
+                   "revoked": t.revoked, "expired": t.expires_at <= now, "rotated_from": t.rotated_from})
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"tokens": tokens})))
+}
+
+async fn rotate_token(
+    state: Data<AppState>,
+    req: HttpRequest,
+    id: Path<String>,
+) -> Result<HttpResponse> {
+    require_admin(&state, &req)?;
+    match state.store.rotate_token(&id).await? {
+        Some(issued) => Ok(HttpResponse::Created().json(issued)),
+        None => Err(ApiError::TokenNotFound(id.into_inner())),
+    }
+}
+
+async fn revoke_token(
+    state: Data<AppState>,
+    req: HttpRequest,
+    id: Path<String>,
+) -> Result<HttpResponse> {
+    require_admin(&state, &req)?;
+    if state.store.revoke_token(&id).await? {
+        Ok(HttpResponse::Ok().json(json!({"id": id.into_inner(), "revoked": true})))
+    } else {
+        Err(ApiError::TokenNotFound(id.into_inner()))
+    }
+}
+
+async fn reload_config(state: Data<AppState>, req: HttpRequest) -> Result<HttpResponse> {
+    require_admin(&state, &req)?;
+    match state.reload_config() {
+        crate::Reload::Applied => Ok(HttpResponse::Ok().json(json!({"reload": "applied"}))),
+        crate::Reload::Unchanged => Ok(HttpResponse::Ok().json(json!({"reload": "unchanged"}))),
+        crate::Reload::Kept { error } => Err(ApiError::ConfigRefused(error)),
+    }
+}

@@ -1,0 +1,85 @@
+//! Prometheus metrics of the coordinator (the `prometheus` crate, as the worker uses): queue depth per queue and
+//! priority bucket, workers online, routing decisions by strategy and outcome, re-routes, config reloads.
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub decisions: IntCounterVec,
+    pub workers_online: IntGauge,
+    pub workers_known: IntGauge,
+    pub queue_depth: IntGaugeVec,
+    pub reroutes: IntCounter,
+    pub config_reloads: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("celeriac_coordinator".into()), None)
+            .expect("metrics registry");
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "routing_decisions_total",
+                "Routing decisions by strategy and outcome",
+            ),
+            &["strategy", "outcome"],
+        )
+        .expect("metric");
+        let workers_online = IntGauge::new("workers_online", "Workers alive now").expect("metric");
+        let workers_known =
+            IntGauge::new("workers_known", "Workers seen or registered").expect("metric");
+        let queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "queue_depth",
+                "Messages waiting per queue and priority bucket",
+            ),
+            &["queue", "bucket"],
+        )
+        .expect("metric");
+        let reroutes = IntCounter::new(
+            "reroutes_total",
+            "Jobs moved out of an offline worker's .dq2 queue",
+        )
+        .expect("metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "config_reloads_total",
+                "worker-config.yaml reloads by result",
+            ),
+            &["result"],
+        )
+        .expect("metric");
+        for m in [
+            Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(workers_online.clone()),
+            Box::new(workers_known.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(reroutes.clone()),
+            Box::new(config_reloads.clone()),
+        ] {
+            registry.register(m).expect("register metric");
+        }
+        Metrics {
+            registry,
+            decisions,
+            workers_online,
+            workers_known,
+            queue_depth,
+            reroutes,
+            config_reloads,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
