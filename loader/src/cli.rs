@@ -184,6 +184,19 @@ async fn ingest(url: &str, mode: &str, common: CommonArgs, files: Vec<PathBuf>) 
             && let Err((code, msg)) = ensure_schema(url, max_wait).await
         {
             eprintln!("cowrie-loader: {msg}");
+            // Cron still gets a status saying why nothing was loaded.
+            let stats = crate::status::Stats {
+                mode: opts.mode.clone(),
+                sensor: opts.sensor.clone(),
+                files_seen: files.len() as u64,
+                errors: vec![msg],
+                exit_code: code,
+                ..Default::default()
+            };
+            if let Some(p) = &opts.status_file {
+                let _ = stats.write_file(p);
+            }
+            println!("{}", stats.to_json_line());
             return code;
         }
         Some(store::build_pool(url, 2, Duration::from_secs(5)))
