@@ -1,0 +1,99 @@
+//! Shared setup for the coordinator tests: a claimed Redis database, a config file of the test's own, and the
+//! application state built the way `run` builds it.
+
+#![allow(dead_code)]
+
+use actix_web::web::Data;
+use celeriac_coordinator::{AppState, Settings};
+use serde_json::{Map, Value, json};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A config file owned by one test (removed on drop).
+pub struct TempConfig {
+    pub path: PathBuf,
+}
+
+impl TempConfig {
+    pub fn new(yaml: &str) -> TempConfig {
+        let dir = testkit::bin_dir().join("test-configs");
+        std::fs::create_dir_all(&dir).expect("config dir");
+        let path = dir.join(format!("wc-{}.yaml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, yaml).expect("write config");
+        TempConfig { path }
+    }
+
+    pub fn write(&self, yaml: &str) {
+        std::fs::write(&self.path, yaml).expect("write config");
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+pub fn settings(config: &TempConfig, admin: Option<&str>) -> Settings {
+    let mut s = Settings::new(config.path.clone());
+    s.admin_key = admin.map(str::to_string);
+    s.inspect_interval = Duration::from_millis(500);
+    s.inspect_timeout = Duration::from_millis(300);
+    s.reroute_interval = Duration::from_millis(300);
+    s.stale_grace = Duration::from_secs(3600);
+    s
+}
+
+pub async fn state(
+    db: &testkit::RedisDb,
+    config: &TempConfig,
+    admin: Option<&str>,
+) -> Data<AppState> {
+    let broker = broker::Broker::connect(&db.url).await.expect("broker");
+    Data::new(
+        AppState::new(settings(config, admin), broker)
+            .await
+            .expect("state"),
+    )
+}
+
+/// Feed the registry a heartbeat as a worker would send it.
+pub fn heartbeat(state: &AppState, node: &str, active: u64, freq: f64) {
+    let mut m = Map::new();
+    for (k, v) in [
+        ("hostname", json!(node)),
+        ("freq", json!(freq)),
+        ("active", json!(active)),
+        ("processed", json!(0)),
+        ("loadavg", json!([0.1, 0.1, 0.1])),
+        ("sw_ident", json!("py-celery")),
+        ("timestamp", json!(broker::now_f64())),
+        ("type", json!("worker-heartbeat")),
+    ] {
+        m.insert(k.into(), v);
+    }
+    let ev = celeriac_control::Event::new(m, broker::now_f64());
+    state.registry.lock().unwrap().apply_event(&ev);
+}
+
+/// Poll an async condition every 100 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn code(v: &Value) -> &str {
+    v["code"].as_str().unwrap_or("")
+}
