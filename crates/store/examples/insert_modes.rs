@@ -3,7 +3,8 @@
 //! Modes, each on an emptied table, `N` rows in batches of `B`:
 //! - `unnest`: one `INSERT … SELECT FROM unnest($1::…[], …) ON CONFLICT DO NOTHING` per batch (raw_events only);
 //! - `values`: diesel's multi-row `INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING` per batch;
-//! - `full`: the loader's real path, [`store::ingest::commit_batch`] (events, session upsert, files, cursor);
+//! - `full`: the loader's real path, [`store::ingest::commit_batch`] (events, session upsert, files, cursor),
+//!   and its variant [`store::ingest::commit_batch_sql_aggregate`];
 //! - it also writes `rows.csv` for a `COPY` comparison done with psql by the script.
 //!
 //! Usage: `insert_modes DATABASE_URL N B OUT_DIR`.
@@ -138,24 +139,41 @@ async fn main() {
     }
     report("multi-row VALUES (raw_events only)", n, b, t);
 
-    // full: the loader's real transaction
-    reset(&mut c).await;
-    let t = Instant::now();
-    for (i, chunk) in data.chunks(b).enumerate() {
-        let batch = Batch {
-            ingest_id: "b".into(),
-            stream: stream(),
-            events: chunk.to_vec(),
-            dead_letters: vec![],
-            cursor: CursorPos {
-                offset: (i * b) as i64,
-                line: 0,
-                finished: false,
-            },
-        };
-        commit_batch(&mut c, &batch).await.unwrap();
+    // full: the loader's real transaction, then the variant aggregating in SQL
+    for (name, sql_agg) in [
+        (
+            "loader transaction, sessions aggregated in Rust (default)",
+            false,
+        ),
+        (
+            "loader transaction, sessions aggregated in one SQL statement",
+            true,
+        ),
+    ] {
+        reset(&mut c).await;
+        let t = Instant::now();
+        for (i, chunk) in data.chunks(b).enumerate() {
+            let batch = Batch {
+                ingest_id: "b".into(),
+                stream: stream(),
+                events: chunk.to_vec(),
+                dead_letters: vec![],
+                cursor: CursorPos {
+                    offset: (i * b) as i64,
+                    line: 0,
+                    finished: false,
+                },
+            };
+            if sql_agg {
+                store::ingest::commit_batch_sql_aggregate(&mut c, &batch)
+                    .await
+                    .unwrap();
+            } else {
+                commit_batch(&mut c, &batch).await.unwrap();
+            }
+        }
+        report(name, n, b, t);
     }
-    report("loader transaction (events + sessions + cursor)", n, b, t);
     reset(&mut c).await;
 
     // CSV for COPY

@@ -278,12 +278,358 @@ pub fn pg_safe_text(s: &str) -> String {
 
 /// Commits one batch: events (with session counters and files), dead letters and
 /// the cursor, in one transaction.
+///
+/// The events are inserted with `RETURNING source_offset`; session counters are then
+/// aggregated here from exactly the rows that were inserted and upserted in one
+/// statement, and `files` rows are inserted with `ON CONFLICT DO NOTHING`.
 pub async fn commit_batch(
+    conn: &mut AsyncPgConnection,
+    batch: &Batch,
+) -> Result<BatchOutcome, StoreError> {
+    conn.transaction::<_, StoreError, _>(async |conn| {
+        let mut out = BatchOutcome::default();
+        if !batch.events.is_empty() {
+            let inserted = insert_events_returning(conn, batch).await?;
+            out.inserted = inserted.len() as u64;
+            out.duplicates = (batch.events.len() - inserted.len()) as u64;
+            let fresh: Vec<&EventRow> = batch
+                .events
+                .iter()
+                .filter(|e| inserted.contains(&e.offset))
+                .collect();
+            out.sessions_touched = upsert_sessions(conn, &batch.stream, &fresh).await?;
+            out.files_inserted = insert_files(conn, &fresh).await?;
+        }
+        out.dead_letters_inserted = insert_dead_letters(conn, batch).await?;
+        save_cursor(conn, &batch.stream, batch.cursor, &batch.ingest_id).await?;
+        Ok(out)
+    })
+    .await
+}
+
+/// The same effect as [`commit_batch`], with the session counters computed by
+/// PostgreSQL in a single statement (kept for the insert-strategy benchmark).
+pub async fn commit_batch_sql_aggregate(
     conn: &mut AsyncPgConnection,
     batch: &Batch,
 ) -> Result<BatchOutcome, StoreError> {
     conn.transaction::<_, StoreError, _>(async |conn| commit_in_tx(conn, batch).await)
         .await
+}
+
+#[derive(QueryableByName)]
+struct OffsetRow {
+    #[diesel(sql_type = BigInt)]
+    source_offset: i64,
+}
+
+async fn insert_events_returning(
+    conn: &mut AsyncPgConnection,
+    batch: &Batch,
+) -> Result<std::collections::HashSet<i64>, StoreError> {
+    let ev = &batch.events;
+    let st = &batch.stream;
+    let rows: Vec<OffsetRow> = diesel::sql_query(
+        "INSERT INTO raw_events (ingest_id, source, stream_id, source_generation, source_offset, \
+         source_line, source_inode, payload, payload_hash, session_id, event_type, \
+         event_timestamp, src_ip, sensor) \
+         SELECT $1, $2, $3, $4, off, line, $5, payload::jsonb, phash, session_id, event_type, \
+                ts, src_ip, sensor \
+         FROM unnest($6::int8[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::text[], \
+                     $12::timestamptz[], $13::text[], $14::text[]) \
+              AS t(off, line, payload, phash, session_id, event_type, ts, src_ip, sensor) \
+         ON CONFLICT ON CONSTRAINT uq_raw_events_source_offset DO NOTHING \
+         RETURNING source_offset",
+    )
+    .bind::<Text, _>(&batch.ingest_id)
+    .bind::<Text, _>(&st.source)
+    .bind::<Text, _>(&st.stream_id)
+    .bind::<Integer, _>(st.generation)
+    .bind::<Nullable<Text>, _>(st.inode.as_deref())
+    .bind::<Array<BigInt>, _>(ev.iter().map(|e| e.offset).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(ev.iter().map(|e| e.line).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(ev.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(
+        ev.iter()
+            .map(|e| e.payload_hash.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Text>>, _>(
+        ev.iter()
+            .map(|e| e.session_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Text>, _>(ev.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(ev.iter().map(|e| e.timestamp).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(ev.iter().map(|e| e.src_ip.as_deref()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(ev.iter().map(|e| e.sensor.as_str()).collect::<Vec<_>>())
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.source_offset).collect())
+}
+
+/// Per-session aggregate of one batch's inserted events (spec section 2.5 counters).
+#[derive(Default)]
+struct SessionAgg<'a> {
+    first: Option<DateTime<Utc>>,
+    last: Option<DateTime<Utc>>,
+    n: i32,
+    ncmd: i32,
+    nfile: i32,
+    nlogin: i32,
+    sensor: Option<&'a str>,
+    src_ip: Option<&'a str>,
+    protocol: Option<&'a str>,
+    username: Option<&'a str>,
+    password: Option<&'a str>,
+    login_success: bool,
+    client_version: Option<&'a str>,
+    hassh: Option<&'a str>,
+    duration: Option<f64>,
+}
+
+fn aggregate<'a>(events: &[&'a EventRow]) -> Vec<(&'a str, SessionAgg<'a>)> {
+    // "First" means first by (timestamp, offset), as in the SQL variant.
+    let mut sorted: Vec<&EventRow> = events
+        .iter()
+        .copied()
+        .filter(|e| e.session_id.is_some())
+        .collect();
+    sorted.sort_by_key(|e| (e.timestamp, e.offset));
+    let mut order: Vec<&str> = Vec::new();
+    let mut map: std::collections::HashMap<&str, SessionAgg> = std::collections::HashMap::new();
+    for e in sorted {
+        let sid = e.session_id.as_deref().unwrap_or_default();
+        let a = map.entry(sid).or_insert_with(|| {
+            order.push(sid);
+            SessionAgg::default()
+        });
+        let et = e.event_type.as_str();
+        a.first = Some(a.first.map_or(e.timestamp, |f| f.min(e.timestamp)));
+        a.last = Some(a.last.map_or(e.timestamp, |l| l.max(e.timestamp)));
+        a.n += 1;
+        a.ncmd += i32::from(et.contains("command"));
+        a.nfile += i32::from(et.contains("file_download") || et.starts_with("cowrie.session.file"));
+        a.nlogin += i32::from(et.contains("login"));
+        a.sensor = a.sensor.or(Some(e.sensor.as_str()));
+        a.src_ip = a.src_ip.or(e.src_ip.as_deref());
+        a.protocol = a.protocol.or(e.protocol.as_deref());
+        if et == "cowrie.login.success" && !a.login_success {
+            a.login_success = true;
+            a.username = e.username.as_deref();
+            a.password = e.password.as_deref();
+        }
+        a.client_version = a.client_version.or(e.client_version.as_deref());
+        a.hassh = a.hassh.or(e.hassh.as_deref());
+        a.duration = match (a.duration, e.duration_seconds) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        };
+    }
+    order
+        .into_iter()
+        .map(|sid| (sid, map.remove(sid).unwrap_or_default()))
+        .collect()
+}
+
+const UPSERT_SESSIONS_SQL: &str = r#"
+INSERT INTO session_summaries AS s (
+  session_id, first_event_at, last_event_at, event_count, command_count, file_downloads,
+  login_attempts, matcher, sensor, src_ip, protocol, username, password, login_success,
+  client_version, hassh, duration_seconds, source_files)
+SELECT session_id, first_at, last_at, n, ncmd, nfile, nlogin, sensor, sensor, src_ip, protocol,
+       username, password, login_success, client_version, hassh, duration,
+       jsonb_build_array($1::text)
+FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[], $5::int4[], $6::int4[], $7::int4[],
+            $8::int4[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+            $14::bool[], $15::text[], $16::text[], $17::float8[])
+  AS t(session_id, first_at, last_at, n, ncmd, nfile, nlogin, sensor, src_ip, protocol,
+       username, password, login_success, client_version, hassh, duration)
+ON CONFLICT (session_id) DO UPDATE SET
+  first_event_at = LEAST(s.first_event_at, EXCLUDED.first_event_at),
+  last_event_at = GREATEST(s.last_event_at, EXCLUDED.last_event_at),
+  event_count = s.event_count + EXCLUDED.event_count,
+  command_count = s.command_count + EXCLUDED.command_count,
+  file_downloads = s.file_downloads + EXCLUDED.file_downloads,
+  login_attempts = s.login_attempts + EXCLUDED.login_attempts,
+  src_ip = COALESCE(s.src_ip, EXCLUDED.src_ip),
+  protocol = COALESCE(s.protocol, EXCLUDED.protocol),
+  username = CASE WHEN s.login_success THEN s.username ELSE EXCLUDED.username END,
+  password = CASE WHEN s.login_success THEN s.password ELSE EXCLUDED.password END,
+  login_success = s.login_success OR EXCLUDED.login_success,
+  client_version = COALESCE(s.client_version, EXCLUDED.client_version),
+  hassh = COALESCE(s.hassh, EXCLUDED.hassh),
+  duration_seconds = GREATEST(s.duration_seconds, EXCLUDED.duration_seconds),
+  source_files = CASE WHEN s.source_files @> EXCLUDED.source_files THEN s.source_files
+                      ELSE s.source_files || EXCLUDED.source_files END,
+  updated_at = now()
+"#;
+
+async fn upsert_sessions(
+    conn: &mut AsyncPgConnection,
+    stream: &StreamRef,
+    fresh: &[&EventRow],
+) -> Result<u64, StoreError> {
+    let aggs = aggregate(fresh);
+    if aggs.is_empty() {
+        return Ok(0);
+    }
+    let col = |f: &dyn Fn(&SessionAgg) -> Option<String>| -> Vec<Option<String>> {
+        aggs.iter().map(|(_, a)| f(a)).collect()
+    };
+    let n = diesel::sql_query(UPSERT_SESSIONS_SQL)
+        .bind::<Text, _>(&stream.source)
+        .bind::<Array<Text>, _>(aggs.iter().map(|(s, _)| *s).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(
+            aggs.iter()
+                .map(|(_, a)| a.first.unwrap_or_default())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Timestamptz>, _>(
+            aggs.iter()
+                .map(|(_, a)| a.last.unwrap_or_default())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Integer>, _>(aggs.iter().map(|(_, a)| a.n).collect::<Vec<_>>())
+        .bind::<Array<Integer>, _>(aggs.iter().map(|(_, a)| a.ncmd).collect::<Vec<_>>())
+        .bind::<Array<Integer>, _>(aggs.iter().map(|(_, a)| a.nfile).collect::<Vec<_>>())
+        .bind::<Array<Integer>, _>(aggs.iter().map(|(_, a)| a.nlogin).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            aggs.iter()
+                .map(|(_, a)| a.sensor.unwrap_or(&stream.sensor))
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(col(&|a| a.src_ip.map(str::to_owned)))
+        .bind::<Array<Nullable<Text>>, _>(col(&|a| a.protocol.map(str::to_owned)))
+        .bind::<Array<Nullable<Text>>, _>(col(&|a| a.username.map(pg_safe_text)))
+        .bind::<Array<Nullable<Text>>, _>(col(&|a| a.password.map(pg_safe_text)))
+        .bind::<Array<Bool>, _>(
+            aggs.iter()
+                .map(|(_, a)| a.login_success)
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(col(&|a| a.client_version.map(pg_safe_text)))
+        .bind::<Array<Nullable<Text>>, _>(col(&|a| a.hassh.map(str::to_owned)))
+        .bind::<Array<Nullable<Float8>>, _>(
+            aggs.iter().map(|(_, a)| a.duration).collect::<Vec<_>>(),
+        )
+        .execute(conn)
+        .await?;
+    Ok(n as u64)
+}
+
+async fn insert_files(
+    conn: &mut AsyncPgConnection,
+    fresh: &[&EventRow],
+) -> Result<u64, StoreError> {
+    let files: Vec<(&EventRow, &FileRef)> = fresh
+        .iter()
+        .filter(|e| e.session_id.is_some())
+        .filter_map(|e| e.file.as_ref().map(|f| (*e, f)))
+        .collect();
+    if files.is_empty() {
+        return Ok(0);
+    }
+    let n = diesel::sql_query(
+        "INSERT INTO files (session_id, shasum, direction, filename, outfile, download_url, \
+         src_ip, sensor, first_seen) \
+         SELECT DISTINCT ON (session_id, shasum) session_id, shasum, direction, filename, \
+                outfile, url, src_ip, sensor, ts \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                     $7::text[], $8::text[], $9::timestamptz[]) \
+              AS t(session_id, shasum, direction, filename, outfile, url, src_ip, sensor, ts) \
+         ORDER BY session_id, shasum, ts \
+         ON CONFLICT ON CONSTRAINT uq_files_session_shasum DO NOTHING",
+    )
+    .bind::<Array<Text>, _>(
+        files
+            .iter()
+            .map(|(e, _)| e.session_id.as_deref().unwrap_or_default())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Text>, _>(
+        files
+            .iter()
+            .map(|(_, f)| f.shasum.to_ascii_lowercase())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Text>, _>(
+        files
+            .iter()
+            .map(|(_, f)| f.direction.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Text>>, _>(
+        files
+            .iter()
+            .map(|(_, f)| f.filename.as_deref().map(pg_safe_text))
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Text>>, _>(
+        files
+            .iter()
+            .map(|(_, f)| f.outfile.as_deref().map(pg_safe_text))
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Text>>, _>(
+        files
+            .iter()
+            .map(|(_, f)| f.url.as_deref().map(pg_safe_text))
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Text>>, _>(
+        files
+            .iter()
+            .map(|(e, _)| e.src_ip.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Text>, _>(
+        files
+            .iter()
+            .map(|(e, _)| e.sensor.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Timestamptz>, _>(files.iter().map(|(e, _)| e.timestamp).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(n as u64)
+}
+
+async fn insert_dead_letters(
+    conn: &mut AsyncPgConnection,
+    batch: &Batch,
+) -> Result<u64, StoreError> {
+    if batch.dead_letters.is_empty() {
+        return Ok(0);
+    }
+    let st = &batch.stream;
+    let dl = &batch.dead_letters;
+    let n = diesel::sql_query(INSERT_DEAD_SQL)
+        .bind::<Text, _>(&batch.ingest_id)
+        .bind::<Text, _>(&st.source)
+        .bind::<Text, _>(&st.stream_id)
+        .bind::<Integer, _>(st.generation)
+        .bind::<Text, _>(&st.sensor)
+        .bind::<Array<BigInt>, _>(dl.iter().map(|d| d.offset).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(dl.iter().map(|d| d.line).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(dl.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            dl.iter()
+                .map(|d| d.detail.as_deref().map(pg_safe_text))
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Text>, _>(
+            dl.iter()
+                .map(|d| pg_safe_text(&String::from_utf8_lossy(&d.raw)))
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Bytea>, _>(dl.iter().map(|d| d.raw.as_slice()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            dl.iter().map(|d| d.payload.as_deref()).collect::<Vec<_>>(),
+        )
+        .execute(conn)
+        .await?;
+    Ok(n as u64)
 }
 
 async fn commit_in_tx(

@@ -318,3 +318,40 @@ async fn analysis_reads_sessions_and_stores_results() {
     drop(c);
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_and_sql_session_aggregation_agree_with_partial_duplicates() {
+    let Some(a) = TestDb::create().await else {
+        return;
+    };
+    let Some(b) = TestDb::create().await else {
+        return;
+    };
+    let all = sample();
+    // First a batch with every other event, then the whole batch (half are duplicates).
+    let half: Vec<EventRow> = all.iter().step_by(2).cloned().collect();
+    let mut ca = a.connect().await;
+    let mut cb = b.connect().await;
+    for events in [half, all] {
+        let bt = batch(events, 900);
+        let ra = commit_batch(&mut ca, &bt).await.unwrap();
+        let rb = store::ingest::commit_batch_sql_aggregate(&mut cb, &bt)
+            .await
+            .unwrap();
+        assert_eq!(
+            (ra.inserted, ra.duplicates, ra.files_inserted),
+            (rb.inserted, rb.duplicates, rb.files_inserted)
+        );
+    }
+    let sa = store::inspect::session_rows(&mut ca).await.unwrap();
+    let sb = store::inspect::session_rows(&mut cb).await.unwrap();
+    assert_eq!(sa, sb);
+    assert_eq!(sa[0].event_count, 9);
+    assert_eq!(
+        store::inspect::file_rows(&mut ca).await.unwrap(),
+        store::inspect::file_rows(&mut cb).await.unwrap()
+    );
+    drop((ca, cb));
+    a.drop_db().await;
+    b.drop_db().await;
+}
