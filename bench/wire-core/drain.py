@@ -2,7 +2,8 @@
 
 usage: drain.py KIND MODE N
   KIND: python-solo | python-prefork | rust   (rust = celeriac-worker -c $RUST_CONC, default 2)
-  MODE: noresult (tasks.noop, ignore_result) | result (tasks.noop_r, result stored)
+  MODE: noresult (celeriac.noop sent with ignore_result) | result (celeriac.noop, result stored)
+Both workers run a task named celeriac.noop (Rust built-in; Python in tests/python/pytasks.py).
 Same procedure as shared/bench/python-celery/bench_drain.py: FLUSHDB; publish N messages (Python-identical
 bytes, written by celeriac-bench) with the worker stopped; start the worker; the clock starts at the first
 fetch (LLEN < N) and stops when the queue and `unacked` are empty (and all N result keys exist in result mode).
@@ -93,7 +94,7 @@ def main():
     R.flushdb()
     ids_file = os.path.join(HERE, 'results', 'ids.txt')
     pub = [os.path.join(BIN, 'celeriac-bench'), '-b', URL, 'publish', str(n), '--queue', QUEUE, '--ids', ids_file]
-    pub += ['--task', 'tasks.noop', '--ignore-result'] if mode == 'noresult' else ['--task', 'tasks.noop_r']
+    pub += ['--task', 'celeriac.noop'] + (['--ignore-result'] if mode == 'noresult' else [])
     subprocess.run(pub, check=True, stdout=subprocess.DEVNULL)
     assert R.llen(QUEUE) == n, R.llen(QUEUE)
     keys = ['celery-task-meta-%s' % i for i in open(ids_file).read().split()]

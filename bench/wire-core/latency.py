@@ -1,5 +1,5 @@
 """Round-trip latency, one run: a worker idles on the queue; `celeriac-bench latency` (Rust client) or a Python
-client makes N sequential calls of tasks.noop_r and prints p50/p90/p99 as one JSON line.
+client makes N sequential calls of celeriac.noop and prints p50/p90/p99 as one JSON line.
 
 usage: latency.py KIND CLIENT N      KIND as in drain.py; CLIENT: rust | python
 """
@@ -25,7 +25,7 @@ def main():
     time.sleep(1.0)
     load = open('/proc/loadavg').read().split()[:3]
     if client == 'rust':
-        out = subprocess.run([os.path.join(BIN, 'celeriac-bench'), '-b', URL, 'latency', str(n), '--queue', QUEUE],
+        out = subprocess.run([os.path.join(BIN, 'celeriac-bench'), '-b', URL, 'latency', str(n), '--queue', QUEUE, '--task', 'celeriac.noop'],
                              check=True, capture_output=True, text=True).stdout
         res = json.loads(out.strip().splitlines()[-1])
     else:
@@ -34,7 +34,7 @@ def main():
             "from pytasks import app\n"
             "s = []\n"
             "for i in range(%d + 50):\n"
-            "    t = time.perf_counter(); app.send_task('tasks.noop_r', queue='%s').get(timeout=30)\n"
+            "    t = time.perf_counter(); app.send_task('celeriac.noop', queue='%s').get(timeout=30)\n"
             "    if i >= 50: s.append((time.perf_counter() - t) * 1e6)\n"
             "s.sort(); q = lambda f: s[round((len(s) - 1) * f)]\n"
             "print(json.dumps({'n': len(s), 'p50_us': q(.5), 'p90_us': q(.9), 'p99_us': q(.99), 'max_us': s[-1]}))\n"

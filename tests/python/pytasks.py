@@ -57,3 +57,9 @@ def noop_r():
 def shared_add(x, y):
     """Same name as the Rust built-in, so a mixed cluster can share one queue."""
     return x + y
+
+
+@app.task(name='celeriac.noop')
+def shared_noop():
+    """Same name as the Rust built-in: the unit of the side-by-side throughput benchmark."""
+    return None

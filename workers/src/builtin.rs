@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crate::task::{Registry, Task, TaskError};
 
-/// Register `celeriac.ping`, `celeriac.echo`, `celeriac.add`, `celeriac.sleep`, `celeriac.fail`.
+/// Register `celeriac.ping`, `celeriac.echo`, `celeriac.add`, `celeriac.sleep`, `celeriac.fail`, plus
+/// `celeriac.noop` (benchmarks) and `celeriac.flaky` (retry demos).
 pub fn register(reg: &mut Registry) {
     reg.register(Task::new("celeriac.ping", &[], |_ctx, (): ()| async {
         Ok(json!("pong"))

@@ -71,6 +71,9 @@ struct Cli {
     profile: Option<String>,
     #[arg(long)]
     without_mingle: bool,
+    /// Threads of the async runtime (1 = a single-threaded event loop; CPU-bound tasks use the blocking pool).
+    #[arg(long, default_value_t = 1)]
+    runtime_threads: usize,
     #[arg(long)]
     without_gossip: bool,
     /// Serve Prometheus metrics on this port (GET /metrics); off by default.
@@ -131,11 +134,20 @@ fn main() -> anyhow::Result<()> {
     config.without_gossip = cli.without_gossip;
     config.metrics_port = cli.metrics_port;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.concurrency.clamp(1, default_concurrency().max(2)))
-        .max_blocking_threads(config.concurrency.max(1) + 4)
-        .enable_all()
-        .build()?;
+    // The async side (fetching, acking, results, events, pidbox) is I/O and runs best on one thread: no
+    // cross-thread wake-ups per message. CPU-bound tasks run on the blocking pool (Task::blocking), bounded by -c.
+    let runtime = if cli.runtime_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(config.concurrency.max(1) + 4)
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.runtime_threads)
+            .max_blocking_threads(config.concurrency.max(1) + 4)
+            .enable_all()
+            .build()?
+    };
     let result = runtime.block_on(async move {
         let (tx, rx) = watch::channel(Shutdown::Running);
         let tx = std::sync::Arc::new(tx);

@@ -44,15 +44,27 @@ pub struct Worker {
     run_slots: Arc<Semaphore>,
     prefetch: Arc<Semaphore>,
     rate: Arc<RateLimiters>,
+    acker: broker::Acker,
     shutdown: watch::Receiver<Shutdown>,
 }
 
 /// Gives a prefetch slot back when the message is acknowledged (or otherwise settled).
-struct Slot(Option<Arc<Semaphore>>);
+/// Also remembers whether the message was settled (acked or requeued), so it is never settled twice.
+struct Slot {
+    permit: Option<Arc<Semaphore>>,
+    settled: bool,
+}
 
 impl Slot {
+    fn new(prefetch: Arc<Semaphore>) -> Slot {
+        Slot {
+            permit: Some(prefetch),
+            settled: false,
+        }
+    }
+
     fn release(&mut self) {
-        if let Some(s) = self.0.take() {
+        if let Some(s) = self.permit.take() {
             s.add_permits(1);
         }
     }
@@ -111,6 +123,7 @@ impl Worker {
             run_slots: Arc::new(Semaphore::new(config.concurrency.max(1))),
             prefetch: Arc::new(Semaphore::new(config.prefetch_count())),
             rate: Arc::new(RateLimiters::default()),
+            acker: broker::Acker::new(broker.clone()),
             config: Arc::new(config),
             registry: Arc::new(registry),
             broker,
@@ -376,7 +389,7 @@ impl Worker {
 
     fn dispatch(&self, d: Delivery) {
         let me = self.clone();
-        let slot = Slot(Some(self.prefetch.clone()));
+        let slot = Slot::new(self.prefetch.clone());
         tokio::spawn(async move { me.handle(d, slot).await });
     }
 
@@ -403,9 +416,13 @@ impl Worker {
     }
 
     async fn ack(&self, tag: &str, slot: &mut Slot) {
+        if slot.settled {
+            return;
+        }
+        slot.settled = true;
         let mut delay = Duration::from_millis(50);
         loop {
-            match self.broker.ack(&[tag.to_string()]).await {
+            match self.acker.ack(tag).await {
                 Ok(()) => break,
                 Err(e) if e.is_transient() && self.stopping() != Shutdown::Cold => {
                     self.broker.note_connection_error(&e);
@@ -470,14 +487,15 @@ impl Worker {
             self.ack(&tag, &mut slot).await;
             return;
         };
-        self.process(task, task_msg, msg, tag, slot).await;
+        self.process(task, Arc::new(task_msg), Arc::new(msg), tag, slot)
+            .await;
     }
 
     async fn process(
         &self,
         task: Arc<Task>,
-        req: TaskMessage,
-        msg: Message,
+        req: Arc<TaskMessage>,
+        msg: Arc<Message>,
         tag: String,
         mut slot: Slot,
     ) {
@@ -819,6 +837,14 @@ impl Worker {
     }
 
     async fn requeue(&self, tag: &str, back: bool, slot: &mut Slot) {
+        if slot.settled {
+            tracing::warn!(
+                tag,
+                "message was already acknowledged; it cannot be requeued"
+            );
+            return;
+        }
+        slot.settled = true;
         if let Err(e) = self.broker.requeue(tag, !back).await {
             tracing::error!(tag, error = %e, "requeue failed; the message stays unacked and will be restored after the visibility timeout");
         }
@@ -878,7 +904,7 @@ impl Worker {
         }
     }
 
-    fn progress_fn(&self, req: &TaskMessage, msg: &Message) -> crate::task::ProgressFn {
+    fn progress_fn(&self, req: &Arc<TaskMessage>, msg: &Arc<Message>) -> crate::task::ProgressFn {
         let me = self.clone();
         let req = req.clone();
         let msg = msg.clone();

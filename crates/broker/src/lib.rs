@@ -10,6 +10,7 @@
 //! Architecture invariant: no other crate depends on `redis`; everything Celery-specific about bytes lives in
 //! `celery-proto`, this crate only moves them.
 
+pub mod acks;
 pub mod coordinator_store;
 pub mod fanout;
 pub mod subscribe;
@@ -24,6 +25,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use acks::Acker;
 pub use redis::aio::PubSub;
 pub use subscribe::Subscriber;
 pub use url::{BrokerUrl, redact};
