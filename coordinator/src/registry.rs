@@ -262,3 +262,83 @@ impl Registry {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(kind: &str, node: &str, at: f64, freq: f64) -> Event {
+        let body = json!({"hostname": node, "freq": freq, "active": 1, "processed": 3,
+                          "loadavg": [0.5, 0.4, 0.3], "timestamp": at, "type": kind});
+        Event::new(body.as_object().unwrap().clone(), at)
+    }
+
+    #[test]
+    fn heartbeats_keep_a_worker_alive_for_two_freq() {
+        let mut r = Registry::new(5.0);
+        r.apply_event(&event("worker-heartbeat", "w@h", 100.0, 2.0));
+        assert!(r.alive("w@h", 103.9));
+        assert!(
+            !r.alive("w@h", 104.1),
+            "2 x freq without a heartbeat is offline"
+        );
+        assert_eq!(r.offline_nodes(104.1), vec!["w@h".to_string()]);
+        let snap = r.snapshot(101.0);
+        assert_eq!(snap[0].active, 1);
+        assert_eq!(snap[0].loadavg, Some(0.5));
+    }
+
+    #[test]
+    fn worker_offline_event_is_immediate_and_a_new_heartbeat_revives() {
+        let mut r = Registry::new(5.0);
+        r.apply_event(&event("worker-online", "w@h", 100.0, 2.0));
+        r.apply_event(&event("worker-offline", "w@h", 101.0, 2.0));
+        assert!(!r.alive("w@h", 101.1));
+        assert_eq!(r.offline_nodes(101.1), vec!["w@h".to_string()]);
+        r.apply_event(&event("worker-heartbeat", "w@h", 102.0, 2.0));
+        assert!(r.alive("w@h", 102.5));
+    }
+
+    #[test]
+    fn inspect_replies_count_for_workers_without_heartbeats() {
+        let mut r = Registry::new(5.0);
+        let queues = json!([{"name": "celery"}, {"name": "w@h.dq2"}]);
+        r.apply_active_queues(&[("w@h".to_string(), queues)].into(), 50.0);
+        r.apply_stats(
+            &[("w@h".to_string(), json!({"pool": {"max-concurrency": 3}}))].into(),
+            50.0,
+        );
+        r.apply_active(&[("w@h".to_string(), json!([{}, {}]))].into(), 50.0);
+        assert!(r.alive("w@h", 54.0));
+        assert!(!r.alive("w@h", 56.0));
+        let w = &r.snapshot(51.0)[0];
+        assert_eq!(
+            w.queues,
+            vec!["celery".to_string()],
+            "the .dq2 is not a shared queue"
+        );
+        assert_eq!((w.concurrency, w.active), (Some(3), 2));
+    }
+
+    #[test]
+    fn never_seen_is_not_offline() {
+        let mut r = Registry::new(5.0);
+        r.set_registrations(vec![Registration {
+            node: "reg@h".into(),
+            queues: vec!["q".into()],
+            capabilities: Capabilities::default(),
+            concurrency: Some(2),
+            token_id: "t".into(),
+            registered_at: 1.0,
+        }]);
+        assert!(!r.alive("reg@h", 10.0));
+        assert!(
+            r.offline_nodes(10.0).is_empty(),
+            "a registered worker never seen alive has no .dq2 to rescue"
+        );
+        let w = &r.snapshot(10.0)[0];
+        assert!(w.registered && !w.alive && w.seen_ago.is_none());
+        assert_eq!(w.queues, vec!["q".to_string()]);
+    }
+}
