@@ -117,14 +117,12 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, body.to_string()))
 }
 
-/// Parse the last JSON line a Python snippet printed.
+/// Parse the last line a Python snippet printed that is JSON.
 pub fn py_json(out: &str) -> Value {
-    let line = out
-        .lines()
+    out.lines()
         .rev()
-        .find(|l| l.starts_with('{') || l.starts_with('['))
-        .unwrap_or("null");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("python printed no JSON ({e}):\n{out}"))
+        .find_map(|l| serde_json::from_str(l.trim()).ok())
+        .unwrap_or_else(|| panic!("python printed no JSON:\n{out}"))
 }
 
 /// Keys of a JSON object, sorted.
