@@ -11,6 +11,7 @@ pub mod config_handle;
 pub mod error;
 pub mod jobs;
 pub mod metrics;
+pub mod register_client;
 pub mod registry;
 pub mod store;
 

@@ -55,6 +55,24 @@ enum Command {
     },
     /// Validate a worker-config.yaml and print what it defines (exit 1 with line and column if invalid).
     CheckConfig { path: Option<PathBuf> },
+    /// Register this machine with a coordinator (worker side): detected cores, memory and accelerator.
+    Register {
+        /// The coordinator, http://host:8082.
+        #[arg(long, env = "CELERIAC_COORDINATOR_URL")]
+        url: String,
+        #[arg(long, env = "CELERIAC_REGISTRATION_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The worker's Celery node name (name@host).
+        #[arg(long)]
+        node: String,
+        #[arg(short = 'Q', long, value_delimiter = ',')]
+        queues: Vec<String>,
+        #[arg(short = 'c', long)]
+        concurrency: Option<u32>,
+        /// Free-form labels to advertise, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+    },
     /// Registration tokens.
     Token {
         #[command(subcommand)]
@@ -116,6 +134,28 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 c.profiles.keys().cloned().collect::<Vec<_>>().join(", "),
                 c.routing.default_strategy.as_str()
             );
+            Ok(())
+        }
+        Command::Register {
+            url,
+            token,
+            node,
+            queues,
+            concurrency,
+            labels,
+        } => {
+            let mut caps = celeriac_coordinator::register_client::detect();
+            caps.labels = labels;
+            let answer = celeriac_coordinator::register_client::register(
+                &url,
+                &token,
+                &node,
+                &queues,
+                concurrency,
+                &caps,
+            )
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
             Ok(())
         }
         Command::Token { action } => {

@@ -77,3 +77,79 @@ fn reloads_on_sighup_and_file_change_and_keeps_the_old_config_when_bad() {
         .expect("stops on SIGTERM");
     assert!(status.success(), "{status:?}\n{}", child.output());
 }
+
+#[test]
+fn token_cli_and_worker_registration_cli() {
+    let db = testkit::redis_db_or_skip!();
+    let cfg = TempConfig::new("routing: { default_strategy: queue }\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["-b", &db.url, "--config"])
+        .arg(&cfg.path)
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .env("NO_COLOR", "1");
+    let child = testkit::Child::spawn("coordinator-tokens", &mut cmd);
+    child.wait_for_output("celeriac-coordinator listening", Duration::from_secs(30));
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["-b", &db.url])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&["token", "create", "--name", "mac", "--ttl-secs", "600"]);
+    assert!(ok, "{err}");
+    let issued: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token = issued["token"].as_str().unwrap().to_string();
+    let id = issued["id"].as_str().unwrap().to_string();
+    let url = format!("http://127.0.0.1:{port}");
+    let register = [
+        "register",
+        "--url",
+        &url,
+        "--token",
+        &token,
+        "--node",
+        "mac@studio",
+        "-Q",
+        "enrichment",
+        "-c",
+        "4",
+        "--labels",
+        "fast-disk",
+    ];
+    let (ok, out, err) = run(&register);
+    assert!(ok, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["registered"]["node"], "mac@studio");
+    assert!(
+        answer["registered"]["capabilities"]["cpu_cores"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(
+        answer["registered"]["capabilities"]["labels"][0],
+        "fast-disk"
+    );
+    let (ok, out, _) = run(&["token", "list"]);
+    assert!(
+        ok && out.contains(&id) && out.contains("revoked=false"),
+        "{out}"
+    );
+    let (ok, _, err) = run(&["token", "revoke", &id]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&register);
+    assert!(!ok);
+    assert!(err.contains("registration_token_revoked"), "{err}");
+    drop(child);
+}
