@@ -4,7 +4,7 @@
 //! Exactly-once rests on two things that live here:
 //! - `raw_events` and `dead_letter_events` are unique on
 //!   `(stream_id, source_generation, source_offset)`, and session counters and `files`
-//!   are computed in the same SQL statement from the rows that insert actually wrote
+//!   are computed from exactly the rows the insert wrote
 //!   (`INSERT … ON CONFLICT DO NOTHING RETURNING`), so a line read twice changes nothing;
 //! - the cursor row moves in the same transaction as the rows it covers, so a crash
 //!   either keeps both or neither.
