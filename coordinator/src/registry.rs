@@ -2,8 +2,9 @@
 //! `loadavg`, `freq`), what `inspect active_queues` / `stats` / `active` answer, and what workers registered.
 //! It works the same for Rust and Python workers, since both speak Celery.
 //!
-//! Liveness: a heartbeat within `2 x freq` (Flower's rule), or an inspect reply within the inspect window (for
-//! workers started without heartbeats); a `worker-offline` event newer than both makes a worker offline at once.
+//! Liveness: for workers that send heartbeats, a heartbeat within `2 x freq` (Flower's rule); for workers started
+//! without heartbeats, an inspect reply within the inspect window; a `worker-offline` event newer than both makes a
+//! worker offline at once.
 
 use celeriac_control::{ClusterState, Event};
 use routing::{Capabilities, LiveWorker, WorkerConfig};
@@ -30,6 +31,8 @@ pub struct Registry {
     offline_at: BTreeMap<String, f64>,
     /// Local time of the last event from each node (any kind).
     heard: BTreeMap<String, f64>,
+    /// Nodes that send worker heartbeats: for them the heartbeat rule alone decides liveness.
+    beating: BTreeSet<String>,
     /// How long an inspect reply counts as a sign of life.
     pub inspect_window: f64,
 }
@@ -65,6 +68,7 @@ impl Registry {
             registrations: BTreeMap::new(),
             offline_at: BTreeMap::new(),
             heard: BTreeMap::new(),
+            beating: BTreeSet::new(),
             inspect_window,
         }
     }
@@ -81,6 +85,7 @@ impl Registry {
             }
             "worker-online" | "worker-heartbeat" => {
                 self.offline_at.remove(ev.hostname());
+                self.beating.insert(ev.hostname().to_string());
             }
             _ => {}
         }
@@ -163,6 +168,10 @@ impl Registry {
             return false;
         }
         let by_heartbeat = self.cluster.workers.get(node).is_some_and(|w| w.alive(now));
+        if self.beating.contains(node) {
+            // It announced a heartbeat interval: missing 2 x freq of them is offline, whatever inspect said.
+            return by_heartbeat;
+        }
         let by_inspect = self
             .inspect
             .get(node)
@@ -287,6 +296,18 @@ mod tests {
         let snap = r.snapshot(101.0);
         assert_eq!(snap[0].active, 1);
         assert_eq!(snap[0].loadavg, Some(0.5));
+    }
+
+    #[test]
+    fn inspect_replies_do_not_keep_a_silent_heartbeat_worker_alive() {
+        let mut r = Registry::new(30.0);
+        r.apply_event(&event("worker-heartbeat", "w@h", 100.0, 1.0));
+        r.apply_stats(&[("w@h".to_string(), json!({}))].into(), 100.5);
+        assert!(r.alive("w@h", 101.5));
+        assert!(
+            !r.alive("w@h", 102.6),
+            "missed heartbeats decide, not the inspect window"
+        );
     }
 
     #[test]
