@@ -124,9 +124,9 @@ impl Broker {
     pub async fn connect(url: &str) -> Result<Broker> {
         let parsed = BrokerUrl::parse(url)?;
         let resolved = parsed.resolve().await?;
-        let client = redis::Client::open(resolved.as_str()).map_err(|e| BrokerError::BadUrl {
+        let client = open_client(&parsed, &resolved).map_err(|why| BrokerError::BadUrl {
             url: redact(url),
-            why: e.to_string(),
+            why,
         })?;
         let reconnects = Arc::new(AtomicU64::new(0));
         let config = ConnectionManagerConfig::new()
@@ -551,6 +551,45 @@ impl Broker {
         let _: i64 = cmd.query_async(&mut self.conn()).await?;
         Ok(())
     }
+}
+
+/// Build the redis client, with TLS certificates when the URL asked for them.
+fn open_client(parsed: &BrokerUrl, resolved: &str) -> std::result::Result<redis::Client, String> {
+    #[cfg(feature = "tls")]
+    if resolved.starts_with("rediss://") {
+        // rustls needs one process-wide crypto provider; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if let BrokerUrl::Direct { tls: Some(t), .. } = parsed
+            && (t.ca_certs.is_some() || t.certfile.is_some())
+        {
+            let read = |p: &str| std::fs::read(p).map_err(|e| format!("reading {p}: {e}"));
+            let root_cert = t.ca_certs.as_deref().map(read).transpose()?;
+            let client_tls = match (&t.certfile, &t.keyfile) {
+                (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
+                    client_cert: read(c)?,
+                    client_key: read(k)?,
+                }),
+                (None, None) => None,
+                _ => return Err("ssl_certfile and ssl_keyfile go together".into()),
+            };
+            return redis::Client::build_with_tls(
+                resolved,
+                redis::TlsCertificates {
+                    client_tls,
+                    root_cert,
+                },
+            )
+            .map_err(|e| e.to_string());
+        }
+    }
+    #[cfg(not(feature = "tls"))]
+    if resolved.starts_with("rediss://") {
+        return Err(
+            "this build has no TLS support (build the broker crate with its `tls` feature)".into(),
+        );
+    }
+    let _ = parsed;
+    redis::Client::open(resolved).map_err(|e| e.to_string())
 }
 
 /// Cheap check that an envelope has a string delivery tag (mirrors the Lua script's rule).

@@ -3,11 +3,26 @@
 
 use crate::BrokerError;
 
+/// TLS settings given as kombu-style URL parameters:
+/// `rediss://host:6380/0?ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/k.pem&ssl_cert_reqs=required`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsOptions {
+    pub ca_certs: Option<String>,
+    pub certfile: Option<String>,
+    pub keyfile: Option<String>,
+    /// `none` skips certificate verification (kombu's `CERT_NONE`).
+    pub verify: bool,
+}
+
 /// A parsed broker URL.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrokerUrl {
-    /// A plain or TLS URL the redis client understands directly.
-    Direct { url: String, db: i64 },
+    /// A plain or TLS URL the redis client understands directly (TLS parameters taken out into `tls`).
+    Direct {
+        url: String,
+        db: i64,
+        tls: Option<TlsOptions>,
+    },
     /// Ask these sentinels for the current master of `master`.
     Sentinel {
         sentinels: Vec<(String, u16)>,
@@ -81,11 +96,20 @@ impl BrokerUrl {
                 "expected redis://, rediss://, unix:// or redis+sentinel://",
             ));
         }
-        let info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
-            .map_err(|e| bad(&e.to_string()))?;
+        let (url, tls) = split_tls_params(url);
+        let info: redis::ConnectionInfo =
+            redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                .map_err(|e| bad(&e.to_string()))?;
+        let tls = url.starts_with("rediss://").then(|| {
+            tls.unwrap_or(TlsOptions {
+                verify: true,
+                ..TlsOptions::default()
+            })
+        });
         Ok(BrokerUrl::Direct {
-            url: url.to_string(),
             db: info.redis_settings().db(),
+            url,
+            tls,
         })
     }
 
@@ -98,7 +122,10 @@ impl BrokerUrl {
     /// The URL of the Redis server to talk to now (for Sentinel: ask each sentinel until one answers).
     pub async fn resolve(&self) -> Result<String, BrokerError> {
         match self {
-            BrokerUrl::Direct { url, .. } => Ok(url.clone()),
+            BrokerUrl::Direct { url, tls, .. } => Ok(match tls {
+                Some(t) if !t.verify && !url.contains('#') => format!("{url}#insecure"),
+                _ => url.clone(),
+            }),
             BrokerUrl::Sentinel {
                 sentinels,
                 master,
@@ -155,6 +182,41 @@ impl BrokerUrl {
             }
         }
     }
+}
+
+/// Take kombu's `ssl_*` query parameters out of a URL (the redis client does not know them).
+fn split_tls_params(url: &str) -> (String, Option<TlsOptions>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut tls = TlsOptions {
+        verify: true,
+        ..TlsOptions::default()
+    };
+    let mut found = false;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "ssl_ca_certs" => tls.ca_certs = Some(v.to_string()),
+            "ssl_certfile" => tls.certfile = Some(v.to_string()),
+            "ssl_keyfile" => tls.keyfile = Some(v.to_string()),
+            "ssl_cert_reqs" => {
+                tls.verify = !matches!(v.to_ascii_lowercase().as_str(), "none" | "cert_none")
+            }
+            _ => {
+                rest.push(pair);
+                continue;
+            }
+        }
+        found = true;
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    (url, found.then_some(tls))
 }
 
 /// The URL with any password replaced by `***`, for logs and errors.

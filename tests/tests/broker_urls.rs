@@ -1,0 +1,243 @@
+//! Broker URLs against real private Redis servers started by the test: a password, TLS (`rediss://` with a
+//! test CA, also used by a Python Celery client) and Sentinel (`redis+sentinel://`).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use testkit::{Child, python_or_skip, run_python, rust_worker};
+
+fn have(cmd: &str, arg: &str) -> bool {
+    Command::new(cmd).arg(arg).output().is_ok()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn redis_server(name: &str, args: &[String]) -> Child {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(args)
+        .arg("--dir")
+        .arg(std::env::temp_dir());
+    let c = Child::spawn(name, &mut cmd);
+    c.wait_for_output("eady to accept connections", Duration::from_secs(20));
+    c
+}
+
+fn call(url: &str, args: &str) -> (bool, String, String) {
+    let out = Command::new(testkit::bin("celeriac"))
+        .args([
+            "-b",
+            url,
+            "call",
+            "celeriac.add",
+            "-a",
+            args,
+            "--wait",
+            "--timeout",
+            "30",
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn password_in_the_url() {
+    if !testkit::require("redis-server", have("redis-server", "--version")) {
+        return;
+    }
+    let port = free_port();
+    let _r = redis_server(
+        "redis-auth",
+        &[
+            "--port".into(),
+            port.to_string(),
+            "--requirepass".into(),
+            "s3cret".into(),
+        ],
+    );
+    let url = format!("redis://:s3cret@127.0.0.1:{port}/0");
+    let w = rust_worker(&url, "auth@%h", &[]);
+    assert_eq!(call(&url, "[40, 2]").1, "42");
+    assert!(
+        !w.output().contains("s3cret"),
+        "the password must not be logged"
+    );
+
+    // A wrong password is a clear, final error, not an endless retry.
+    let out = Command::new(testkit::bin("celeriac-worker"))
+        .args([
+            "-b",
+            &format!("redis://:wrong@127.0.0.1:{port}/0"),
+            "-n",
+            "bad@%h",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        err.contains("wrongpass") || err.contains("auth") || err.contains("password"),
+        "{err}"
+    );
+}
+
+fn make_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=celeriac-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[test]
+fn tls_rediss_with_a_private_ca_python_and_rust() {
+    if !testkit::require(
+        "redis-server and openssl",
+        have("redis-server", "--version") && have("openssl", "version"),
+    ) {
+        return;
+    }
+    let py = python_or_skip!();
+    let dir = std::env::temp_dir().join(format!("celeriac-tls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_certs(&dir);
+    let port = free_port();
+    let d = |f: &str| dir.join(f).display().to_string();
+    let _r = redis_server(
+        "redis-tls",
+        &[
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            d("server.crt"),
+            "--tls-key-file".into(),
+            d("server.key"),
+            "--tls-ca-cert-file".into(),
+            d("ca.crt"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ],
+    );
+    let url = format!(
+        "rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={}",
+        d("ca.crt")
+    );
+    let _w = rust_worker(&url, "tls@%h", &[]);
+    assert_eq!(call(&url, "[1, 2]").1, "3");
+    // Python Celery over the same TLS connection calls the Rust worker.
+    let out = run_python(
+        &py,
+        &url,
+        "from pytasks import app\nprint(app.send_task('celeriac.add', args=(20, 22)).get(timeout=30))",
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.trim().lines().last(), Some("42"));
+    // Without the CA the certificate is refused.
+    let (ok, _, err) = call(&format!("rediss://127.0.0.1:{port}/0"), "[1, 1]");
+    assert!(!ok, "an unknown CA must be refused");
+    assert!(
+        err.to_lowercase().contains("certificate") || err.to_lowercase().contains("tls"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sentinel_finds_the_master() {
+    if !testkit::require("redis-server", have("redis-server", "--version")) {
+        return;
+    }
+    let master_port = free_port();
+    let _m = redis_server("redis-master", &["--port".into(), master_port.to_string()]);
+    let sentinel_port = free_port();
+    let conf = std::env::temp_dir().join(format!("sentinel-{sentinel_port}.conf"));
+    std::fs::write(
+        &conf,
+        format!("port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\nsentinel down-after-milliseconds mymaster 5000\n"),
+    )
+    .unwrap();
+    let mut cmd = Command::new("redis-server");
+    cmd.arg(&conf).arg("--sentinel");
+    let s = Child::spawn("redis-sentinel", &mut cmd);
+    s.wait_for_output("monitor master mymaster", Duration::from_secs(20));
+    let url = format!("redis+sentinel://127.0.0.1:{sentinel_port}/mymaster/0");
+    let _w = rust_worker(&url, "sentinel@%h", &[]);
+    assert_eq!(call(&url, "[5, 6]").1, "11");
+    // The task really went through the master the sentinel named.
+    let direct = format!("redis://127.0.0.1:{master_port}/0");
+    let out = Command::new("redis-cli")
+        .args(["-u", &direct, "--scan", "--pattern", "celery-task-meta-*"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    let _ = std::fs::remove_file(&conf);
+}
