@@ -1,7 +1,7 @@
 //! Benchmark of the `analysis` crate: generates synthetic Cowrie sessions with this project's own
 //! code and times one analysis over them.
 //!
-//! Usage: `analysis_bench <longtail|longtail_incremental|snowshoe|botnet|defang> <sessions> [days]`.
+//! Usage: `analysis_bench <longtail|longtail_incremental|snowshoe|botnet|defang|generate> <sessions> [days]`.
 //! Run it under `/usr/bin/time -v` to get the peak RSS of one analysis; `bench/analysis/run.sh`
 //! does that for every size.
 //!
@@ -191,7 +191,7 @@ pub fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
         eprintln!(
-            "usage: {} <longtail|longtail_incremental|snowshoe|botnet|defang> <sessions> [days]",
+            "usage: {} <longtail|longtail_incremental|snowshoe|botnet|defang|generate> <sessions> [days]",
             args[0]
         );
         std::process::exit(2);
@@ -280,6 +280,7 @@ pub fn main() {
                 r.coordination_score, r.analysis_metadata.unique_ips
             )
         }
+        "generate" => "only the synthetic sessions (baseline RSS)".to_string(),
         "defang" => {
             let mut total = 0usize;
             for s in &sessions {

@@ -437,50 +437,129 @@ pub fn dbscan_cosine_weighted(
     }
     let n = c.first.len();
     let distinct: Vec<SparseRow> = c.first.iter().map(|&i| rows[i].clone()).collect();
-    let within = |a: usize, b: usize| -> bool {
-        let dist = (1.0 - distinct[a].dot(&distinct[b])).clamp(0.0, 2.0);
-        dist <= eps
-    };
-    match CosineIndex::new(&distinct, 1.0 - eps) {
-        Some(index) => {
-            let scratch = std::cell::RefCell::new(Scratch::new(n));
-            let compute = |u: usize, out: &mut Vec<usize>| {
-                let mut sc = scratch.borrow_mut();
-                index.query(&distinct, u, 0, &mut sc, out, &mut |_, dot| {
-                    (1.0 - dot).clamp(0.0, 2.0) <= eps
-                });
-            };
-            // Keep the neighbour lists when they fit a modest budget, else recompute them.
-            const BUDGET: usize = 32 << 20;
-            let mut lists: Vec<Vec<u32>> = Vec::with_capacity(n);
-            let mut kept = 0usize;
-            let mut buf = Vec::new();
-            for u in 0..n {
-                buf.clear();
-                compute(u, &mut buf);
-                kept += buf.len();
-                if kept > BUDGET {
-                    lists.clear();
-                    break;
+    let close = |dot: f64| (1.0 - dot).clamp(0.0, 2.0) <= eps;
+    let dims = distinct
+        .iter()
+        .flat_map(|r| r.indices.iter())
+        .map(|&i| i as usize + 1)
+        .max()
+        .unwrap_or(0);
+    // Dense copies (4-wide padded) make the pairwise dot products cheap when they fit.
+    let width = dims.div_ceil(4) * 4;
+    let dense: Option<Vec<f64>> =
+        (width <= 1024 && n.saturating_mul(width) <= 16 << 20).then(|| {
+            let mut m = vec![0.0; n * width];
+            for (u, r) in distinct.iter().enumerate() {
+                for (&i, &v) in r.indices.iter().zip(&r.values) {
+                    m[u * width + i as usize] = v;
                 }
-                lists.push(buf.iter().map(|&v| v as u32).collect());
             }
-            if lists.len() == n {
-                let neighbours = |u: usize, out: &mut Vec<usize>| {
-                    out.extend(lists[u].iter().map(|&v| v as usize));
-                };
-                Ok(label_generic(&c, min_samples, &neighbours))
-            } else {
-                Ok(label_generic(&c, min_samples, &compute))
+            m
+        });
+    let dot = |a: usize, b: usize| -> f64 {
+        match &dense {
+            Some(m) => dense_dot(
+                &m[a * width..(a + 1) * width],
+                &m[b * width..(b + 1) * width],
+            ),
+            None => distinct[a].dot(&distinct[b]),
+        }
+    };
+    let index = CosineIndex::new(&distinct, 1.0 - eps);
+    // Prefix filtering only pays when it prunes; estimate the candidate visits it would make.
+    let use_index = index.as_ref().is_some_and(|ix| {
+        let visits: f64 = (0..ix.postings.len())
+            .map(|f| ix.postings[f].len() as f64 * ix.support_df[f] as f64)
+            .sum();
+        dense.is_none() || visits < (n as f64) * (n as f64) / 4.0
+    });
+    let scratch = std::cell::RefCell::new(Scratch::new(n));
+    // Candidates of `u` among rows `>= from` (a superset of its neighbours there).
+    let candidates = |u: usize, from: usize, out: &mut Vec<usize>| match (&index, use_index) {
+        (Some(ix), true) => ix.candidates_from(u, from, &mut scratch.borrow_mut(), out),
+        _ => out.extend(from..n),
+    };
+    // Symmetric neighbour lists, built once from pairs `u <= v`, while they fit a budget.
+    const BUDGET: usize = 32 << 20;
+    let mut lists: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut kept = 0usize;
+    let mut complete = true;
+    let mut buf = Vec::new();
+    let mut record = |u: usize, v: usize, lists: &mut Vec<Vec<u32>>| -> bool {
+        lists[u].push(v as u32);
+        if v != u {
+            lists[v].push(u as u32);
+        }
+        kept += if v == u { 1 } else { 2 };
+        kept <= BUDGET
+    };
+    if let (Some(m), false) = (&dense, use_index) {
+        // All pairs, in cache-sized tiles so each block of rows is read from memory once per
+        // block of queries instead of once per query.
+        const QUERIES: usize = 32;
+        const BLOCK: usize = 256;
+        'tiles: for u0 in (0..n).step_by(QUERIES) {
+            let u1 = (u0 + QUERIES).min(n);
+            for v0 in (u0..n).step_by(BLOCK) {
+                let v1 = (v0 + BLOCK).min(n);
+                for u in u0..u1 {
+                    let a = &m[u * width..(u + 1) * width];
+                    for v in v0.max(u)..v1 {
+                        if close(dense_dot(a, &m[v * width..(v + 1) * width]))
+                            && !record(u, v, &mut lists)
+                        {
+                            complete = false;
+                            break 'tiles;
+                        }
+                    }
+                }
             }
         }
-        None => {
-            let neighbours = |u: usize, out: &mut Vec<usize>| {
-                out.extend((0..n).filter(|&v| within(u, v)));
-            };
-            Ok(label_generic(&c, min_samples, &neighbours))
+    } else {
+        'outer: for u in 0..n {
+            buf.clear();
+            candidates(u, u, &mut buf);
+            for &v in &buf {
+                if close(dot(u, v)) && !record(u, v, &mut lists) {
+                    complete = false;
+                    break 'outer;
+                }
+            }
         }
     }
+    if complete {
+        let neighbours = |u: usize, out: &mut Vec<usize>| {
+            out.extend(lists[u].iter().map(|&v| v as usize));
+        };
+        return Ok(label_generic(&c, min_samples, &neighbours));
+    }
+    drop(lists);
+    let neighbours = |u: usize, out: &mut Vec<usize>| {
+        let start = out.len();
+        candidates(u, 0, out);
+        let mut w = start;
+        for r in start..out.len() {
+            let v = out[r];
+            if close(dot(u, v)) {
+                out[w] = v;
+                w += 1;
+            }
+        }
+        out.truncate(w);
+    };
+    Ok(label_generic(&c, min_samples, &neighbours))
+}
+
+/// Dot product of two equally long slices whose length is a multiple of 4, in four lanes.
+fn dense_dot(a: &[f64], b: &[f64]) -> f64 {
+    let (mut s0, mut s1, mut s2, mut s3) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.chunks_exact(4).zip(b.chunks_exact(4)) {
+        s0 += x[0] * y[0];
+        s1 += x[1] * y[1];
+        s2 += x[2] * y[2];
+        s3 += x[3] * y[3];
+    }
+    (s0 + s1) + (s2 + s3)
 }
 
 /// Scratch space for [`CosineIndex`] queries: a stamp per row to drop repeats and a dense
@@ -512,6 +591,7 @@ impl Scratch {
 pub struct CosineIndex {
     postings: Vec<Vec<u32>>,
     support: Vec<Vec<u32>>,
+    support_df: Vec<u32>,
 }
 
 impl CosineIndex {
@@ -551,7 +631,11 @@ impl CosineIndex {
             }
         }
         let support = rows.iter().map(|r| r.indices.clone()).collect();
-        Some(CosineIndex { postings, support })
+        Some(CosineIndex {
+            postings,
+            support,
+            support_df: df,
+        })
     }
 
     /// Calls `keep(v, dot)` for every candidate `v >= min_row` of row `u` with the exact dot
