@@ -71,14 +71,20 @@ async fn loader_waits_through_a_postgres_outage_and_completes() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    let proxy = Proxy::start("127.0.0.1:5432").await;
+    // postgres://user@HOST:PORT/db -> HOST:PORT, replaced by the proxy's address.
+    let authority = db
+        .url
+        .split('@')
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("URL with user@host:port")
+        .to_owned();
+    let target: &'static str = Box::leak(authority.clone().into_boxed_str());
+    let proxy = Proxy::start(target).await;
     let proxied = db
         .url
-        .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1);
-    assert_ne!(
-        proxied, db.url,
-        "test database URL must point at 127.0.0.1:5432"
-    );
+        .replacen(&authority, &format!("127.0.0.1:{}", proxy.port), 1);
+    assert_ne!(proxied, db.url);
 
     let dir = TempDir::new();
     let file = dir.path().join("cowrie.json");
