@@ -152,26 +152,11 @@ pub fn fit_transform_weighted<S: AsRef<str>>(
             reason: format!("{:?} is not a range 1 <= min <= max", cfg.ngram_range),
         });
     }
-    // Term ids in first-seen order, per-document counts.
-    let mut ids: HashMap<String, u32> = HashMap::new();
-    let mut terms: Vec<String> = Vec::new();
-    let mut doc_counts: Vec<Vec<(u32, u32)>> = Vec::with_capacity(docs.len());
-    for doc in docs {
-        let mut counts: HashMap<u32, u32> = HashMap::new();
-        for term in analyze(doc.as_ref(), cfg) {
-            let id = match ids.get(&term) {
-                Some(&id) => id,
-                None => {
-                    let id = terms.len() as u32;
-                    ids.insert(term.clone(), id);
-                    terms.push(term);
-                    id
-                }
-            };
-            *counts.entry(id).or_insert(0) += 1;
-        }
-        doc_counts.push(counts.into_iter().collect());
-    }
+    let (terms, doc_counts) = if cfg.ngram_range.1 <= 3 {
+        count_interned(docs, cfg)
+    } else {
+        count_strings(docs, cfg)
+    };
     if terms.is_empty() {
         return Err(AnalysisError::EmptyVocabulary);
     }
@@ -230,4 +215,97 @@ pub fn fit_transform_weighted<S: AsRef<str>>(
         .collect();
     let vocabulary = kept.iter().map(|&id| terms[id as usize].clone()).collect();
     Ok((TfidfModel { vocabulary, idf }, rows))
+}
+
+type Counts = (Vec<String>, Vec<Vec<(u32, u32)>>);
+
+/// Terms and per-document term counts, building each n-gram string once per distinct n-gram.
+fn count_interned<S: AsRef<str>>(docs: &[S], cfg: &TfidfConfig) -> Counts {
+    const NONE: u32 = u32::MAX;
+    let mut tok_ids: HashMap<String, u32> = HashMap::new();
+    let mut toks: Vec<String> = Vec::new();
+    let mut gram_ids: HashMap<[u32; 3], u32> = HashMap::new();
+    let mut grams: Vec<[u32; 3]> = Vec::new();
+    let mut doc_counts = Vec::with_capacity(docs.len());
+    let (min_n, max_n) = cfg.ngram_range;
+    let mut ids: Vec<u32> = Vec::new();
+    let mut found: Vec<u32> = Vec::new();
+    for doc in docs {
+        let lowered;
+        let text = if cfg.lowercase {
+            lowered = py_lower(doc.as_ref());
+            lowered.as_str()
+        } else {
+            doc.as_ref()
+        };
+        ids.clear();
+        for t in word_tokens(text, cfg.min_token_len.max(1)) {
+            let id = match tok_ids.get(t) {
+                Some(&id) => id,
+                None => {
+                    let id = toks.len() as u32;
+                    tok_ids.insert(t.to_string(), id);
+                    toks.push(t.to_string());
+                    id
+                }
+            };
+            ids.push(id);
+        }
+        found.clear();
+        for n in min_n.max(1)..=max_n.min(ids.len()) {
+            for w in ids.windows(n) {
+                let mut key = [NONE; 3];
+                key[..n].copy_from_slice(w);
+                let id = *gram_ids.entry(key).or_insert_with(|| {
+                    grams.push(key);
+                    (grams.len() - 1) as u32
+                });
+                found.push(id);
+            }
+        }
+        found.sort_unstable();
+        let mut counts: Vec<(u32, u32)> = Vec::new();
+        for &id in &found {
+            match counts.last_mut() {
+                Some((last, c)) if *last == id => *c += 1,
+                _ => counts.push((id, 1)),
+            }
+        }
+        doc_counts.push(counts);
+    }
+    let terms = grams
+        .iter()
+        .map(|g| {
+            g.iter()
+                .take_while(|&&t| t != NONE)
+                .map(|&t| toks[t as usize].as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    (terms, doc_counts)
+}
+
+/// Terms and per-document term counts through [`analyze`] (any n-gram length).
+fn count_strings<S: AsRef<str>>(docs: &[S], cfg: &TfidfConfig) -> Counts {
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut terms: Vec<String> = Vec::new();
+    let mut doc_counts: Vec<Vec<(u32, u32)>> = Vec::with_capacity(docs.len());
+    for doc in docs {
+        let mut counts: HashMap<u32, u32> = HashMap::new();
+        for term in analyze(doc.as_ref(), cfg) {
+            let id = match ids.get(&term) {
+                Some(&id) => id,
+                None => {
+                    let id = terms.len() as u32;
+                    ids.insert(term.clone(), id);
+                    terms.push(term);
+                    id
+                }
+            };
+            *counts.entry(id).or_insert(0) += 1;
+        }
+        doc_counts.push(counts.into_iter().collect());
+    }
+    (terms, doc_counts)
 }

@@ -128,6 +128,32 @@ proptest! {
     }
 }
 
+proptest! {
+    #[test]
+    fn tfidf_ngram_vocabulary_is_the_analyzer_output(docs in prop::collection::vec("[abC ;]{0,14}", 1..8)) {
+        for cfg in [TfidfConfig { max_features: None, ..TfidfConfig::longtail() },
+                    TfidfConfig { max_features: None, ..TfidfConfig::botnet() }] {
+            let mut expected: Vec<String> = docs.iter().flat_map(|d| analysis::tfidf::analyze(d, &cfg)).collect();
+            expected.sort();
+            expected.dedup();
+            match fit_transform(&docs, &cfg) {
+                Err(_) => prop_assert!(expected.is_empty()),
+                Ok((model, rows)) => {
+                    prop_assert_eq!(&model.vocabulary, &expected);
+                    // Each document's row holds exactly its own terms.
+                    for (d, r) in docs.iter().zip(&rows) {
+                        let mut own: Vec<String> = analysis::tfidf::analyze(d, &cfg);
+                        own.sort();
+                        own.dedup();
+                        let got: Vec<String> = r.indices.iter().map(|&i| model.vocabulary[i as usize].clone()).collect();
+                        prop_assert_eq!(got, own);
+                    }
+                }
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- DBSCAN
 
 /// scikit-learn's algorithm, transcribed plainly: brute-force neighbourhoods, then the
