@@ -144,10 +144,11 @@ pub struct WorkerSpec {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWorker {
-    name: Name,
+    #[serde(default)]
+    name: Option<Name>,
     #[serde(default)]
     node: Option<Name>,
-    #[serde(default)]
+    #[serde(default, alias = "host")]
     hostname: Option<Name>,
     #[serde(default)]
     queues: Vec<QueuePref>,
@@ -160,19 +161,26 @@ struct RawWorker {
 impl TryFrom<RawWorker> for WorkerSpec {
     type Error = String;
     fn try_from(r: RawWorker) -> Result<Self, String> {
+        // The name defaults to the node pattern, then the host name.
+        let name = r
+            .name
+            .as_ref()
+            .or(r.node.as_ref())
+            .or(r.hostname.as_ref())
+            .map(|n| n.0.clone())
+            .ok_or_else(|| {
+                "a worker needs at least one of `name`, `node`, `hostname`".to_string()
+            })?;
         let mut seen = BTreeSet::new();
         for q in &r.queues {
             if !seen.insert(q.name.as_str()) {
-                return Err(format!(
-                    "worker {:?} lists queue {:?} twice",
-                    r.name.0, q.name
-                ));
+                return Err(format!("worker {name:?} lists queue {:?} twice", q.name));
             }
         }
         Ok(WorkerSpec {
             node: r.node.map(|n| n.0),
             hostname: r.hostname.map(|n| n.0),
-            name: r.name.0,
+            name,
             queues: r.queues,
             capabilities: r.capabilities,
             concurrency: r.concurrency.map(|c| c.0),
@@ -311,6 +319,8 @@ pub enum Accelerator {
     None,
     Cuda,
     Rocm,
+    /// Apple GPUs (PyTorch calls the backend `mps`, accepted as an alias).
+    #[serde(alias = "mps")]
     Metal,
     Xpu,
 }

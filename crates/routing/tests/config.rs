@@ -150,12 +150,25 @@ fn malformed_yaml_has_a_position() {
 }
 
 #[test]
-fn missing_required_field() {
+fn a_worker_needs_some_way_to_match() {
     check_err(
-        "workers:\n  - node: \"a@*\"\n",
+        "workers:\n  - queues: [{name: q}]\n",
         2,
-        5,
-        "missing field `name`",
+        3,
+        "at least one of `name`, `node`, `hostname`",
+    );
+    // The name defaults to the node pattern, then the host name (`host` is accepted for `hostname`).
+    let c = WorkerConfig::from_yaml_str(
+        "workers:\n  - node: 'a@*'\n  - host: mac\n    capabilities: {accelerator: mps}\n",
+        "wc.yaml",
+    )
+    .unwrap();
+    assert_eq!(c.workers[0].name, "a@*");
+    assert_eq!(c.workers[1].name, "mac");
+    assert!(c.workers[1].matches("w@mac"));
+    assert_eq!(
+        c.workers[1].capabilities.accelerator,
+        Some(routing::Accelerator::Metal)
     );
 }
 
