@@ -426,6 +426,8 @@ fn aggregate<'a>(events: &[&'a EventRow]) -> Vec<(&'a str, SessionAgg<'a>)> {
             (x, y) => x.or(y),
         };
     }
+    // Upsert in session-id order: concurrent loaders then lock rows in the same order.
+    order.sort_unstable();
     order
         .into_iter()
         .map(|sid| (sid, map.remove(sid).unwrap_or_default()))

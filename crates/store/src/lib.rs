@@ -18,6 +18,7 @@
 //!   section 3 (whole result objects go into JSONB columns).
 
 pub mod analysis;
+pub mod day_cache;
 pub mod ingest;
 pub mod inspect;
 pub mod schema;
@@ -58,6 +59,9 @@ pub enum StoreError {
     /// PostgreSQL could not be reached or the connection broke; retrying may help.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The transaction lost a race (deadlock or serialization failure) and was rolled back; retry it.
+    #[error("transaction conflict: {0}")]
+    Conflict(String),
     /// A query failed for a reason that retrying will not fix.
     #[error("query failed: {0}")]
     Query(#[source] diesel::result::Error),
@@ -69,7 +73,7 @@ pub enum StoreError {
 impl StoreError {
     /// True when the error means "PostgreSQL is not there right now" and a retry may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::Conflict(_))
     }
 }
 
@@ -77,6 +81,14 @@ impl From<diesel::result::Error> for StoreError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
         match &e {
+            Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+                StoreError::Conflict(e.to_string())
+            }
+            Error::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if info.message().contains("deadlock detected") =>
+            {
+                StoreError::Conflict(e.to_string())
+            }
             Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
                 StoreError::Unavailable(e.to_string())
             }

@@ -84,3 +84,29 @@ async fn kill_in_the_middle_then_rerun_equals_one_clean_run() {
     crashed.drop_db().await;
     clean.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_loaders_on_the_same_file_at_once_equal_one_clean_run() {
+    let Some(racy) = TestDb::create().await else {
+        return;
+    };
+    let Some(clean) = TestDb::create().await else {
+        return;
+    };
+    let dir = TempDir::new();
+    let file = dir.path().join("cowrie.json");
+    let total = gen_log(&file, 5_000, 42);
+    let files = vec![file];
+    let mut small = opts("bulk", "r");
+    small.batch_size = 300;
+    let (a, b) = tokio::join!(
+        run_with(&racy.url, small.clone(), &files),
+        run_with(&racy.url, small.clone(), &files)
+    );
+    // Between them every event was read at least once and stored exactly once.
+    assert_eq!(a.events_inserted + b.events_inserted, total);
+    run_with(&clean.url, small, &files).await;
+    assert_eq!(snapshot(&racy.url).await, snapshot(&clean.url).await);
+    racy.drop_db().await;
+    clean.drop_db().await;
+}
