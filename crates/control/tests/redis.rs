@@ -1,0 +1,156 @@
+//! The control client and event receiver against a real Redis (own database per test): replies with a foreign
+//! ticket are ignored, `limit` ends the collection, the reply queue binding and lists are always removed, and the
+//! receiver splits captured `task.multi` messages and counts garbage.
+
+use broker::Broker;
+use celeriac_control::{ControlClient, EventReceiver};
+use celery_proto::Message;
+use celery_proto::control::{ControlRequest, reply_envelope};
+use celery_proto::keys;
+use serde_json::json;
+use std::time::Duration;
+use testkit::redis_db_or_skip;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A fake worker: answers every request with `{node: {"ok": method}}`, plus one reply under a foreign ticket.
+async fn fake_worker(broker: Broker, nodes: Vec<&'static str>) {
+    let channel = keys::fanout_channel(broker.db(), keys::PIDBOX_EXCHANGE, "");
+    let mut stream = broker.psubscribe(&[channel]).await.unwrap();
+    while let Some(m) = stream.next().await {
+        let req =
+            ControlRequest::from_message(&Message::decode(&m.payload, false).unwrap()).unwrap();
+        let (Some(ticket), Some(oid)) = (req.ticket.clone(), req.reply_to.clone()) else {
+            continue;
+        };
+        let queue = keys::reply_queue(&oid);
+        let stray = reply_envelope("stray@x", json!("stray"), "another-ticket", &oid, 1);
+        broker.lpush(&queue, &stray.encode()).await.unwrap();
+        for n in &nodes {
+            let env = reply_envelope(n, json!({"ok": req.method}), &ticket, &oid, 7);
+            broker.lpush(&queue, &env.encode()).await.unwrap();
+        }
+    }
+}
+
+#[test]
+fn broadcast_collects_matching_replies_and_cleans_up() {
+    let db = redis_db_or_skip!();
+    rt().block_on(async {
+        let broker = Broker::connect(&db.url).await.unwrap();
+        let worker = tokio::spawn(fake_worker(broker.clone(), vec!["a@h", "b@h"]));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let client = ControlClient::new(broker.clone());
+        let all = client
+            .inspect("ping", json!({}), None, Duration::from_millis(500))
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert_eq!(all["a@h"], json!({"ok": "ping"}));
+        assert!(!all.contains_key("stray@x"), "foreign tickets are ignored");
+        assert!(client.clock().value() >= 8, "reply clocks adjust ours");
+        let one = client
+            .broadcast(
+                "stats",
+                json!({}),
+                None,
+                true,
+                Duration::from_secs(5),
+                Some(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(one.len(), 1, "limit ends the collection");
+        let dest = client
+            .broadcast(
+                "clock",
+                json!({}),
+                Some(vec!["b@h".into()]),
+                true,
+                Duration::from_secs(5),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            dest.len(),
+            1,
+            "limit defaults to the number of destinations"
+        );
+        assert!(
+            client
+                .broadcast("x", json!([1]), None, true, Duration::from_millis(10), None)
+                .await
+                .is_err()
+        );
+        let fire = client
+            .broadcast(
+                "heartbeat",
+                json!({}),
+                None,
+                false,
+                Duration::from_secs(1),
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(fire.is_empty());
+        assert!(
+            broker
+                .bindings(keys::REPLY_EXCHANGE)
+                .await
+                .unwrap()
+                .is_empty(),
+            "reply bindings removed"
+        );
+        worker.abort();
+    });
+    let mut c = db.conn();
+    let leftover: Vec<String> = redis::cmd("KEYS")
+        .arg("*.reply.celery.pidbox*")
+        .query(&mut c)
+        .unwrap();
+    assert!(leftover.is_empty(), "reply lists deleted: {leftover:?}");
+}
+
+#[test]
+fn receiver_splits_captured_batches_and_counts_garbage() {
+    let db = redis_db_or_skip!();
+    let fixture = std::fs::read(testkit::shared_dir().join(
+        "fixtures/celery-wire/d-events/event-task.multi-task-received+task-started+task-succeeded.raw",
+    ))
+    .unwrap();
+    rt().block_on(async {
+        let broker = Broker::connect(&db.url).await.unwrap();
+        let mut rx = EventReceiver::new(&broker).await.unwrap();
+        let ch = keys::fanout_channel(broker.db(), keys::EVENT_EXCHANGE, "task.multi");
+        broker.publish_fanout(&ch, b"garbage").await.unwrap();
+        broker.publish_fanout(&ch, &fixture).await.unwrap();
+        let mut kinds = Vec::new();
+        for _ in 0..3 {
+            let ev = tokio::time::timeout(Duration::from_secs(10), rx.next())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(ev.routing_key, "task.multi");
+            kinds.push(ev.kind().to_string());
+        }
+        assert_eq!(kinds, ["task-received", "task-started", "task-succeeded"]);
+        assert_eq!(rx.bad_messages(), 1);
+        let members = broker.bindings(keys::EVENT_EXCHANGE).await.unwrap();
+        assert_eq!(members.len(), 1, "receiver binding: {members:?}");
+        rx.close().await;
+        assert!(
+            broker
+                .bindings(keys::EVENT_EXCHANGE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    });
+}
