@@ -104,18 +104,23 @@ pub fn open_at(
     Ok(reader)
 }
 
-/// Reads the first line of a file's decompressed stream.
-/// Returns `None` when there is no complete first line yet (empty file, or a
-/// plain file whose first line is still being written).
+/// Reads the first non-blank line of a file's decompressed stream: the file's identity.
+/// Returns `None` when there is no complete such line yet (empty file, only blank
+/// lines, or a plain file whose first line is still being written).
 pub fn first_line(path: &Path, compression: Compression) -> io::Result<Option<Vec<u8>>> {
     let mut r = open_at(path, compression, 0, Arc::new(AtomicU64::new(0)))?;
     let mut buf = Vec::new();
-    r.read_until(b'\n', &mut buf)?;
-    if buf.is_empty() {
-        return Ok(None);
-    }
-    if buf.last() != Some(&b'\n') && compression == Compression::Plain {
-        return Ok(None);
+    loop {
+        buf.clear();
+        if r.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(None);
+        }
+        if buf.last() != Some(&b'\n') && compression == Compression::Plain {
+            return Ok(None);
+        }
+        if !trim_record(&buf).is_empty() {
+            break;
+        }
     }
     while matches!(buf.last(), Some(b'\n' | b'\r')) {
         buf.pop();
@@ -313,5 +318,69 @@ impl RecordReader {
         let d = Self::dead(&first, first_err);
         self.consumed(&first);
         Ok(Step::Dead(d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("reader-test-{}-{name}", std::process::id()));
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn identity_is_the_first_non_blank_complete_line() {
+        let p = tmp("a", b"\n  \n{\"a\":1}\r\n{\"b\":2}\n");
+        assert_eq!(
+            first_line(&p, Compression::Plain).unwrap(),
+            Some(b"{\"a\":1}".to_vec())
+        );
+        let p2 = tmp("b", b"\n{\"a\":1");
+        assert_eq!(
+            first_line(&p2, Compression::Plain).unwrap(),
+            None,
+            "still being written"
+        );
+        let p3 = tmp("c", b"");
+        assert_eq!(first_line(&p3, Compression::Plain).unwrap(), None);
+        for p in [p, p2, p3] {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+
+    #[test]
+    fn records_carry_exact_offsets_and_resume_anywhere() {
+        let text = b"{\"eventid\":\"cowrie.a\",\"timestamp\":\"2024-01-01T00:00:00Z\"}\n\n{\"eventid\":\"cowrie.b\",\"timestamp\":\"2024-01-01T00:00:01Z\"}\n";
+        let mut rr = RecordReader::new(Box::new(&text[..]), 0, 0, false, "s");
+        let mut seen = Vec::new();
+        loop {
+            match rr.next_step().unwrap() {
+                Step::Event(e) => seen.push((e.offset, e.line, rr.offset)),
+                Step::Blank => {}
+                Step::Eof => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let first_len = text.iter().position(|&b| b == b'\n').unwrap() as i64 + 1;
+        assert_eq!(
+            seen,
+            vec![
+                (0, 0, first_len as u64),
+                (first_len + 1, 2, text.len() as u64)
+            ]
+        );
+        // Resuming at the second record's offset yields exactly that record.
+        let rest = &text[(first_len + 1) as usize..];
+        let mut rr = RecordReader::new(Box::new(rest), (first_len + 1) as u64, 2, false, "s");
+        match rr.next_step().unwrap() {
+            Step::Event(e) => assert_eq!(
+                (e.offset, e.event_type.as_str()),
+                (first_len + 1, "cowrie.b")
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }
