@@ -65,9 +65,10 @@ impl Settings {
         }
     }
 
-    /// An inspect reply counts as a sign of life this long (two rounds plus the collection time).
+    /// For workers without heartbeats, an inspect reply counts as a sign of life this long: three rounds plus the
+    /// collection time plus two seconds, so one slow or missed reply does not make a busy worker look dead.
     pub fn inspect_window(&self) -> f64 {
-        2.0 * self.inspect_interval.as_secs_f64() + self.inspect_timeout.as_secs_f64() + 1.0
+        3.0 * self.inspect_interval.as_secs_f64() + self.inspect_timeout.as_secs_f64() + 2.0
     }
 }
 
