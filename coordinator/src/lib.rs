@@ -189,6 +189,10 @@ impl AppState {
 
     /// One re-route pass: move waiting jobs out of every offline worker's `.dq2`.
     pub async fn reroute_pass(&self, include_stale: bool) -> usize {
+        // A move that failed half way (Redis error between the two steps) is finished first.
+        if let Err(e) = jobs::recover_held(self).await {
+            tracing::warn!(error = %e, "cannot finish held moves; will retry");
+        }
         let now = broker::now_f64();
         let mut nodes = self.registry.lock().expect("registry").offline_nodes(now);
         if include_stale {
