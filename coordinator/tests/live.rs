@@ -325,3 +325,40 @@ routing:
     watcher.abort();
     coord.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_profile_gives_queues_and_concurrency_seen_through_inspect() {
+    let db = testkit::redis_db_or_skip!();
+    let node = format!("prof{}@coord", short_id());
+    let cfg = TempConfig::new(
+        "profiles:\n  io_bound: { queues: [enrichment, reports], concurrency: 3 }\n",
+    );
+    let mut cmd = std::process::Command::new(testkit::bin("celeriac-worker"));
+    cmd.args([
+        "-b",
+        &db.url,
+        "-n",
+        &node,
+        "--profile",
+        "io_bound",
+        "--heartbeat-interval",
+        "1",
+    ])
+    .env("CELERIAC_CONFIG", &cfg.path)
+    .env("NO_COLOR", "1");
+    let worker = testkit::Child::spawn("profile-worker", &mut cmd);
+    worker.wait_for_output("celeriac-worker ready", Duration::from_secs(30));
+    let coord = Running::start(&db, &cfg).await;
+    coord.wait_alive(&node).await;
+    let ok = eventually(Duration::from_secs(20), || async {
+        coord.worker(&node).await.is_some_and(|w| {
+            let mut queues: Vec<String> =
+                serde_json::from_value(w["queues"].clone()).unwrap_or_default();
+            queues.sort();
+            w["concurrency"] == 3 && queues == ["enrichment", "reports"]
+        })
+    })
+    .await;
+    assert!(ok, "{:?}", coord.worker(&node).await);
+    coord.stop().await;
+}
