@@ -416,6 +416,18 @@ pub fn dbscan_cosine_weighted(
     eps: f64,
     min_samples: usize,
 ) -> Result<Vec<i32>, AnalysisError> {
+    dbscan_cosine_progress(rows, weights, eps, min_samples, &mut |_, _| {})
+}
+
+/// As [`dbscan_cosine_weighted`], calling `progress(done, total)` over the distinct rows while
+/// the neighbourhoods are computed (the long part).
+pub fn dbscan_cosine_progress(
+    rows: &[SparseRow],
+    weights: &[f64],
+    eps: f64,
+    min_samples: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<i32>, AnalysisError> {
     check_params(eps, min_samples)?;
     if weights.len() != rows.len() {
         return Err(AnalysisError::InvalidParameter {
@@ -500,6 +512,9 @@ pub fn dbscan_cosine_weighted(
         const BLOCK: usize = 256;
         'tiles: for u0 in (0..n).step_by(QUERIES) {
             let u1 = (u0 + QUERIES).min(n);
+            if u0 % 1024 == 0 {
+                progress(u0, n);
+            }
             for v0 in (u0..n).step_by(BLOCK) {
                 let v1 = (v0 + BLOCK).min(n);
                 for u in u0..u1 {
@@ -517,6 +532,9 @@ pub fn dbscan_cosine_weighted(
         }
     } else {
         'outer: for u in 0..n {
+            if u % 1024 == 0 {
+                progress(u, n);
+            }
             buf.clear();
             candidates(u, u, &mut buf);
             for &v in &buf {
@@ -527,6 +545,7 @@ pub fn dbscan_cosine_weighted(
             }
         }
     }
+    progress(n, n);
     if complete {
         let neighbours = |u: usize, out: &mut Vec<usize>| {
             out.extend(lists[u].iter().map(|&v| v as usize));

@@ -19,7 +19,7 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::dbscan::{NOISE, dbscan_cosine_weighted, dbscan_euclidean};
+use crate::dbscan::{NOISE, dbscan_cosine_progress, dbscan_euclidean};
 use crate::error::AnalysisError;
 use crate::ipclass::{is_link_local, is_loopback, parse_ip};
 use crate::model::Session;
@@ -465,7 +465,7 @@ pub fn longtail_from_aggregate(
 
     result.rare_commands = rare_commands(agg, params, total_commands);
     report(progress, "rare_commands", 1, 1);
-    result.anomalous_sequences = anomalous_sequences(agg, params)?;
+    result.anomalous_sequences = anomalous_sequences(agg, params, progress)?;
     report(progress, "anomalous_sequences", 1, 1);
     result.outlier_sessions = outlier_sessions(agg, params)?;
     report(progress, "outlier_sessions", 1, 1);
@@ -554,6 +554,7 @@ fn rare_commands(agg: &DayAggregate, params: &LongtailParams, total: u64) -> Vec
 fn anomalous_sequences(
     agg: &DayAggregate,
     params: &LongtailParams,
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<AnomalousSequence>, AnalysisError> {
     if agg.sequences.len() < params.min_cluster_size {
         return Ok(Vec::new());
@@ -593,7 +594,13 @@ fn anomalous_sequences(
         Err(e) => return Err(e),
     };
     let w: Vec<f64> = weights.iter().map(|&w| w as f64).collect();
-    let labels = dbscan_cosine_weighted(&rows, &w, params.cluster_eps, params.min_cluster_size)?;
+    let labels = dbscan_cosine_progress(
+        &rows,
+        &w,
+        params.cluster_eps,
+        params.min_cluster_size,
+        &mut |done, total| report(progress, "anomalous_sequences", done, total),
+    )?;
     Ok(agg
         .sequences
         .iter()
