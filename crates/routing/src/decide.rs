@@ -147,6 +147,9 @@ pub fn decide(config: &WorkerConfig, workers: &[LiveWorker], job: &Job) -> Decis
         notes.push(
             "strategy queue publishes to the shared queue; any consuming worker may take it".into(),
         );
+        if !requirements.is_empty() {
+            notes.push("requirements are not checked with strategy queue".into());
+        }
         return Decision {
             strategy: eff.strategy,
             queue: eff.queue.clone(),
@@ -171,7 +174,7 @@ pub fn decide(config: &WorkerConfig, workers: &[LiveWorker], job: &Job) -> Decis
     }
     let threshold = eff.overload_threshold.0;
     let mut candidates = Vec::new();
-    // (index into candidates, entry) of those that pass everything but the load check.
+    // Indexes into `candidates`: those that pass everything but the load check, and those that pass everything.
     let mut busy: Vec<usize> = Vec::new();
     let mut ready: Vec<usize> = Vec::new();
     let mut any_meets_requirements = false;
