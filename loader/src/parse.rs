@@ -279,7 +279,15 @@ pub fn parse_record(record: &[u8], default_sensor: &str) -> Result<EventRow, Rej
             }),
         _ => None,
     };
+    // The original loader's risk score: from `input` (or `command`) and the event type.
+    let command = obj
+        .get("input")
+        .and_then(Value::as_str)
+        .or_else(|| obj.get("command").and_then(Value::as_str));
+    let risk = analysis::defang::event_risk_score(&event_type, command);
     Ok(EventRow {
+        risk_score: risk as i32,
+        quarantined: risk >= analysis::defang::QUARANTINE_THRESHOLD,
         offset: 0,
         line: 0,
         payload_hash: hash_hex(payload.as_bytes()),

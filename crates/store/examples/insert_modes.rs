@@ -49,6 +49,8 @@ fn rows(n: usize) -> Vec<EventRow> {
                 duration_seconds: None,
                 file: None,
                 sensor: "bench".into(),
+                risk_score: 0,
+                quarantined: false,
             }
         })
         .collect()

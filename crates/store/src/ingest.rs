@@ -65,6 +65,10 @@ pub struct EventRow {
     pub file: Option<FileRef>,
     /// The event's own `sensor` when non-empty, else the loader's `--sensor`.
     pub sensor: String,
+    /// The original loader's event risk score (0 to 100).
+    pub risk_score: i32,
+    /// Risk score at or above the original's quarantine threshold (90).
+    pub quarantined: bool,
 }
 
 /// One line that could not be stored as an event.
@@ -153,17 +157,17 @@ WITH src AS (
     $1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[],
     $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
     $13::text[], $14::float8[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
-    $26::text[]
+    $26::text[], $27::int4[], $28::bool[]
   ) AS t(off, line, payload, phash, session_id, event_type, ts, src_ip, protocol,
          username, password, client_version, hassh, duration, f_shasum, f_direction,
-         f_filename, f_outfile, f_url, ev_sensor)
+         f_filename, f_outfile, f_url, ev_sensor, risk, quar)
 ),
 ins AS (
   INSERT INTO raw_events (ingest_id, source, stream_id, source_generation, source_offset,
                           source_line, source_inode, payload, payload_hash, session_id,
-                          event_type, event_timestamp, src_ip, sensor)
+                          event_type, event_timestamp, src_ip, sensor, risk_score, quarantined)
   SELECT $20, $21, $22, $23, off, line, $24, payload::jsonb, phash, session_id,
-         event_type, ts, src_ip, ev_sensor
+         event_type, ts, src_ip, ev_sensor, risk, quar
   FROM src
   ON CONFLICT ON CONSTRAINT uq_raw_events_source_offset DO NOTHING
   RETURNING source_offset
@@ -191,7 +195,8 @@ agg AS (
         FILTER (WHERE client_version IS NOT NULL))[1] AS client_version,
     (array_agg(hassh ORDER BY ts, off) FILTER (WHERE hassh IS NOT NULL))[1] AS hassh,
     max(duration) AS duration,
-    (array_agg(ev_sensor ORDER BY ts, off))[1] AS sensor
+    (array_agg(ev_sensor ORDER BY ts, off))[1] AS sensor,
+    max(risk) AS risk
   FROM fresh
   WHERE session_id IS NOT NULL
   GROUP BY session_id
@@ -200,10 +205,10 @@ sess AS (
   INSERT INTO session_summaries AS s (
     session_id, first_event_at, last_event_at, event_count, command_count, file_downloads,
     login_attempts, matcher, sensor, src_ip, protocol, username, password, login_success,
-    client_version, hassh, duration_seconds, source_files)
+    client_version, hassh, duration_seconds, source_files, risk_score)
   SELECT session_id, first_at, last_at, n, ncmd, nfile, nlogin, sensor, sensor, src_ip, protocol,
          username, password, login_success, client_version, hassh, duration,
-         jsonb_build_array($21::text)
+         jsonb_build_array($21::text), risk
   FROM agg
   ON CONFLICT (session_id) DO UPDATE SET
     first_event_at = LEAST(s.first_event_at, EXCLUDED.first_event_at),
@@ -220,6 +225,7 @@ sess AS (
     client_version = COALESCE(s.client_version, EXCLUDED.client_version),
     hassh = COALESCE(s.hassh, EXCLUDED.hassh),
     duration_seconds = GREATEST(s.duration_seconds, EXCLUDED.duration_seconds),
+    risk_score = GREATEST(s.risk_score, EXCLUDED.risk_score),
     source_files = CASE WHEN s.source_files @> EXCLUDED.source_files THEN s.source_files
                         ELSE s.source_files || EXCLUDED.source_files END,
     updated_at = now()
@@ -332,12 +338,12 @@ async fn insert_events_returning(
     let rows: Vec<OffsetRow> = diesel::sql_query(
         "INSERT INTO raw_events (ingest_id, source, stream_id, source_generation, source_offset, \
          source_line, source_inode, payload, payload_hash, session_id, event_type, \
-         event_timestamp, src_ip, sensor) \
+         event_timestamp, src_ip, sensor, risk_score, quarantined) \
          SELECT $1, $2, $3, $4, off, line, $5, payload::jsonb, phash, session_id, event_type, \
-                ts, src_ip, sensor \
+                ts, src_ip, sensor, risk, quar \
          FROM unnest($6::int8[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::text[], \
-                     $12::timestamptz[], $13::text[], $14::text[]) \
-              AS t(off, line, payload, phash, session_id, event_type, ts, src_ip, sensor) \
+                     $12::timestamptz[], $13::text[], $14::text[], $15::int4[], $16::bool[]) \
+              AS t(off, line, payload, phash, session_id, event_type, ts, src_ip, sensor, risk, quar) \
          ON CONFLICT ON CONSTRAINT uq_raw_events_source_offset DO NOTHING \
          RETURNING source_offset",
     )
@@ -363,6 +369,8 @@ async fn insert_events_returning(
     .bind::<Array<Timestamptz>, _>(ev.iter().map(|e| e.timestamp).collect::<Vec<_>>())
     .bind::<Array<Nullable<Text>>, _>(ev.iter().map(|e| e.src_ip.as_deref()).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(ev.iter().map(|e| e.sensor.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(ev.iter().map(|e| e.risk_score).collect::<Vec<_>>())
+    .bind::<Array<Bool>, _>(ev.iter().map(|e| e.quarantined).collect::<Vec<_>>())
     .load(conn)
     .await?;
     Ok(rows.into_iter().map(|r| r.source_offset).collect())
@@ -386,6 +394,7 @@ struct SessionAgg<'a> {
     client_version: Option<&'a str>,
     hassh: Option<&'a str>,
     duration: Option<f64>,
+    risk: i32,
 }
 
 fn aggregate<'a>(events: &[&'a EventRow]) -> Vec<(&'a str, SessionAgg<'a>)> {
@@ -421,6 +430,7 @@ fn aggregate<'a>(events: &[&'a EventRow]) -> Vec<(&'a str, SessionAgg<'a>)> {
         }
         a.client_version = a.client_version.or(e.client_version.as_deref());
         a.hassh = a.hassh.or(e.hassh.as_deref());
+        a.risk = a.risk.max(e.risk_score);
         a.duration = match (a.duration, e.duration_seconds) {
             (Some(x), Some(y)) => Some(x.max(y)),
             (x, y) => x.or(y),
@@ -438,15 +448,15 @@ const UPSERT_SESSIONS_SQL: &str = r#"
 INSERT INTO session_summaries AS s (
   session_id, first_event_at, last_event_at, event_count, command_count, file_downloads,
   login_attempts, matcher, sensor, src_ip, protocol, username, password, login_success,
-  client_version, hassh, duration_seconds, source_files)
+  client_version, hassh, duration_seconds, source_files, risk_score)
 SELECT session_id, first_at, last_at, n, ncmd, nfile, nlogin, sensor, sensor, src_ip, protocol,
        username, password, login_success, client_version, hassh, duration,
-       jsonb_build_array($1::text)
+       jsonb_build_array($1::text), risk
 FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[], $5::int4[], $6::int4[], $7::int4[],
             $8::int4[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
-            $14::bool[], $15::text[], $16::text[], $17::float8[])
+            $14::bool[], $15::text[], $16::text[], $17::float8[], $18::int4[])
   AS t(session_id, first_at, last_at, n, ncmd, nfile, nlogin, sensor, src_ip, protocol,
-       username, password, login_success, client_version, hassh, duration)
+       username, password, login_success, client_version, hassh, duration, risk)
 ON CONFLICT (session_id) DO UPDATE SET
   first_event_at = LEAST(s.first_event_at, EXCLUDED.first_event_at),
   last_event_at = GREATEST(s.last_event_at, EXCLUDED.last_event_at),
@@ -462,6 +472,7 @@ ON CONFLICT (session_id) DO UPDATE SET
   client_version = COALESCE(s.client_version, EXCLUDED.client_version),
   hassh = COALESCE(s.hassh, EXCLUDED.hassh),
   duration_seconds = GREATEST(s.duration_seconds, EXCLUDED.duration_seconds),
+  risk_score = GREATEST(s.risk_score, EXCLUDED.risk_score),
   source_files = CASE WHEN s.source_files @> EXCLUDED.source_files THEN s.source_files
                       ELSE s.source_files || EXCLUDED.source_files END,
   updated_at = now()
@@ -515,6 +526,7 @@ async fn upsert_sessions(
         .bind::<Array<Nullable<Float8>>, _>(
             aggs.iter().map(|(_, a)| a.duration).collect::<Vec<_>>(),
         )
+        .bind::<Array<Integer>, _>(aggs.iter().map(|(_, a)| a.risk).collect::<Vec<_>>())
         .execute(conn)
         .await?;
     Ok(n as u64)
@@ -684,7 +696,9 @@ async fn commit_in_tx(
             .bind::<Integer, _>(st.generation)
             .bind::<Nullable<Text>, _>(st.inode.as_deref())
             .bind::<Text, _>(&st.sensor)
-            .bind::<Array<Text>, _>(ev.iter().map(|e| e.sensor.as_str()).collect::<Vec<_>>());
+            .bind::<Array<Text>, _>(ev.iter().map(|e| e.sensor.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Integer>, _>(ev.iter().map(|e| e.risk_score).collect::<Vec<_>>())
+            .bind::<Array<Bool>, _>(ev.iter().map(|e| e.quarantined).collect::<Vec<_>>());
         let counts: CommitCounts = q.get_result(conn).await?;
         out.inserted = counts.inserted as u64;
         out.duplicates = ev.len() as u64 - out.inserted;

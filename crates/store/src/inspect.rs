@@ -30,6 +30,7 @@ pub struct SessionRow {
     pub client_version: Option<String>,
     pub hassh: Option<String>,
     pub duration_seconds: Option<f64>,
+    pub risk_score: Option<i32>,
 }
 
 /// All session rows, ordered by session id.
@@ -129,6 +130,20 @@ pub async fn payload_hashes(conn: &mut AsyncPgConnection) -> Result<Vec<String>,
             raw_events::source_offset.asc(),
         ))
         .select(raw_events::payload_hash)
+        .load(conn)
+        .await?)
+}
+
+/// `(event_type, count)` of quarantined events (risk score at or above 90), ordered by type.
+pub async fn quarantined_counts(
+    conn: &mut AsyncPgConnection,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    use diesel::dsl::count_star;
+    Ok(raw_events::table
+        .filter(raw_events::quarantined.eq(true))
+        .group_by(raw_events::event_type)
+        .select((raw_events::event_type, count_star()))
+        .order(raw_events::event_type.asc())
         .load(conn)
         .await?)
 }

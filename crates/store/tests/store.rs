@@ -53,6 +53,8 @@ fn ev(
             ..FileRef::default()
         }),
         sensor: sensor.into(),
+        risk_score: 0,
+        quarantined: false,
     }
 }
 

@@ -172,6 +172,12 @@ async fn sessions_match_the_original_golden_output_where_it_was_right() {
                 gs["file_downloads"].as_i64().unwrap() + failed as i64,
                 "{name} {sid}"
             );
+            // Risk score: the original's event score (via the analysis crate's defanger), maximum per session.
+            assert_eq!(
+                r.risk_score.map(i64::from),
+                gs["risk_score"].as_i64(),
+                "{name} {sid} risk"
+            );
             // Sensor: the event's own name, or --sensor where events carry "" (F13).
             assert_eq!(
                 r.sensor,
@@ -201,6 +207,19 @@ async fn sessions_match_the_original_golden_output_where_it_was_right() {
                 );
             }
         }
+        // The same events are quarantined (the original stored them flagged, as we do).
+        let quarantined: BTreeMap<String, i64> = store::inspect::quarantined_counts(&mut c)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        let golden_q: BTreeMap<String, i64> = g["raw_events_quarantined_by_type"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_i64().unwrap()))
+            .collect();
+        assert_eq!(quarantined, golden_q, "{name}: quarantined per type");
         // Every file the original recorded is here too.
         let files: BTreeSet<(String, String)> = store::inspect::file_rows(&mut c)
             .await
