@@ -157,35 +157,48 @@ pub fn fit_transform_weighted<S: AsRef<str>>(
     } else {
         count_strings(docs, cfg)
     };
-    if terms.is_empty() {
+    let n_terms = terms.len();
+    if n_terms == 0 {
         return Err(AnalysisError::EmptyVocabulary);
     }
-    let mut total = vec![0u64; terms.len()];
-    let mut df = vec![0u64; terms.len()];
+    let mut total = vec![0u64; n_terms];
+    let mut df = vec![0u64; n_terms];
     for (counts, &w) in doc_counts.iter().zip(weights) {
         for &(id, c) in counts {
             total[id as usize] += u64::from(c) * w;
             df[id as usize] += w;
         }
     }
-    // Columns sorted by term; keep the top-N by corpus count (ties: earlier term first).
-    let mut order: Vec<u32> = (0..terms.len() as u32).collect();
-    order.sort_by(|&a, &b| terms[a as usize].cmp(&terms[b as usize]));
-    let kept: Vec<u32> = match cfg.max_features {
-        Some(limit) if limit < order.len() => {
-            let mut by_count: Vec<usize> = (0..order.len()).collect();
-            by_count.sort_by(|&a, &b| {
-                total[order[b] as usize]
-                    .cmp(&total[order[a] as usize])
-                    .then(a.cmp(&b))
-            });
-            let mut keep_pos: Vec<usize> = by_count.into_iter().take(limit).collect();
-            keep_pos.sort_unstable();
-            keep_pos.into_iter().map(|p| order[p]).collect()
+    // Keep the top-N by corpus count, ties broken by term order; only the kept terms and the
+    // tied ones at the cut are ever spelled out.
+    let chosen: Vec<u32> = match cfg.max_features {
+        Some(limit) if limit < n_terms => {
+            if limit == 0 {
+                Vec::new()
+            } else {
+                let mut counts = total.clone();
+                let (_, nth, _) = counts.select_nth_unstable_by(limit - 1, |a, b| b.cmp(a));
+                let cut = *nth;
+                let mut out: Vec<u32> = (0..n_terms as u32)
+                    .filter(|&id| total[id as usize] > cut)
+                    .collect();
+                let mut ties: Vec<(String, u32)> = (0..n_terms as u32)
+                    .filter(|&id| total[id as usize] == cut)
+                    .map(|id| (terms.spell(id), id))
+                    .collect();
+                ties.sort();
+                out.extend(ties.into_iter().take(limit - out.len()).map(|t| t.1));
+                out
+            }
         }
-        _ => order,
+        _ => (0..n_terms as u32).collect(),
     };
-    let mut column = vec![u32::MAX; terms.len()];
+    // Columns in term order.
+    let mut spelled: Vec<(String, u32)> =
+        chosen.into_iter().map(|id| (terms.spell(id), id)).collect();
+    spelled.sort();
+    let kept: Vec<u32> = spelled.iter().map(|t| t.1).collect();
+    let mut column = vec![u32::MAX; n_terms];
     for (col, &id) in kept.iter().enumerate() {
         column[id as usize] = col as u32;
     }
@@ -213,11 +226,43 @@ pub fn fit_transform_weighted<S: AsRef<str>>(
             }
         })
         .collect();
-    let vocabulary = kept.iter().map(|&id| terms[id as usize].clone()).collect();
+    let vocabulary = spelled.into_iter().map(|t| t.0).collect();
     Ok((TfidfModel { vocabulary, idf }, rows))
 }
 
-type Counts = (Vec<String>, Vec<Vec<(u32, u32)>>);
+/// The distinct terms seen, spelled out on demand.
+enum Terms {
+    /// Already strings.
+    Strings(Vec<String>),
+    /// N-grams as token ids (`u32::MAX` pads short n-grams) over a token table.
+    Grams {
+        grams: Vec<[u32; 3]>,
+        tokens: Vec<String>,
+    },
+}
+
+impl Terms {
+    fn len(&self) -> usize {
+        match self {
+            Terms::Strings(v) => v.len(),
+            Terms::Grams { grams, .. } => grams.len(),
+        }
+    }
+
+    fn spell(&self, id: u32) -> String {
+        match self {
+            Terms::Strings(v) => v[id as usize].clone(),
+            Terms::Grams { grams, tokens } => grams[id as usize]
+                .iter()
+                .take_while(|&&t| t != u32::MAX)
+                .map(|&t| tokens[t as usize].as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
+type Counts = (Terms, Vec<Vec<(u32, u32)>>);
 
 /// Terms and per-document term counts, building each n-gram string once per distinct n-gram.
 fn count_interned<S: AsRef<str>>(docs: &[S], cfg: &TfidfConfig) -> Counts {
@@ -273,17 +318,13 @@ fn count_interned<S: AsRef<str>>(docs: &[S], cfg: &TfidfConfig) -> Counts {
         }
         doc_counts.push(counts);
     }
-    let terms = grams
-        .iter()
-        .map(|g| {
-            g.iter()
-                .take_while(|&&t| t != NONE)
-                .map(|&t| toks[t as usize].as_str())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
-    (terms, doc_counts)
+    (
+        Terms::Grams {
+            grams,
+            tokens: toks,
+        },
+        doc_counts,
+    )
 }
 
 /// Terms and per-document term counts through [`analyze`] (any n-gram length).
@@ -307,5 +348,5 @@ fn count_strings<S: AsRef<str>>(docs: &[S], cfg: &TfidfConfig) -> Counts {
         }
         doc_counts.push(counts.into_iter().collect());
     }
-    (terms, doc_counts)
+    (Terms::Strings(terms), doc_counts)
 }

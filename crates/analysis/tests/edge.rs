@@ -245,16 +245,32 @@ fn progress_reports_are_well_formed() {
     let mut events = Vec::new();
     for i in 0..8 {
         let cmds = ["uname -a", "cat /proc/cpuinfo", "free -m", "ls", "w"];
-        events.extend(events_for(&format!("abababab{i:04}"), "198.51.100.3", i, &cmds));
+        events.extend(events_for(
+            &format!("abababab{i:04}"),
+            "198.51.100.3",
+            i,
+            &cmds,
+        ));
     }
     let sessions = build(&events);
     let mut seen = Vec::new();
     longtail(&sessions, &LongtailParams::default(), &mut |p| seen.push(p)).unwrap();
-    snowshoe(&sessions, 24.0, &SnowshoeParams::default(), &mut |p| seen.push(p)).unwrap();
+    snowshoe(&sessions, 24.0, &SnowshoeParams::default(), &mut |p| {
+        seen.push(p)
+    })
+    .unwrap();
     assert!(seen.iter().all(|p| p.current <= p.total), "{seen:?}");
-    for stage in ["extract", "rare_commands", "anomalous_sequences", "outlier_sessions"] {
-        assert!(seen.iter().any(|p| p.stage == stage), "no {stage} report: {seen:?}");
+    for stage in [
+        "extract",
+        "rare_commands",
+        "anomalous_sequences",
+        "outlier_sessions",
+    ] {
+        assert!(
+            seen.iter().any(|p| p.stage == stage),
+            "no {stage} report: {seen:?}"
+        );
     }
-    let last_extract = seen.iter().filter(|p| p.stage == "extract").next_back().unwrap();
+    let last_extract = seen.iter().rfind(|p| p.stage == "extract").unwrap();
     assert_eq!((last_extract.current, last_extract.total), (8, 8));
 }
