@@ -1,6 +1,7 @@
 //! celeriac-worker as a library: the task API, the built-in tasks, and the worker that runs them.
 //! `main.rs` only parses the command line and calls [`worker::Worker::run`], so tests start the real thing.
 
+pub mod analysis_tasks;
 pub mod builtin;
 pub mod config;
 pub mod control;

@@ -71,6 +71,16 @@ struct Cli {
     profile: Option<String>,
     #[arg(long)]
     without_mingle: bool,
+    /// PostgreSQL for the analysis tasks.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://127.0.0.1/celeriac"
+    )]
+    database_url: String,
+    /// Read replica for the analysis reads (falls back to the primary when it does not answer).
+    #[arg(long, env = "DATABASE_READ_URL")]
+    database_read_url: Option<String>,
     /// Threads of the async runtime (1 = a single-threaded event loop; CPU-bound tasks use the blocking pool).
     #[arg(long, default_value_t = 1)]
     runtime_threads: usize,
@@ -136,6 +146,8 @@ fn main() -> anyhow::Result<()> {
 
     // The async side (fetching, acking, results, events, pidbox) is I/O and runs best on one thread: no
     // cross-thread wake-ups per message. CPU-bound tasks run on the blocking pool (Task::blocking), bounded by -c.
+    let (database_url, database_read_url) =
+        (cli.database_url.clone(), cli.database_read_url.clone());
     let runtime = if cli.runtime_threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .max_blocking_threads(config.concurrency.max(1) + 4)
@@ -152,7 +164,15 @@ fn main() -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(Shutdown::Running);
         let tx = std::sync::Arc::new(tx);
         tokio::spawn(signals(tx.clone()));
-        let worker = Worker::connect(config, celeriac_worker::default_registry(), rx).await?;
+        let mut registry = celeriac_worker::default_registry();
+        // The cowrieprocessor analyses; the pool connects lazily, so a worker without PostgreSQL still starts
+        // and those tasks fail with a clear OperationalError until the database answers.
+        let db = celeriac_worker::analysis_tasks::AnalysisDb::new(
+            &database_url,
+            database_read_url.as_deref(),
+        );
+        celeriac_worker::analysis_tasks::register(&mut registry, db);
+        let worker = Worker::connect(config, registry, rx).await?;
         // The `shutdown` control command asks for a warm shutdown.
         let mut asked = worker.state.shutdown_request.subscribe();
         tokio::spawn(async move {

@@ -1,0 +1,801 @@
+//! The cowrieprocessor analyses as Celery tasks, under the names Python users already call:
+//! `cowrieprocessor.workers.longtail_analysis`, `.snowshoe_detection` and `.botnet_detection`.
+//!
+//! Arguments are `(sensor, time_window)` (`sensor` may be null for all sensors; `time_window` is `"7d"`, `"24h"`,
+//! `"90m"` or `{"start": iso, "end": iso}`), thresholds come as keyword arguments named like the original's.
+//! Sessions are read from PostgreSQL (the read replica when `DATABASE_READ_URL` is set and answers), the CPU work
+//! runs on the blocking pool, progress is published as Celery `PROGRESS` state (`AsyncResult.info`), results are
+//! stored in the detection tables and returned as the original's result objects.
+//!
+//! Longtail is incremental: each full UTC day of the window is reduced to an `analysis::DayAggregate` cached in
+//! `longtail_day_cache`, keyed by a fingerprint of that day's sessions; a re-run recomputes only changed days and
+//! says in its result how much it reused.
+
+use analysis::{BotnetParams, DayAggregate, LongtailParams, Progress, Session, SnowshoeParams};
+use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+use crate::task::{Registry, Task, TaskContext, TaskError, TaskOptions};
+
+pub const LONGTAIL: &str = "cowrieprocessor.workers.longtail_analysis";
+pub const SNOWSHOE: &str = "cowrieprocessor.workers.snowshoe_detection";
+pub const BOTNET: &str = "cowrieprocessor.workers.botnet_detection";
+
+/// Where the analysis tasks read and write.
+pub struct AnalysisDb {
+    primary_url: String,
+    primary: store::PgPool,
+    replica: Option<store::PgPool>,
+    migrated: OnceCell<()>,
+}
+
+impl AnalysisDb {
+    pub fn new(primary_url: &str, read_url: Option<&str>) -> Arc<AnalysisDb> {
+        let timeout = Duration::from_secs(5);
+        Arc::new(AnalysisDb {
+            primary_url: primary_url.to_string(),
+            primary: store::build_pool(primary_url, 4, timeout),
+            replica: read_url
+                .filter(|u| *u != primary_url)
+                .map(|u| store::build_pool(u, 4, timeout)),
+            migrated: OnceCell::new(),
+        })
+    }
+
+    async fn ensure_schema(&self) -> Result<(), TaskError> {
+        self.migrated
+            .get_or_try_init(|| async {
+                store::run_migrations(&self.primary_url)
+                    .await
+                    .map(|_| ())
+                    .map_err(db_error)
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn write(&self) -> Result<store::PooledConnOwned, TaskError> {
+        self.ensure_schema().await?;
+        self.primary
+            .get_owned()
+            .await
+            .map_err(|e| db_unavailable(&e.to_string()))
+    }
+
+    /// A connection to the read replica, or to the primary when there is none or it does not answer.
+    async fn read(&self) -> Result<store::PooledConnOwned, TaskError> {
+        self.ensure_schema().await?;
+        if let Some(r) = &self.replica {
+            match r.get_owned().await {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "read replica unavailable; reading from the primary")
+                }
+            }
+        }
+        self.primary
+            .get_owned()
+            .await
+            .map_err(|e| db_unavailable(&e.to_string()))
+    }
+}
+
+fn db_unavailable(msg: &str) -> TaskError {
+    TaskError::Fail {
+        exc: celery_proto::ExceptionInfo::new(
+            "sqlalchemy.exc",
+            "OperationalError",
+            format!("database unavailable: {msg}"),
+        ),
+        traceback: None,
+    }
+}
+
+fn db_error(e: store::StoreError) -> TaskError {
+    if e.is_retryable() {
+        db_unavailable(&e.to_string())
+    } else {
+        TaskError::fail("RuntimeError", e.to_string())
+    }
+}
+
+fn analysis_error(e: analysis::AnalysisError) -> TaskError {
+    TaskError::fail("ValueError", e.to_string())
+}
+
+/// Register the three analysis tasks against this database.
+pub fn register(reg: &mut Registry, db: Arc<AnalysisDb>) {
+    let opts = TaskOptions {
+        acks_late: true,
+        ..TaskOptions::default()
+    };
+    let d = db.clone();
+    reg.register(
+        Task::raw(LONGTAIL, move |ctx, args, kwargs| {
+            let db = d.clone();
+            async move { longtail_task(db, ctx, args, kwargs).await }
+        })
+        .with_options(opts.clone()),
+    );
+    let d = db.clone();
+    reg.register(
+        Task::raw(SNOWSHOE, move |ctx, args, kwargs| {
+            let db = d.clone();
+            async move { scored_task::<SnowshoeParams>(Kind::Snowshoe, db, ctx, args, kwargs).await }
+        })
+        .with_options(opts.clone()),
+    );
+    reg.register(
+        Task::raw(BOTNET, move |ctx, args, kwargs| {
+            let db = db.clone();
+            async move { scored_task::<BotnetParams>(Kind::Botnet, db, ctx, args, kwargs).await }
+        })
+        .with_options(opts),
+    );
+}
+
+/// A resolved analysis window `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl Window {
+    pub fn hours(&self) -> f64 {
+        (self.end - self.start).num_milliseconds() as f64 / 3_600_000.0
+    }
+}
+
+/// Parse `"7d"`, `"24h"`, `"90m"`, `"2w"` (ending now) or `{"start": iso, "end": iso}` (end defaults to now).
+pub fn parse_window(v: &Value, now: DateTime<Utc>) -> Result<Window, TaskError> {
+    let bad = |why: String| TaskError::fail("ValueError", format!("time_window: {why}"));
+    match v {
+        Value::String(s) => {
+            let s = s.trim();
+            let (num, unit) = s.split_at(
+                s.find(|c: char| !c.is_ascii_digit() && c != '.')
+                    .unwrap_or(s.len()),
+            );
+            let n: f64 = num
+                .parse()
+                .map_err(|_| bad(format!("{s:?} is not like \"7d\" or \"24h\"")))?;
+            let secs = match unit {
+                "d" => n * 86_400.0,
+                "h" => n * 3_600.0,
+                "m" => n * 60.0,
+                "w" => n * 7.0 * 86_400.0,
+                _ => return Err(bad(format!("{s:?}: unit must be m, h, d or w"))),
+            };
+            if !(secs > 0.0 && secs <= 3_660.0 * 86_400.0) {
+                return Err(bad(format!("{s:?} must be positive and at most ten years")));
+            }
+            Ok(Window {
+                start: now - ChronoDuration::milliseconds((secs * 1000.0) as i64),
+                end: now,
+            })
+        }
+        Value::Object(m) => {
+            let time = |k: &str| -> Result<Option<DateTime<Utc>>, TaskError> {
+                match m.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(s)) => celery_proto::time::parse_iso(s)
+                        .map(Some)
+                        .ok_or_else(|| bad(format!("{k} {s:?} is not an ISO-8601 time"))),
+                    Some(other) => Err(bad(format!("{k} must be an ISO-8601 string, got {other}"))),
+                }
+            };
+            let start =
+                time("start")?.ok_or_else(|| bad("an object window needs \"start\"".into()))?;
+            let end = time("end")?.unwrap_or(now);
+            if end <= start {
+                return Err(bad(format!("end {end} is not after start {start}")));
+            }
+            Ok(Window { start, end })
+        }
+        other => Err(bad(format!(
+            "expected \"7d\", \"24h\" or {{\"start\", \"end\"}}, got {other}"
+        ))),
+    }
+}
+
+/// `(sensor, time_window, remaining keyword arguments)`.
+type SplitArgs = (Option<String>, Value, Map<String, Value>);
+
+/// Split `(sensor, time_window, **thresholds)` like the original's signature.
+fn split_args(
+    task: &str,
+    args: Vec<Value>,
+    mut kwargs: Map<String, Value>,
+) -> Result<SplitArgs, TaskError> {
+    if args.len() > 2 {
+        return Err(TaskError::type_error(format!(
+            "{task}() takes 2 positional arguments but {} were given",
+            args.len()
+        )));
+    }
+    let mut it = args.into_iter();
+    let sensor = it
+        .next()
+        .or_else(|| kwargs.remove("sensor"))
+        .unwrap_or(Value::Null);
+    let window = it
+        .next()
+        .or_else(|| kwargs.remove("time_window"))
+        .unwrap_or_else(|| json!("7d"));
+    let sensor = match sensor {
+        Value::Null => None,
+        Value::String(s) if s.is_empty() || s == "*" => None,
+        Value::String(s) => Some(s),
+        other => {
+            return Err(TaskError::type_error(format!(
+                "{task}(): sensor must be a string or None, got {other}"
+            )));
+        }
+    };
+    Ok((sensor, window, kwargs))
+}
+
+/// Thresholds from keyword arguments onto the defaults; unknown names are a TypeError like Python's.
+fn params_from<P: Serialize + DeserializeOwned + Default>(
+    task: &str,
+    kwargs: Map<String, Value>,
+) -> Result<P, TaskError> {
+    let Value::Object(mut base) = serde_json::to_value(P::default()).expect("parameters serialise")
+    else {
+        unreachable!("parameters are a struct")
+    };
+    for (k, v) in kwargs {
+        if !base.contains_key(&k) {
+            return Err(TaskError::type_error(format!(
+                "{task}() got an unexpected keyword argument '{k}'"
+            )));
+        }
+        base.insert(k, v);
+    }
+    serde_json::from_value(Value::Object(base))
+        .map_err(|e| TaskError::fail("ValueError", format!("{task}(): {e}")))
+}
+
+/// Turns analysis progress into throttled Celery PROGRESS updates.
+fn progress_reporter(
+    ctx: &TaskContext,
+    offset: u64,
+    total_hint: Arc<Mutex<u64>>,
+) -> impl FnMut(Progress) + Send + 'static {
+    let ctx = ctx.clone();
+    let mut last = Instant::now() - Duration::from_secs(1);
+    let mut last_stage = "";
+    move |p: Progress| {
+        if p.stage != last_stage
+            || last.elapsed() >= Duration::from_millis(250)
+            || p.current == p.total
+        {
+            last = Instant::now();
+            last_stage = p.stage;
+            let total = (*total_hint.lock().expect("hint")).max(1);
+            ctx.update_state(
+                "PROGRESS",
+                json!({"stage": p.stage, "current": p.current, "total": p.total, "step": offset, "steps": total}),
+            );
+        }
+    }
+}
+
+fn to_session(r: store::analysis::SessionRecord) -> Session {
+    Session {
+        session_id: r.session_id,
+        sensor: Some(r.sensor),
+        src_ip: r.src_ip,
+        start: r.first_event_at,
+        end: r.last_event_at,
+        closed_duration: r.duration_seconds,
+        // The same text the original's detectors saw: sanitised and defanged, as its loader stored `input`.
+        commands: r
+            .commands
+            .iter()
+            .map(|c| analysis::create_safe_command(&analysis::text::sanitize_text(c)))
+            .filter(|c| !c.is_empty())
+            .collect(),
+        command_events: r.command_count.max(0) as u32,
+        login_attempts: r.login_attempts.max(0) as u32,
+        logins: r
+            .logins
+            .into_iter()
+            .map(|l| analysis::LoginAttempt {
+                username: l
+                    .username
+                    .as_deref()
+                    .map(analysis::text::sanitize_text)
+                    .unwrap_or_default(),
+                password: l
+                    .password
+                    .as_deref()
+                    .map(analysis::text::sanitize_text)
+                    .unwrap_or_default(),
+                success: l.success,
+                timestamp: l.timestamp,
+            })
+            .collect(),
+        file_events: r.file_downloads.max(0) as u32,
+        file_downloads: r
+            .downloads
+            .into_iter()
+            .map(|d| analysis::FileDownload {
+                eventid: if d.succeeded {
+                    "cowrie.session.file_download"
+                } else {
+                    "cowrie.session.file_download.failed"
+                }
+                .to_string(),
+                url: d.url.as_deref().map(analysis::text::sanitize_text),
+                shasum: d.shasum,
+                outfile: None,
+            })
+            .collect(),
+        client_version: r.client_version,
+        hassh: r.hassh,
+        protocol: r.protocol,
+        event_count: r.event_count.max(0) as u32,
+        country: None,
+        asn: None,
+    }
+}
+
+async fn load_sessions(
+    db: &AnalysisDb,
+    sensor: Option<&str>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Vec<Session>, TaskError> {
+    let mut conn = db.read().await?;
+    let rows = store::analysis::sessions_in_window(&mut conn, sensor, start, end)
+        .await
+        .map_err(db_error)?;
+    Ok(rows.into_iter().map(to_session).collect())
+}
+
+/// Run CPU work on the blocking pool.
+async fn cpu<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TaskError> + Send + 'static,
+) -> Result<T, TaskError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(TaskError::fail(
+            "RuntimeError",
+            format!("analysis panicked: {e}"),
+        ))
+    })
+}
+
+/// A stable key for the parameters that shape a day aggregate (FNV-1a of their JSON).
+fn params_key(p: &LongtailParams) -> String {
+    let text = serde_json::to_string(p).expect("parameters serialise");
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Full UTC days inside the window, and the partial pieces at its edges.
+fn split_days(w: Window) -> (Vec<NaiveDate>, Vec<Window>) {
+    let day_start = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    let mut first = w.start.date_naive();
+    if day_start(first) < w.start {
+        first = first.succ_opt().expect("date");
+    }
+    let last_excl = w.end.date_naive();
+    let mut days = Vec::new();
+    let mut d = first;
+    while day_start(d) < w.end && d < last_excl {
+        days.push(d);
+        d = d.succ_opt().expect("date");
+    }
+    if days.is_empty() {
+        return (days, vec![w]);
+    }
+    let mut edges = Vec::new();
+    let full_start = day_start(days[0]);
+    let full_end = day_start(*days.last().expect("day")) + ChronoDuration::days(1);
+    if w.start < full_start {
+        edges.push(Window {
+            start: w.start,
+            end: full_start,
+        });
+    }
+    if full_end < w.end {
+        edges.push(Window {
+            start: full_end,
+            end: w.end,
+        });
+    }
+    (days, edges)
+}
+
+async fn longtail_task(
+    db: Arc<AnalysisDb>,
+    ctx: TaskContext,
+    args: Vec<Value>,
+    kwargs: Map<String, Value>,
+) -> Result<Value, TaskError> {
+    let started = Instant::now();
+    let (sensor, window_v, kwargs) = split_args(LONGTAIL, args, kwargs)?;
+    let window = parse_window(&window_v, Utc::now())?;
+    let params: LongtailParams = params_from(LONGTAIL, kwargs)?;
+    params.validate().map_err(analysis_error)?;
+    let key = params_key(&params);
+    let sensor_ref = sensor.as_deref();
+    let (days, edges) = split_days(window);
+    let steps = Arc::new(Mutex::new((days.len() + edges.len() + 1) as u64));
+    ctx.update_state("PROGRESS", json!({"stage": "fingerprint", "current": 0, "total": days.len(), "step": 0, "steps": *steps.lock().expect("steps")}));
+
+    // Which days changed since their aggregate was cached?
+    let (fingerprints, cached) = {
+        let mut conn = db.read().await?;
+        let fps =
+            store::day_cache::day_fingerprints(&mut conn, sensor_ref, window.start, window.end)
+                .await
+                .map_err(db_error)?;
+        let cached = store::day_cache::load_days(&mut conn, sensor_ref, &key, &days)
+            .await
+            .map_err(db_error)?;
+        (fps, cached)
+    };
+    let mut aggregates: Vec<DayAggregate> = Vec::with_capacity(days.len() + edges.len());
+    let (mut reused, mut recomputed, mut sessions_read, mut sessions_reused) =
+        (0usize, 0usize, 0usize, 0usize);
+    for (i, day) in days.iter().enumerate() {
+        ctx.check_stop()?;
+        let Some((fp, count)) = fingerprints.get(day).cloned() else {
+            continue;
+        };
+        let hit = cached
+            .iter()
+            .find(|c| c.day == *day && c.fingerprint == fp && c.format_version == AGG_FORMAT);
+        if let Some(c) = hit
+            && let Ok(agg) = serde_json::from_value::<DayAggregate>(c.aggregate.clone())
+        {
+            reused += 1;
+            sessions_reused += count as usize;
+            aggregates.push(agg);
+            continue;
+        }
+        let from = day.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+        let sessions = load_sessions(&db, sensor_ref, from, from + ChronoDuration::days(1)).await?;
+        sessions_read += sessions.len();
+        let p = params.clone();
+        let d = *day;
+        let mut report = progress_reporter(&ctx, i as u64, steps.clone());
+        let agg = cpu(move || {
+            DayAggregate::from_sessions(Some(d), &sessions, &p, &mut report).map_err(analysis_error)
+        })
+        .await?;
+        let value = serde_json::to_value(&agg)
+            .map_err(|e| TaskError::fail("RuntimeError", e.to_string()))?;
+        let entry = store::day_cache::CachedDay {
+            day: d,
+            fingerprint: fp,
+            format_version: AGG_FORMAT,
+            session_count: count as i32,
+            aggregate: value,
+        };
+        let mut conn = db.write().await?;
+        store::day_cache::store_day(&mut conn, sensor_ref, &key, &entry)
+            .await
+            .map_err(db_error)?;
+        recomputed += 1;
+        aggregates.push(agg);
+    }
+    for edge in &edges {
+        let sessions = load_sessions(&db, sensor_ref, edge.start, edge.end).await?;
+        sessions_read += sessions.len();
+        let p = params.clone();
+        let mut report = progress_reporter(&ctx, days.len() as u64, steps.clone());
+        aggregates.push(
+            cpu(move || {
+                DayAggregate::from_sessions(None, &sessions, &p, &mut report)
+                    .map_err(analysis_error)
+            })
+            .await?,
+        );
+    }
+    let p = params.clone();
+    let mut report = progress_reporter(&ctx, (days.len() + edges.len()) as u64, steps.clone());
+    let mut result = cpu(move || {
+        analysis::longtail_from_aggregates(aggregates, &p, &mut report).map_err(analysis_error)
+    })
+    .await?;
+    result.memory_usage_mb = peak_rss_mb();
+    let mut out = serde_json::to_value(&result)
+        .map_err(|e| TaskError::fail("RuntimeError", e.to_string()))?;
+    let days_with_data = days.iter().filter(|d| fingerprints.contains_key(d)).count();
+    let incremental = json!({
+        "days_in_window": days.len(), "days_total": days_with_data, "days_reused": reused, "days_recomputed": recomputed,
+        "edge_ranges": edges.len(), "sessions_read": sessions_read, "sessions_reused": sessions_reused,
+    });
+    out["incremental"] = incremental.clone();
+    out["sensor"] = json!(sensor);
+    out["window"] = json!({"start": celery_proto::time::isoformat(window.start), "end": celery_proto::time::isoformat(window.end)});
+
+    let analysis_row = store::analysis::NewLongtailAnalysis {
+        sensor: sensor.clone(),
+        window_start: window.start,
+        window_end: window.end,
+        lookback_days: Some(
+            ((window.end - window.start).num_seconds() as f64 / 86_400.0).ceil() as i32,
+        ),
+        confidence_score: None,
+        total_events_analyzed: result.total_events_analyzed.min(i32::MAX as u64) as i32,
+        rare_command_count: result.rare_command_count as i32,
+        anomalous_sequence_count: result.anomalous_sequence_count as i32,
+        outlier_session_count: result.outlier_session_count as i32,
+        emerging_pattern_count: result.emerging_pattern_count as i32,
+        high_entropy_payload_count: result.high_entropy_payload_count as i32,
+        analysis_results: json!({
+            "rare_commands": out["rare_commands"], "anomalous_sequences": out["anomalous_sequences"],
+            "outlier_sessions": out["outlier_sessions"], "emerging_patterns": [], "high_entropy_payloads": [],
+            "incremental": incremental,
+        }),
+        statistical_summary: Some(result.statistical_summary.clone()),
+        recommendation: Some(result.recommendation.clone()),
+        analysis_duration_seconds: Some(started.elapsed().as_secs_f64()),
+        memory_usage_mb: Some(result.memory_usage_mb),
+    };
+    let now = Utc::now();
+    let mut detections = Vec::new();
+    for rc in &result.rare_commands {
+        for s in &rc.sessions {
+            detections.push(store::analysis::NewLongtailDetection {
+                detection_type: "rare_command".into(),
+                session_id: Some(s.session_id.clone()),
+                detection_data: json!({"command": rc.command, "frequency": rc.frequency, "rarity_score": rc.rarity_score}),
+                confidence_score: Some(1.0 - rc.rarity_score),
+                severity_score: None,
+                timestamp: s.timestamp,
+                source_ip: s.src_ip.clone(),
+            });
+        }
+    }
+    for a in &result.anomalous_sequences {
+        detections.push(store::analysis::NewLongtailDetection {
+            detection_type: "anomalous_sequence".into(),
+            session_id: None,
+            detection_data: serde_json::to_value(a).unwrap_or(Value::Null),
+            confidence_score: Some(a.anomaly_score),
+            severity_score: None,
+            timestamp: now,
+            source_ip: None,
+        });
+    }
+    for o in &result.outlier_sessions {
+        detections.push(store::analysis::NewLongtailDetection {
+            detection_type: "outlier_session".into(),
+            session_id: Some(o.session_id.clone()),
+            detection_data: serde_json::to_value(o).unwrap_or(Value::Null),
+            confidence_score: Some(o.anomaly_score),
+            severity_score: None,
+            timestamp: now,
+            source_ip: o.src_ip.clone(),
+        });
+    }
+    let mut conn = db.write().await?;
+    let id = store::analysis::insert_longtail_analysis(&mut conn, &analysis_row, &detections)
+        .await
+        .map_err(db_error)?;
+    out["analysis_id"] = json!(id);
+    Ok(out)
+}
+
+/// The `DayAggregate` format this build writes; older cache rows are recomputed.
+const AGG_FORMAT: i32 = 1;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Snowshoe,
+    Botnet,
+}
+
+async fn scored_task<P>(
+    kind: Kind,
+    db: Arc<AnalysisDb>,
+    ctx: TaskContext,
+    args: Vec<Value>,
+    kwargs: Map<String, Value>,
+) -> Result<Value, TaskError>
+where
+    P: Serialize + DeserializeOwned + Default + Send + 'static,
+{
+    let name = match kind {
+        Kind::Snowshoe => SNOWSHOE,
+        Kind::Botnet => BOTNET,
+    };
+    let (sensor, window_v, mut kwargs) = split_args(name, args, kwargs)?;
+    let window = parse_window(&window_v, Utc::now())?;
+    // The detectors' `window_hours` (their rate denominators); by default the length of the window.
+    let hours = match kwargs.remove("window_hours") {
+        None | Some(Value::Null) => window.hours(),
+        Some(v) => v.as_f64().filter(|h| *h > 0.0).ok_or_else(|| {
+            TaskError::fail(
+                "ValueError",
+                format!("{name}(): window_hours must be a positive number, got {v}"),
+            )
+        })?,
+    };
+    let params: P = params_from(name, kwargs)?;
+    ctx.update_state(
+        "PROGRESS",
+        json!({"stage": "load", "current": 0, "total": 1, "step": 0, "steps": 2}),
+    );
+    let sessions = load_sessions(&db, sensor.as_deref(), window.start, window.end).await?;
+    let mut report = progress_reporter(&ctx, 1, Arc::new(Mutex::new(2)));
+    let params_json = serde_json::to_value(&params).expect("parameters serialise");
+    let mut result = cpu(move || {
+        let v = match kind {
+            Kind::Snowshoe => {
+                let p: SnowshoeParams = serde_json::from_value(params_json)
+                    .map_err(|e| TaskError::fail("ValueError", e.to_string()))?;
+                serde_json::to_value(
+                    analysis::snowshoe(&sessions, hours, &p, &mut report)
+                        .map_err(analysis_error)?,
+                )
+            }
+            Kind::Botnet => {
+                let p: BotnetParams = serde_json::from_value(params_json)
+                    .map_err(|e| TaskError::fail("ValueError", e.to_string()))?;
+                serde_json::to_value(
+                    analysis::botnet(&sessions, hours, &p, &mut report).map_err(analysis_error)?,
+                )
+            }
+        };
+        v.map_err(|e| TaskError::fail("RuntimeError", e.to_string()))
+    })
+    .await?;
+    let mut conn = db.write().await?;
+    let id = match kind {
+        Kind::Snowshoe => {
+            store::analysis::insert_snowshoe_detection(
+                &mut conn,
+                sensor.as_deref(),
+                window.start,
+                window.end,
+                &result,
+            )
+            .await
+        }
+        Kind::Botnet => {
+            store::analysis::insert_botnet_detection(
+                &mut conn,
+                sensor.as_deref(),
+                window.start,
+                window.end,
+                &result,
+            )
+            .await
+        }
+    }
+    .map_err(db_error)?;
+    result["detection_id"] = json!(id);
+    result["sensor"] = json!(sensor);
+    result["window"] = json!({"start": celery_proto::time::isoformat(window.start), "end": celery_proto::time::isoformat(window.end)});
+    Ok(result)
+}
+
+/// Peak resident memory of this process in MiB (`VmHWM`).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        celery_proto::time::parse_iso(s).unwrap()
+    }
+
+    #[test]
+    fn windows_like_the_original() {
+        let now = t("2024-01-10T12:00:00Z");
+        assert_eq!(
+            parse_window(&json!("7d"), now).unwrap(),
+            Window {
+                start: t("2024-01-03T12:00:00Z"),
+                end: now
+            }
+        );
+        assert_eq!(
+            parse_window(&json!("24h"), now).unwrap().start,
+            t("2024-01-09T12:00:00Z")
+        );
+        let w = parse_window(
+            &json!({"start": "2024-01-01T00:00:00", "end": "2024-01-02T00:00:00Z"}),
+            now,
+        )
+        .unwrap();
+        assert_eq!(w.hours(), 24.0);
+        for bad in [
+            json!("7x"),
+            json!("-1d"),
+            json!(7),
+            json!({"end": "2024-01-01T00:00:00Z"}),
+            json!({"start": "2024-01-02T00:00:00Z", "end": "2024-01-01T00:00:00Z"}),
+        ] {
+            assert!(parse_window(&bad, now).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn full_days_and_edges() {
+        let w = Window {
+            start: t("2024-01-01T06:00:00Z"),
+            end: t("2024-01-04T03:00:00Z"),
+        };
+        let (days, edges) = split_days(w);
+        assert_eq!(
+            days,
+            vec![
+                NaiveDate::from_ymd_opt(2024, 1, 2).unwrap(),
+                NaiveDate::from_ymd_opt(2024, 1, 3).unwrap()
+            ]
+        );
+        assert_eq!(
+            edges,
+            vec![
+                Window {
+                    start: w.start,
+                    end: t("2024-01-02T00:00:00Z")
+                },
+                Window {
+                    start: t("2024-01-04T00:00:00Z"),
+                    end: w.end
+                }
+            ]
+        );
+        let short = Window {
+            start: t("2024-01-01T06:00:00Z"),
+            end: t("2024-01-01T09:00:00Z"),
+        };
+        assert_eq!(split_days(short), (vec![], vec![short]));
+        let exact = Window {
+            start: t("2024-01-01T00:00:00Z"),
+            end: t("2024-01-03T00:00:00Z"),
+        };
+        assert_eq!(split_days(exact).0.len(), 2);
+        assert!(split_days(exact).1.is_empty());
+    }
+
+    #[test]
+    fn thresholds_come_from_kwargs() {
+        let mut kw = Map::new();
+        kw.insert("rarity_threshold".into(), json!(0.1));
+        let p: LongtailParams = params_from(LONGTAIL, kw).unwrap();
+        assert_eq!(p.rarity_threshold, 0.1);
+        let mut kw = Map::new();
+        kw.insert("nope".into(), json!(1));
+        assert!(params_from::<LongtailParams>(LONGTAIL, kw).is_err());
+        let (sensor, w, rest) = split_args(
+            LONGTAIL,
+            vec![json!("honeypot-a"), json!("24h")],
+            Map::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            (sensor.as_deref(), w, rest.len()),
+            (Some("honeypot-a"), json!("24h"), 0)
+        );
+    }
+}
