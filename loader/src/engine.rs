@@ -455,6 +455,10 @@ fn read_batches(
 ) {
     let inner = match open_at(path, compression, offset, counter) {
         Ok(r) => r,
+        // A compressed copy shorter than what the stream's cursor covers holds nothing new.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && compression.is_compressed() => {
+            return;
+        }
         Err(e) => {
             let _ = tx.blocking_send(Msg::Error(e.to_string()));
             return;

@@ -52,9 +52,25 @@ async fn daily_rotation_never_reingests_and_loads_new_lines() {
         w.write_all(&std::fs::read(&rotated).unwrap()).unwrap();
         w.finish().unwrap();
     }
+    // An older, shorter compressed snapshot of the same day holds nothing new either.
+    let head: String = std::fs::read_to_string(&rotated)
+        .unwrap()
+        .lines()
+        .take(10)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    {
+        let gz = std::fs::File::create(dir.path().join("cowrie.json.2024-01-10.part.gz")).unwrap();
+        let mut w = flate2::write::GzEncoder::new(gz, flate2::Compression::default());
+        w.write_all(head.as_bytes()).unwrap();
+        w.finish().unwrap();
+    }
     std::fs::remove_file(&rotated).unwrap();
     let s4 = delta(&db.url, "rot", dir.path()).await;
-    assert_eq!((s4.events_inserted, s4.duplicates), (0, 0));
+    assert_eq!(
+        (s4.events_inserted, s4.duplicates, s4.files_failed),
+        (0, 0, 0)
+    );
     assert_eq!(snapshot(&db.url).await, snap);
     drop(dir);
     db.drop_db().await;
