@@ -26,9 +26,13 @@ pub fn require(what: &str, available: bool) -> bool {
         return true;
     }
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("CI=true and {what} is not available: this test must not be skipped (run scripts/test.sh, which sets it up)");
+        panic!(
+            "CI=true and {what} is not available: this test must not be skipped (run scripts/test.sh, which sets it up)"
+        );
     }
-    eprintln!("SKIP: {what} is not available (set up with scripts/ensure-services.sh and scripts/python-env.sh)");
+    eprintln!(
+        "SKIP: {what} is not available (set up with scripts/ensure-services.sh and scripts/python-env.sh)"
+    );
     false
 }
 
@@ -45,7 +49,9 @@ impl RedisDb {
     pub fn claim() -> Option<RedisDb> {
         let base = redis_base();
         let client = redis::Client::open(format!("{base}/0")).ok()?;
-        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2)).ok()?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .ok()?;
         let token = uuid::Uuid::new_v4().to_string();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -61,19 +67,33 @@ impl RedisDb {
                     .ok()?;
                 if ok.is_some() {
                     let url = format!("{base}/{db}");
-                    let mut c = redis::Client::open(url.as_str()).ok()?.get_connection().ok()?;
+                    let mut c = redis::Client::open(url.as_str())
+                        .ok()?
+                        .get_connection()
+                        .ok()?;
                     let _: () = redis::cmd("FLUSHDB").query(&mut c).ok()?;
-                    return Some(RedisDb { db, url, lease, token });
+                    return Some(RedisDb {
+                        db,
+                        url,
+                        lease,
+                        token,
+                    });
                 }
             }
-            assert!(Instant::now() < deadline, "no free Redis test database for 120 s");
+            assert!(
+                Instant::now() < deadline,
+                "no free Redis test database for 120 s"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     /// A synchronous connection to this database (for assertions on raw keys).
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url.as_str()).expect("url").get_connection().expect("redis connection")
+        redis::Client::open(self.url.as_str())
+            .expect("url")
+            .get_connection()
+            .expect("redis connection")
     }
 }
 
@@ -82,8 +102,11 @@ impl Drop for RedisDb {
         if let Ok(mut c) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection()) {
             let _: redis::RedisResult<()> = redis::cmd("FLUSHDB").query(&mut c);
         }
-        if let Ok(mut c) = redis::Client::open(format!("{}/0", redis_base())).and_then(|c| c.get_connection()) {
-            let held: redis::RedisResult<Option<String>> = redis::cmd("GET").arg(&self.lease).query(&mut c);
+        if let Ok(mut c) =
+            redis::Client::open(format!("{}/0", redis_base())).and_then(|c| c.get_connection())
+        {
+            let held: redis::RedisResult<Option<String>> =
+                redis::cmd("GET").arg(&self.lease).query(&mut c);
             if held.ok().flatten().as_deref() == Some(self.token.as_str()) {
                 let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&self.lease).query(&mut c);
             }
@@ -98,7 +121,10 @@ macro_rules! redis_db_or_skip {
         match $crate::RedisDb::claim() {
             Some(db) => db,
             None => {
-                $crate::require("Redis at CELERIAC_TEST_REDIS (default 127.0.0.1:6379)", false);
+                $crate::require(
+                    "Redis at CELERIAC_TEST_REDIS (default 127.0.0.1:6379)",
+                    false,
+                );
                 return;
             }
         }
@@ -109,32 +135,49 @@ macro_rules! redis_db_or_skip {
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let deps = exe.parent().expect("deps dir");
-    if deps.ends_with("deps") { deps.parent().expect("profile dir").to_path_buf() } else { deps.to_path_buf() }
+    if deps.ends_with("deps") {
+        deps.parent().expect("profile dir").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary; panics with a hint if it was not built.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        p.display()
+    );
     p
 }
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// `../shared` beside the repository (or `CELERIAC_SHARED`).
 pub fn shared_dir() -> PathBuf {
-    std::env::var("CELERIAC_SHARED").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("../shared"))
+    std::env::var("CELERIAC_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("../shared"))
 }
 
 /// The Python venv's interpreter with Celery 5.7 and Flower 2.2, if present.
 pub fn python() -> Option<PathBuf> {
     let candidates = [
         std::env::var("CELERIAC_PYTHON").ok().map(PathBuf::from),
-        std::env::var("CELERIAC_VENV").ok().map(|v| PathBuf::from(v).join("bin/python")),
-        std::env::var("HOME").ok().map(|h| PathBuf::from(h).join(".cache/celeriac/venv/bin/python")),
+        std::env::var("CELERIAC_VENV")
+            .ok()
+            .map(|v| PathBuf::from(v).join("bin/python")),
+        std::env::var("HOME")
+            .ok()
+            .map(|h| PathBuf::from(h).join(".cache/celeriac/venv/bin/python")),
     ];
     candidates.into_iter().flatten().find(|p| {
         p.exists()
@@ -154,7 +197,10 @@ macro_rules! python_or_skip {
         match $crate::python() {
             Some(p) => p,
             None => {
-                $crate::require("the Python venv with celery[redis]==5.7 and flower==2.2", false);
+                $crate::require(
+                    "the Python venv with celery[redis]==5.7 and flower==2.2",
+                    false,
+                );
                 return;
             }
         }
@@ -176,8 +222,17 @@ impl Child {
         let log = dir.join(format!("{name}-{}.log", uuid::Uuid::new_v4().simple()));
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
-        let child = cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Child { child, log, name: name.to_string() }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Child {
+            child,
+            log,
+            name: name.to_string(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -186,7 +241,10 @@ impl Child {
 
     /// Send a signal by name (`TERM`, `KILL`, `QUIT`) with the `kill` command.
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
     }
 
     /// Wait for exit up to `timeout`; returns the exit status if it exited.
@@ -215,7 +273,12 @@ impl Child {
     /// Wait until the log contains `needle`; panics with the log after `timeout`.
     pub fn wait_for_output(&self, needle: &str, timeout: Duration) {
         let ok = wait_until(timeout, || self.output().contains(needle));
-        assert!(ok, "{} did not print {needle:?} within {timeout:?}; its log:\n{}", self.name, self.output());
+        assert!(
+            ok,
+            "{} did not print {needle:?} within {timeout:?}; its log:\n{}",
+            self.name,
+            self.output()
+        );
     }
 }
 
@@ -226,7 +289,12 @@ impl Drop for Child {
             let _ = self.child.wait();
         }
         if std::thread::panicking() {
-            eprintln!("---- log of {} ({}) ----\n{}", self.name, self.log.display(), tail(&self.output(), 8000));
+            eprintln!(
+                "---- log of {} ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                tail(&self.output(), 8000)
+            );
         }
     }
 }
@@ -259,7 +327,9 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// Start `celeriac-worker` on `broker` with a node name and extra args; waits until it is ready.
 pub fn rust_worker(broker: &str, node: &str, extra: &[&str]) -> Child {
     let mut cmd = Command::new(bin("celeriac-worker"));
-    cmd.args(["-b", broker, "-n", node, "--loglevel", "info"]).args(extra).env("NO_COLOR", "1");
+    cmd.args(["-b", broker, "-n", node, "--loglevel", "info"])
+        .args(extra)
+        .env("NO_COLOR", "1");
     let child = Child::spawn(&format!("rust-worker-{node}"), &mut cmd);
     child.wait_for_output("celeriac-worker ready", Duration::from_secs(30));
     child
@@ -268,12 +338,23 @@ pub fn rust_worker(broker: &str, node: &str, extra: &[&str]) -> Child {
 /// Start a Python Celery worker for `tests/python/pytasks.py`; waits until it is ready.
 pub fn python_worker(python: &Path, broker: &str, node: &str, extra: &[&str]) -> Child {
     let mut cmd = Command::new(python);
-    cmd.args(["-m", "celery", "-A", "pytasks", "worker", "-n", node, "-l", "info", "--without-heartbeat"])
-        .args(extra)
-        .current_dir(repo_root().join("tests/python"))
-        .env("CELERY_BROKER_URL", broker)
-        .env("CELERY_RESULT_BACKEND", broker)
-        .env("PYTHONUNBUFFERED", "1");
+    cmd.args([
+        "-m",
+        "celery",
+        "-A",
+        "pytasks",
+        "worker",
+        "-n",
+        node,
+        "-l",
+        "info",
+        "--without-heartbeat",
+    ])
+    .args(extra)
+    .current_dir(repo_root().join("tests/python"))
+    .env("CELERY_BROKER_URL", broker)
+    .env("CELERY_RESULT_BACKEND", broker)
+    .env("PYTHONUNBUFFERED", "1");
     let child = Child::spawn(&format!("python-worker-{node}"), &mut cmd);
     child.wait_for_output("ready.", Duration::from_secs(60));
     child
@@ -331,5 +412,9 @@ pub fn wait_output(mut child: std::process::Child, timeout: Duration) -> std::pr
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    std::process::Output { status, stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() }
+    std::process::Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
 }
