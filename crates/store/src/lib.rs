@@ -4,6 +4,11 @@
 //! (diesel-async over bb8), the ingest writes used by `cowrie-loader`
 //! ([`ingest`]), and the reads and writes used by the analysis tasks ([`analysis`]).
 //!
+//! Modules: [`schema`] (tables), [`ingest`] (the loader's exactly-once batch commit and
+//! cursors), [`inspect`] (read-only views for status and tests), [`analysis`] (reads and
+//! writes of the analysis tasks), [`day_cache`] (the per-day longtail cache), and
+//! [`test_support`] (a throwaway database per test).
+//!
 //! Architecture invariant: no other crate in the workspace depends on diesel;
 //! they call the plain-Rust functions and types exported here.
 //!
