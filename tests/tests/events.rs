@@ -54,6 +54,7 @@ print(json.dumps([ok.get(timeout=60), ok.id, bad.id]))
         T,
     );
     dump.wait_for_output(&format!("task failed: celeriac.fail({bad_id})"), T);
+    dump.wait_for_output("] heartbeat: active=", T);
     let out = dump.output();
     for want in [
         "] started: active=0",

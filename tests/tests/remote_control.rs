@@ -436,7 +436,9 @@ print(json.dumps(res))
     assert!(wait_until(T, || rs
         .output()
         .contains("dropping unreadable pidbox message")));
-    assert!(rs.output().contains("not a control request"));
+    assert!(wait_until(T, || rs
+        .output()
+        .contains("not a control request")));
     assert_eq!(
         inspect(&db.url, "ping", json!({}), None).get("rs@ctl"),
         Some(&json!({"ok": "pong"}))
