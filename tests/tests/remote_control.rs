@@ -266,6 +266,11 @@ fn celery_control_commands_act_on_rust_worker() {
     let unknown = uuid::Uuid::new_v4().to_string();
     ok(&["revoke", &unknown], "flagged as revoked");
     assert!(wait_until(T, || state(&unknown)[0] == "REVOKED"));
+    let raw = db_get(&db, &format!("celery-task-meta-{unknown}"));
+    assert!(
+        raw.contains(r#""exc_message": ["revoked"]"#) && raw.contains(r#""children": null"#),
+        "{raw}"
+    );
 
     // terminate a running celeriac.sleep.
     let sleeper = run_python(
@@ -294,6 +299,10 @@ fn celery_control_commands_act_on_rust_worker() {
     );
     let raw = db_get(&db, &format!("celery-task-meta-{sleeper}"));
     assert!(raw.contains(r#""exc_message": ["terminated"]"#), "{raw}");
+    assert!(
+        raw.contains(r#""children": null"#),
+        "REVOKED has children null: {raw}"
+    );
     // The Python API's revoke(terminate=True) as well.
     let out = run_python(
         &py,

@@ -817,8 +817,13 @@ impl Worker {
             }
             Outcome::Revoked(reason) => {
                 let exc = ExceptionInfo::revoked(reason);
-                self.store(req, msg, State::Revoked, exc.to_value(), None)
-                    .await;
+                // Celery stores REVOKED with `children: null`.
+                let mut meta = ResultMeta::new(id, State::Revoked, exc.to_value());
+                meta.children = Value::Null;
+                meta.group_id = req.group.clone();
+                meta.parent_id = req.parent_id.clone();
+                meta.extended = self.extended(req, msg);
+                self.write_meta(&meta).await;
                 let (terminated, signum, expired) = match reason {
                     "terminated" => (true, json!(15), false),
                     "expired" => (false, Value::Null, true),
