@@ -13,8 +13,8 @@ cd "$root"
 ensure_services
 python_env
 cargo_env
-log "building celeriac-worker, celeriac and celeriac-bench"
-cargo build -q -p celeriac-worker -p celeriac-cli -p celeriac-bench --bins >&2 || die "cargo build failed"
+log "building celeriac-worker, celeriac, cowrie-loader and celeriac-bench"
+cargo build -q -p celeriac-worker -p celeriac-cli -p cowrie-loader -p celeriac-bench --bins >&2 || die "cargo build failed"
 bin="$CARGO_TARGET_DIR/debug"
 venv="${CELERIAC_VENV:-$HOME/.cache/celeriac/venv}"
 broker="${CELERY_BROKER_URL:-redis://127.0.0.1:6379/0}"
@@ -24,7 +24,10 @@ workdir="$(mktemp -d)"
 cleanup() { [ -n "${wpid:-}" ] && kill "$wpid" 2>/dev/null && wait "$wpid" 2>/dev/null; [ -n "${ppid_:-}" ] && kill "$ppid_" 2>/dev/null; rm -rf "$workdir"; }
 trap cleanup EXIT
 
-echo "== 1. a Rust worker (celeriac-worker -n demo@%h -c 4 -E) on $broker"
+database="${DATABASE_URL:-postgres://127.0.0.1/celeriac}"
+export DATABASE_URL="$database"
+
+echo "== 1. a Rust worker (celeriac-worker -n demo@%h -c 4 -E) on $broker, analyses on $database"
 "$bin/celeriac-worker" -b "$broker" -n 'demo@%h' -c 4 -E --loglevel warn > "$workdir/worker.log" 2>&1 &
 wpid=$!
 for _ in $(seq 100); do grep -q . "$workdir/worker.log" 2>/dev/null; "$bin/celeriac" -b "$broker" result none >/dev/null 2>&1 && break; sleep 0.1; done
@@ -55,4 +58,31 @@ start=$(date +%s.%N)
 while [ "$(redis-cli -u "$broker" llen celery 2>/dev/null || echo 0)" != "0" ]; do sleep 0.05; done
 end=$(date +%s.%N)
 python3 -c "print('  drained 20000 tasks in %.2f s: %.0f tasks/s (bench/wire-core/run.sh measures the release build beside Python Celery)' % ($end - $start, 20000 / ($end - $start)))"
+echo "== 5. the main job: Cowrie logs -> cowrie-loader -> PostgreSQL -> analysis tasks called from Python"
+"$bin/cowrie-loader" generate --out "$workdir/cowrie.json" --events 30000 --format 2 --seed 7 --start 2024-01-10T00:00:00Z >/dev/null
+printf '  cowrie-loader bulk --sensor demo-sensor (30,000 generated Cowrie 2.x events): '
+"$bin/cowrie-loader" bulk --sensor demo-sensor --no-progress "$workdir/cowrie.json" | tail -1 | cut -c1-200
+(cd tests/python && "$venv/bin/python" - <<'PY'
+import json, time
+from pytasks import app
+window = {"start": "2024-01-01T00:00:00Z", "end": "2024-03-01T00:00:00Z"}
+for run in (1, 2):
+    t = time.perf_counter()
+    r = app.send_task('cowrieprocessor.workers.longtail_analysis', args=('demo-sensor', window))
+    stages = []
+    while not r.ready():
+        if r.state == 'PROGRESS' and r.info and r.info.get('stage') not in stages:
+            stages.append(r.info['stage'])
+        time.sleep(0.01)
+    res = r.get(timeout=300)
+    inc = res['incremental']
+    print("  longtail run %d: %d sessions, %d rare commands, %d outlier sessions, days reused %d/%d, %.2f s (progress stages seen: %s)"
+          % (run, res['total_sessions_analyzed'], res['rare_command_count'], res['outlier_session_count'],
+             inc['days_reused'], inc['days_total'], time.perf_counter() - t, ', '.join(stages) or '-'))
+s = app.send_task('cowrieprocessor.workers.snowshoe_detection', args=('demo-sensor', window)).get(timeout=300)
+b = app.send_task('cowrieprocessor.workers.botnet_detection', args=('demo-sensor', window)).get(timeout=300)
+print("  snowshoe: likely=%s score=%s | botnet: likely=%s score=%s" % (s['is_likely_snowshoe'], s['confidence_score'], b['is_likely_botnet'], b['coordination_score']))
+print("  stored in longtail_analysis, longtail_detections, snowshoe_detections, botnet_detections")
+PY
+)
 echo "demo done"

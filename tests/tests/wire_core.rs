@@ -757,3 +757,58 @@ fn wait_meta(db: &testkit::RedisDb, id: &str) -> Value {
     assert!(ok, "task {id} did not finish within {T:?}");
     meta
 }
+
+/// Soft and hard time limits from Python's `apply_async(time_limit=, soft_time_limit=)`, `link_error` errbacks,
+/// `--track-started` (STARTED visible to Python) and `ignore_result` (nothing stored).
+#[test]
+fn time_limits_errbacks_track_started_ignore_result() {
+    let db = redis_db_or_skip!();
+    let py = python_or_skip!();
+    let _w = rust_worker(&db.url, "opts@%h", &["-c", "3", "--track-started"]);
+    let out = run_python(
+        &py,
+        &db.url,
+        r#"
+import json, time
+from pytasks import app
+res = {}
+for name, opts in [('soft', {'soft_time_limit': 0.3}), ('hard', {'time_limit': 0.3})]:
+    try:
+        app.send_task('celeriac.sleep', args=(5,), **opts).get(timeout=20)
+        res[name] = 'no error'
+    except Exception as e:
+        res[name] = type(e).__name__
+eb = app.signature('celeriac.echo', args=('errback',))
+eb.freeze()
+try:
+    app.send_task('celeriac.fail', args=('x',), link_error=eb).get(timeout=20)
+except ValueError:
+    pass
+res['errback'] = app.AsyncResult(eb.id).get(timeout=20)
+r = app.send_task('celeriac.sleep', args=(1.0,))
+seen = set()
+while not r.ready():
+    seen.add(r.state)
+    time.sleep(0.02)
+res['started_seen'] = 'STARTED' in seen
+ig = app.send_task('celeriac.add', args=(1, 2), ignore_result=True)
+time.sleep(1.0)
+res['ignored_stored'] = app.backend.get(app.backend.get_key_for_task(ig.id)) is not None
+print(json.dumps(res))
+"#,
+        T,
+    );
+    let r = py_json(&out);
+    assert_eq!(r["soft"], json!("SoftTimeLimitExceeded"));
+    assert_eq!(r["hard"], json!("TimeLimitExceeded"));
+    // Old-style errback: the failed task's id comes first.
+    assert_eq!(r["errback"]["args"][1], json!("errback"));
+    assert!(
+        r["errback"]["args"][0]
+            .as_str()
+            .is_some_and(|s| s.len() == 36),
+        "{r}"
+    );
+    assert_eq!(r["started_seen"], json!(true));
+    assert_eq!(r["ignored_stored"], json!(false));
+}
