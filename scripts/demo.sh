@@ -28,10 +28,13 @@ database="${DATABASE_URL:-postgres://127.0.0.1/celeriac}"
 export DATABASE_URL="$database"
 
 echo "== 1. a Rust worker (celeriac-worker -n demo@%h -c 4 -E) on $broker, analyses on $database"
-"$bin/celeriac-worker" -b "$broker" -n 'demo@%h' -c 4 -E --loglevel warn > "$workdir/worker.log" 2>&1 &
+NO_COLOR=1 "$bin/celeriac-worker" -b "$broker" -n 'demo@%h' -c 4 -E --loglevel info > "$workdir/worker.log" 2>&1 &
 wpid=$!
-for _ in $(seq 100); do grep -q . "$workdir/worker.log" 2>/dev/null; "$bin/celeriac" -b "$broker" result none >/dev/null 2>&1 && break; sleep 0.1; done
-sleep 1
+for _ in $(seq 300); do
+    if grep -q "celeriac-worker ready" "$workdir/worker.log" 2>/dev/null; then break; fi
+    kill -0 "$wpid" 2>/dev/null || { cat "$workdir/worker.log" >&2; die "the worker exited"; }
+    sleep 0.1
+done
 
 echo "== 2. Python Celery 5.7 calls the Rust tasks by name"
 (cd tests/python && "$venv/bin/python" - <<'PY'
@@ -71,8 +74,9 @@ for run in (1, 2):
     r = app.send_task('cowrieprocessor.workers.longtail_analysis', args=('demo-sensor', window))
     stages = []
     while not r.ready():
-        if r.state == 'PROGRESS' and r.info and r.info.get('stage') not in stages:
-            stages.append(r.info['stage'])
+        info = r.info if r.state == 'PROGRESS' else None
+        if isinstance(info, dict) and info.get('stage') and info['stage'] not in stages:
+            stages.append(info['stage'])
         time.sleep(0.01)
     res = r.get(timeout=300)
     inc = res['incremental']
