@@ -433,19 +433,28 @@ fn command_similarity(
     let sum = ((total_sq - self_sum) / 2.0).max(0.0);
     // IPs in at least one pair at or above the threshold.
     let mut marked = vec![false; rows.len()];
-    let mut mark = |a: usize| marked[a] = true;
     match CosineIndex::new(&rows, threshold) {
         Some(index) => {
+            // Each unmarked row looks for one partner; both ends of a found pair are marked,
+            // and a row already marked needs no search of its own.
             let mut scratch = Scratch::new(rows.len());
-            let mut found = Vec::new();
+            let mut cands = Vec::new();
             for (a, &wa) in weights.iter().enumerate() {
-                found.clear();
-                index.query(&rows, a, a, &mut scratch, &mut found, &mut |b, dot| {
-                    (b > a || (b == a && wa > 1)) && dot >= threshold
-                });
-                for &b in &found {
-                    mark(a);
-                    mark(b);
+                if marked[a] {
+                    continue;
+                }
+                if wa > 1 && rows[a].dot(&rows[a]) >= threshold {
+                    marked[a] = true;
+                    continue;
+                }
+                cands.clear();
+                index.candidates(a, &mut scratch, &mut cands);
+                if let Some(&b) = cands
+                    .iter()
+                    .find(|&&b| b != a && rows[a].dot(&rows[b]) >= threshold)
+                {
+                    marked[a] = true;
+                    marked[b] = true;
                 }
             }
         }
@@ -453,8 +462,8 @@ fn command_similarity(
             for (a, &wa) in weights.iter().enumerate() {
                 for b in a..rows.len() {
                     if (b > a || wa > 1) && rows[a].dot(&rows[b]) >= threshold {
-                        mark(a);
-                        mark(b);
+                        marked[a] = true;
+                        marked[b] = true;
                     }
                 }
             }

@@ -608,8 +608,14 @@ impl Scratch {
 /// similarity `t` with it, because the dot product is then bounded by the norm of the rest.
 /// Candidates are verified by the caller.
 pub struct CosineIndex {
+    /// Feature -> rows that index it in their prefix.
     postings: Vec<Vec<u32>>,
+    /// Feature -> every row holding it.
+    full: Vec<Vec<u32>>,
+    /// Row -> its features.
     support: Vec<Vec<u32>>,
+    /// Row -> its prefix features.
+    prefix: Vec<Vec<u32>>,
     support_df: Vec<u32>,
 }
 
@@ -634,8 +640,14 @@ impl CosineIndex {
             }
         }
         let mut postings: Vec<Vec<u32>> = vec![Vec::new(); n_features];
+        let mut full: Vec<Vec<u32>> = vec![Vec::new(); n_features];
+        let mut prefix: Vec<Vec<u32>> = Vec::with_capacity(rows.len());
         let mut entries: Vec<(u32, f64)> = Vec::new();
         for (id, r) in rows.iter().enumerate() {
+            for &f in &r.indices {
+                full[f as usize].push(id as u32);
+            }
+            let mut mine = Vec::new();
             entries.clear();
             entries.extend(r.indices.iter().copied().zip(r.values.iter().copied()));
             // Rarest features first (ties by feature index).
@@ -646,13 +658,17 @@ impl CosineIndex {
                     break;
                 }
                 postings[f as usize].push(id as u32);
+                mine.push(f);
                 rest -= v * v;
             }
+            prefix.push(mine);
         }
         let support = rows.iter().map(|r| r.indices.clone()).collect();
         Some(CosineIndex {
             postings,
+            full,
             support,
+            prefix,
             support_df: df,
         })
     }
@@ -720,8 +736,24 @@ impl CosineIndex {
             scratch.stamp.iter_mut().for_each(|s| *s = 0);
             scratch.now = 1;
         }
-        for &f in &self.support[u] {
-            let list = &self.postings[f as usize];
+        // A pair within the threshold shares a feature of each row's prefix with the other
+        // row, so either side yields a superset: rows whose prefix meets `u`'s features, or
+        // rows holding one of `u`'s prefix features. Walk the shorter.
+        let by_prefix: usize = self.support[u]
+            .iter()
+            .map(|&f| self.postings[f as usize].len())
+            .sum();
+        let by_full: usize = self.prefix[u]
+            .iter()
+            .map(|&f| self.full[f as usize].len())
+            .sum();
+        let (features, lists) = if by_full < by_prefix {
+            (&self.prefix[u], &self.full)
+        } else {
+            (&self.support[u], &self.postings)
+        };
+        for &f in features {
+            let list = &lists[f as usize];
             let from = list.partition_point(|&v| (v as usize) < min_row);
             for &v in &list[from..] {
                 let slot = &mut scratch.stamp[v as usize];

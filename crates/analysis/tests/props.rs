@@ -454,3 +454,56 @@ proptest! {
         }
     }
 }
+
+/// Brute-force botnet command similarity: (similar IPs, mean pairwise similarity).
+fn reference_similarity(sessions: &[Session]) -> (Vec<String>, f64) {
+    let mut first: std::collections::BTreeMap<String, &Session> = Default::default();
+    for s in sessions.iter().filter(|s| !s.commands.is_empty()) {
+        let ip = s.src_ip.clone().unwrap();
+        let e = first.entry(ip).or_insert(s);
+        if (s.start, &s.session_id) < (e.start, &e.session_id) {
+            *e = s;
+        }
+    }
+    let ips: Vec<&String> = first.keys().collect();
+    let texts: Vec<String> = first.values().map(|s| s.commands.join(" ")).collect();
+    if texts.len() < 2 {
+        return (vec![], 0.0);
+    }
+    let Ok((_, rows)) = fit_transform(&texts, &TfidfConfig::botnet()) else {
+        return (vec![], 0.0);
+    };
+    let mut similar = std::collections::BTreeSet::new();
+    let (mut sum, mut pairs) = (0.0, 0.0);
+    for a in 0..rows.len() {
+        for b in a + 1..rows.len() {
+            let d = rows[a].dot(&rows[b]);
+            sum += d;
+            pairs += 1.0;
+            if d >= 0.7 {
+                similar.insert(ips[a].clone());
+                similar.insert(ips[b].clone());
+            }
+        }
+    }
+    (similar.into_iter().collect(), sum / pairs)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn botnet_similarity_matches_brute_force(mut sessions in prop::collection::vec(arb_session(), 10..60)) {
+        for (i, s) in sessions.iter_mut().enumerate() {
+            s.session_id = format!("{i:012x}");
+            s.commands = s.commands.iter().map(|c| format!("{c} wget")).collect();
+        }
+        let b = botnet(&sessions, 24.0, &BotnetParams::default(), &mut no_progress()).unwrap();
+        if b.error.is_none() {
+            let (similar, avg) = reference_similarity(&sessions);
+            prop_assert_eq!(&b.indicators.commands.similar_commands, &similar);
+            prop_assert!((b.indicators.commands.avg_similarity - avg).abs() < 1e-9,
+                "{} vs {avg}", b.indicators.commands.avg_similarity);
+        }
+    }
+}
