@@ -218,6 +218,7 @@ fn event_receiver_tracks_rust_worker_and_event_switches() {
             state.apply(&ev);
             if ev.uuid() == Some(second_id.as_str()) && ev.kind() == "task-succeeded" {
                 assert_eq!(ev.str("result"), Some("3"));
+                assert_eq!(ev.routing_key, "task.multi", "task events are batched like Celery's");
                 assert!(ev.get("runtime").and_then(|r| r.as_f64()).is_some());
                 break;
             }
