@@ -128,6 +128,17 @@ fn celeriac_events_dump_shows_python_worker_events() {
             .iter()
             .all(|e| e["hostname"] == "pyev@evhost" && e["type"].is_string())
     );
+    // The default view: a worker table built from the events (ClusterState).
+    let o = rc_common::celeriac(&db.url, &["events", "--duration", "3"]);
+    assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
+    let last_table = o.stdout.rsplit("worker ").next().unwrap_or("");
+    assert!(
+        last_table.contains("pyev@evhost")
+            && last_table.contains("ONLINE")
+            && last_table.contains("py-celery"),
+        "{}",
+        o.stdout
+    );
 }
 
 /// The library the coordinator reuses: EventReceiver + ClusterState follow a Rust worker's life, task events
@@ -218,7 +229,10 @@ fn event_receiver_tracks_rust_worker_and_event_switches() {
             state.apply(&ev);
             if ev.uuid() == Some(second_id.as_str()) && ev.kind() == "task-succeeded" {
                 assert_eq!(ev.str("result"), Some("3"));
-                assert_eq!(ev.routing_key, "task.multi", "task events are batched like Celery's");
+                assert_eq!(
+                    ev.routing_key, "task.multi",
+                    "task events are batched like Celery's"
+                );
                 assert!(ev.get("runtime").and_then(|r| r.as_f64()).is_some());
                 break;
             }
