@@ -187,6 +187,17 @@ pub fn synthetic_sessions(n: usize, days: i64) -> Vec<Session> {
     out
 }
 
+/// Current and peak resident memory of this process (Linux), for the stage log.
+fn rss() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
@@ -211,11 +222,12 @@ pub fn main() {
     let mut progress = |p: analysis::Progress| {
         if verbose && (p.stage != last_stage || p.current == p.total) {
             eprintln!(
-                "{:>8.3}s {} {}/{}",
+                "{:>8.3}s {} {}/{} {}",
                 t.elapsed().as_secs_f64(),
                 p.stage,
                 p.current,
-                p.total
+                p.total,
+                rss()
             );
         }
         last_stage = p.stage;
