@@ -329,6 +329,40 @@ print(json.dumps({'reply': rep, 'state': r.state}))
     assert_eq!(v["state"], json!("REVOKED"), "{v}");
     assert!(v["reply"].to_string().contains("terminate: "), "{v}");
 
+    // revoke_by_stamped_headers: a running task stamped mystamp=v1 is terminated, another one is not touched.
+    let out = run_python(
+        &py,
+        &db.url,
+        r#"
+import json, time
+from pytasks import app
+hit = app.send_task('celeriac.sleep', args=(60,), headers={'stamped_headers': ['mystamp'], 'stamps': {'mystamp': ['v1']}})
+other = app.send_task('celeriac.add', args=(1, 2), countdown=300, headers={'stamped_headers': ['mystamp'], 'stamps': {'mystamp': ['v2']}})
+i = app.control.inspect(timeout=1)
+for _ in range(200):
+    if hit.id in json.dumps(i.active() or {}) and other.id in json.dumps(i.scheduled() or {}):
+        break
+    time.sleep(0.2)
+rep = app.control.revoke_by_stamped_headers({'mystamp': 'v1'}, terminate=True, reply=True, timeout=2)
+for _ in range(200):
+    if hit.state == 'REVOKED':
+        break
+    time.sleep(0.1)
+print(json.dumps({'reply': rep, 'hit': hit.state, 'other': other.state, 'other_id': other.id}))
+"#,
+        T,
+    );
+    let v = py_json(&out);
+    assert_eq!(v["hit"], json!("REVOKED"), "{v}");
+    assert_eq!(v["other"], json!("PENDING"), "{v}");
+    assert!(v["reply"].to_string().contains("revoked"), "{v}");
+    let other = v["other_id"].as_str().unwrap();
+    assert!(
+        inspect(&db.url, "scheduled", json!({}), None)["rs@ctl"]
+            .to_string()
+            .contains(other)
+    );
+
     // rate_limit / time_limit with their error replies.
     ok(
         &["rate_limit", "celeriac.add", "10/m"],
