@@ -7,6 +7,11 @@ use celeriac_worker::{Shutdown, Worker, WorkerConfig};
 use clap::Parser;
 use tokio::sync::watch;
 
+/// mimalloc instead of glibc's malloc: the worker allocates many small, short-lived buffers per message, and glibc
+/// malloc was about a quarter of its CPU per task in `bench/wire-core` (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "celeriac-worker",
