@@ -1,7 +1,7 @@
 //! Benchmark of the `analysis` crate: generates synthetic Cowrie sessions with this project's own
 //! code and times one analysis over them.
 //!
-//! Usage: `analysis_bench <longtail|longtail_incremental|snowshoe|botnet|defang|generate> <sessions> [days]`.
+//! Usage: `analysis_bench <longtail|longtail_incremental|longtail_warm|snowshoe|botnet|defang|generate> <sessions> [days]`.
 //! Run it under `/usr/bin/time -v` to get the peak RSS of one analysis; `bench/analysis/run.sh`
 //! does that for every size.
 //!
@@ -202,7 +202,7 @@ pub fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
         eprintln!(
-            "usage: {} <longtail|longtail_incremental|snowshoe|botnet|defang|generate> <sessions> [days]",
+            "usage: {} <longtail|longtail_incremental|longtail_warm|snowshoe|botnet|defang|generate> <sessions> [days]",
             args[0]
         );
         std::process::exit(2);
@@ -216,6 +216,28 @@ pub fn main() {
     let sessions = synthetic_sessions(n, days);
     let gen_secs = t.elapsed().as_secs_f64();
     let commands: usize = sessions.iter().map(|s| s.commands.len()).sum();
+    // For `longtail_warm`: every day but the last, already reduced and serialised (a cache).
+    let by_day = |sessions: &[Session]| {
+        let mut m: std::collections::BTreeMap<_, Vec<Session>> = Default::default();
+        for s in sessions {
+            m.entry(s.start.date_naive()).or_default().push(s.clone());
+        }
+        m
+    };
+    let warm_cache: Vec<String> = if what == "longtail_warm" {
+        let days = by_day(&sessions);
+        let params = LongtailParams::default();
+        days.iter()
+            .take(days.len().saturating_sub(1))
+            .map(|(d, ss)| {
+                let a = analysis::DayAggregate::from_sessions(Some(*d), ss, &params, &mut |_| {})
+                    .expect("aggregate");
+                serde_json::to_string(&a).expect("serialise")
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut last_stage = "";
     let t = Instant::now();
     let verbose = std::env::var_os("BENCH_STAGES").is_some();
@@ -261,6 +283,28 @@ pub fn main() {
             format!(
                 "days={} rare={} anomalous={} outliers={}",
                 by_day.len(),
+                r.rare_command_count,
+                r.anomalous_sequence_count,
+                r.outlier_session_count
+            )
+        }
+        "longtail_warm" => {
+            let params = LongtailParams::default();
+            let days = by_day(&sessions);
+            let (last_day, last) = days.iter().next_back().expect("at least one day");
+            let mut aggs: Vec<analysis::DayAggregate> = warm_cache
+                .iter()
+                .map(|j| serde_json::from_str(j).expect("deserialise"))
+                .collect();
+            aggs.push(
+                analysis::DayAggregate::from_sessions(Some(*last_day), last, &params, &mut |_| {})
+                    .expect("aggregate"),
+            );
+            let r = longtail_from_aggregates(aggs, &params, &mut progress).expect("longtail");
+            format!(
+                "cached_days={} rebuilt_sessions={} rare={} anomalous={} outliers={}",
+                warm_cache.len(),
+                last.len(),
                 r.rare_command_count,
                 r.anomalous_sequence_count,
                 r.outlier_session_count
