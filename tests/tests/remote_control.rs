@@ -435,6 +435,20 @@ except Exception as e:
     ok(&["autoscale", "4", "1"], "Autoscale not enabled");
     ok(&["heartbeat"], "None");
 
+    // The Lamport clock is adjusted by a request's clock header.
+    rc_common::block_on(async {
+        let b = broker::Broker::connect(&db.url).await.unwrap();
+        let req = celery_proto::control::ControlRequest::new("ping", Default::default());
+        let channel = celery_proto::keys::fanout_channel(b.db(), "celery.pidbox", "");
+        b.publish_fanout(&channel, &req.envelope(100_000, 0.0).encode())
+            .await
+            .unwrap();
+    });
+    assert!(wait_until(T, || inspect(&db.url, "clock", json!({}), None)
+        ["rs@ctl"]["clock"]
+        .as_u64()
+        .is_some_and(|c| c > 100_000)));
+
     // Unknown commands and wrong argument types get error replies; garbage is dropped; the worker keeps working.
     let out = run_python(
         &py,
