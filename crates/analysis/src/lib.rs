@@ -6,9 +6,9 @@
 //! serialisable results back.
 //!
 //! Entry points for worker tasks:
-//! - [`longtail`] / [`DayAggregate::from_sessions`] + [`longtail_from_aggregates`]
-//! - [`snowshoe`]
-//! - [`botnet`]
+//! - [`longtail()`] / [`DayAggregate::from_sessions`] + [`longtail_from_aggregates`]
+//! - [`snowshoe()`]
+//! - [`botnet()`]
 //! - [`create_safe_command`], [`command_risk_score`], [`event_risk_score`]
 //! - [`sessions_from_events`] / [`SessionBuilder`] to build sessions from Cowrie JSON events
 
