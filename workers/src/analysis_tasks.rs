@@ -436,6 +436,7 @@ async fn longtail_task(
     ctx.update_state("PROGRESS", json!({"stage": "fingerprint", "current": 0, "total": days.len(), "step": 0, "steps": *steps.lock().expect("steps")}));
 
     // Which days changed since their aggregate was cached?
+    let phase = Instant::now();
     let (fingerprints, cached) = {
         let mut conn = db.read().await?;
         let fps =
@@ -447,6 +448,9 @@ async fn longtail_task(
             .map_err(db_error)?;
         (fps, cached)
     };
+    let read_cache_s = phase.elapsed().as_secs_f64();
+    let phase = Instant::now();
+    let mut decode_s = 0.0;
     let mut aggregates: Vec<DayAggregate> = Vec::with_capacity(days.len() + edges.len());
     let (mut reused, mut recomputed, mut sessions_read, mut sessions_reused) =
         (0usize, 0usize, 0usize, 0usize);
@@ -458,9 +462,11 @@ async fn longtail_task(
         let hit = cached
             .iter()
             .find(|c| c.day == *day && c.fingerprint == fp && c.format_version == AGG_FORMAT);
-        if let Some(c) = hit
-            && let Ok(agg) = serde_json::from_value::<DayAggregate>(c.aggregate.clone())
-        {
+        let t = Instant::now();
+        let decoded =
+            hit.and_then(|c| serde_json::from_value::<DayAggregate>(c.aggregate.clone()).ok());
+        decode_s += t.elapsed().as_secs_f64();
+        if let Some(agg) = decoded {
             reused += 1;
             sessions_reused += count as usize;
             aggregates.push(agg);
@@ -505,12 +511,15 @@ async fn longtail_task(
             .await?,
         );
     }
+    let collect_s = phase.elapsed().as_secs_f64();
+    let phase = Instant::now();
     let p = params.clone();
     let mut report = progress_reporter(&ctx, (days.len() + edges.len()) as u64, steps.clone());
     let mut result = cpu(move || {
         analysis::longtail_from_aggregates(aggregates, &p, &mut report).map_err(analysis_error)
     })
     .await?;
+    let analyze_s = phase.elapsed().as_secs_f64();
     result.memory_usage_mb = peak_rss_mb();
     let mut out = serde_json::to_value(&result)
         .map_err(|e| TaskError::fail("RuntimeError", e.to_string()))?;
@@ -518,6 +527,7 @@ async fn longtail_task(
     let incremental = json!({
         "days_in_window": days.len(), "days_total": days_with_data, "days_reused": reused, "days_recomputed": recomputed,
         "edge_ranges": edges.len(), "sessions_read": sessions_read, "sessions_reused": sessions_reused,
+        "seconds": {"fingerprints_and_cache_read": read_cache_s, "days_collected": collect_s, "cache_decode": decode_s, "analysis": analyze_s},
     });
     out["incremental"] = incremental.clone();
     out["sensor"] = json!(sensor);
@@ -549,18 +559,19 @@ async fn longtail_task(
     };
     let now = Utc::now();
     let mut detections = Vec::new();
+    // One row per finding, as the original stores them; a rare command lists its sessions in detection_data.
     for rc in &result.rare_commands {
-        for s in &rc.sessions {
-            detections.push(store::analysis::NewLongtailDetection {
-                detection_type: "rare_command".into(),
-                session_id: Some(s.session_id.clone()),
-                detection_data: json!({"command": rc.command, "frequency": rc.frequency, "rarity_score": rc.rarity_score}),
-                confidence_score: Some(1.0 - rc.rarity_score),
-                severity_score: None,
-                timestamp: s.timestamp,
-                source_ip: s.src_ip.clone(),
-            });
-        }
+        let ids: Vec<&str> = rc.sessions.iter().map(|s| s.session_id.as_str()).collect();
+        detections.push(store::analysis::NewLongtailDetection {
+            detection_type: "rare_command".into(),
+            session_id: rc.sessions.first().map(|s| s.session_id.clone()),
+            detection_data: json!({"command": rc.command, "frequency": rc.frequency, "rarity_score": rc.rarity_score,
+                "session_count": rc.session_count, "session_ids": ids}),
+            confidence_score: Some(1.0 - rc.rarity_score),
+            severity_score: None,
+            timestamp: rc.sessions.first().map(|s| s.timestamp).unwrap_or(now),
+            source_ip: rc.sessions.first().and_then(|s| s.src_ip.clone()),
+        });
     }
     for a in &result.anomalous_sequences {
         detections.push(store::analysis::NewLongtailDetection {
@@ -584,11 +595,14 @@ async fn longtail_task(
             source_ip: o.src_ip.clone(),
         });
     }
+    let phase = Instant::now();
     let mut conn = db.write().await?;
     let id = store::analysis::insert_longtail_analysis(&mut conn, &analysis_row, &detections)
         .await
         .map_err(db_error)?;
     out["analysis_id"] = json!(id);
+    out["incremental"]["seconds"]["store"] = json!(phase.elapsed().as_secs_f64());
+    out["incremental"]["seconds"]["task"] = json!(started.elapsed().as_secs_f64());
     Ok(out)
 }
 
