@@ -5,7 +5,7 @@
 //! four encodings of `session.closed` durations.
 //! Anything else becomes a [`Rejection`] with a stable snake_case reason.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use store::ingest::{EventRow, FileRef};
 
@@ -122,23 +122,8 @@ fn replace_nul(v: &mut Value) {
     }
 }
 
-/// Parses Cowrie's timestamp encodings into UTC.
-pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
-        if let Ok(t) = DateTime::parse_from_str(s, fmt) {
-            return Some(t.with_timezone(&Utc));
-        }
-    }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
-            return Some(t.and_utc());
-        }
-    }
-    None
-}
+/// Parses Cowrie's timestamp encodings into UTC (one parser for loader and analysis).
+pub use analysis::model::parse_timestamp;
 
 /// Parses a `session.closed` / `log.closed` duration: float seconds, a string
 /// `"12.3"`, a string `"H:MM:SS"`, or `duration_ms` (integer milliseconds).

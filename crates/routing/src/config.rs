@@ -753,43 +753,8 @@ pub struct Effective {
     pub requirements: Requirements,
 }
 
-/// `fnmatch`-style glob: `*`, `?`, `[seq]`, `[!seq]`.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    fn go(p: &[char], t: &[char]) -> bool {
-        match p.first() {
-            None => t.is_empty(),
-            Some('*') => (0..=t.len()).any(|i| go(&p[1..], &t[i..])),
-            Some('?') => !t.is_empty() && go(&p[1..], &t[1..]),
-            Some('[') => {
-                let Some(end) = p.iter().skip(1).position(|c| *c == ']').map(|i| i + 1) else {
-                    return t.first() == Some(&'[') && go(&p[1..], &t[1..]);
-                };
-                let Some(c) = t.first() else { return false };
-                let set = &p[1..end];
-                let (neg, set) = match set.first() {
-                    Some('!') => (true, &set[1..]),
-                    _ => (false, set),
-                };
-                let mut hit = false;
-                let mut i = 0;
-                while i < set.len() {
-                    if i + 2 < set.len() && set[i + 1] == '-' {
-                        hit |= set[i] <= *c && *c <= set[i + 2];
-                        i += 3;
-                    } else {
-                        hit |= set[i] == *c;
-                        i += 1;
-                    }
-                }
-                hit != neg && go(&p[end + 1..], &t[1..])
-            }
-            Some(c) => t.first() == Some(c) && go(&p[1..], &t[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    go(&p, &t)
-}
+/// `fnmatch`-style glob: `*`, `?`, `[seq]`, `[!seq]` (the same matcher kombu's pidbox uses for `pattern`).
+pub use celery_proto::control::glob_match;
 
 /// Visitors that check a scalar while it is being read, so the parser reports the scalar's own line and column
 /// (a check after `deserialize` returns would be attributed to the enclosing mapping).
