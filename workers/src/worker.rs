@@ -546,7 +546,14 @@ impl Worker {
 
         let outcome = self.run_request(&task, &req, &tag, ctx, &mut slot).await;
         self.finish(&task, &req, &msg, &tag, outcome, slot).await;
-        self.state.requests.lock().expect("requests").remove(&id);
+        // A retry is republished with the same id and may already be tracked by its own handler: remove only ours.
+        let mut requests = self.state.requests.lock().expect("requests");
+        if requests
+            .get(&id)
+            .is_some_and(|t| Arc::ptr_eq(&t.stop, &stop))
+        {
+            requests.remove(&id);
+        }
     }
 
     /// Everything from "received" to "the body returned": revocation, expiry, ETA, limits, ack timing.
