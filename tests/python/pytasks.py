@@ -63,3 +63,9 @@ def shared_add(x, y):
 def shared_noop():
     """Same name as the Rust built-in: the unit of the side-by-side throughput benchmark."""
     return None
+
+
+@app.task(name='celeriac.echo')
+def shared_echo(*args, **kwargs):
+    """Same name and result as the Rust built-in, so chord bodies can run on either worker."""
+    return {'args': list(args), 'kwargs': kwargs}

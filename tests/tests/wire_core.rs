@@ -812,3 +812,67 @@ print(json.dumps(res))
     assert_eq!(r["started_seen"], json!(true));
     assert_eq!(r["ignored_stored"], json!(false));
 }
+
+/// Chords join like Celery 5.7's Redis backend: headers on the Rust worker, and a chord whose header runs on a
+/// Python and a Rust worker at once; a failing header marks the body FAILURE with ChordError.
+#[test]
+fn chords_join_across_python_and_rust_workers() {
+    let db = redis_db_or_skip!();
+    let py = python_or_skip!();
+    let _rw = rust_worker(&db.url, "chordrs@%h", &["-c", "2", "--result-extended"]);
+    let code = r#"
+import json
+from celery import chord
+from pytasks import app
+add = lambda *a: app.signature('celeriac.add', args=a)
+res = {}
+res['rust_only'] = chord([add(1, 1), add(2, 2), add(3, 3)], app.signature('celeriac.echo')).apply_async().get(timeout=30)
+import time
+r = chord([add(1, 1), app.signature('celeriac.fail', args=('bad',))], app.signature('celeriac.echo')).apply_async()
+try:
+    r.get(timeout=30)
+    res['failing'] = 'no error'
+except Exception as e:
+    # Celery re-raises the failed header (the parent) first.
+    res['failing'] = type(e).__name__
+for _ in range(300):
+    meta = app.backend.get_task_meta(r.id)
+    if meta['status'] != 'PENDING':
+        break
+    time.sleep(0.05)
+res['body'] = [meta['status'], type(meta['result']).__name__, str(meta['result'])]
+print(json.dumps(res))
+"#;
+    let r = py_json(&run_python(&py, &db.url, code, T));
+    assert_eq!(r["rust_only"], json!({"args": [[2, 4, 6]], "kwargs": {}}));
+    assert_eq!(r["failing"], json!("ValueError"));
+    assert_eq!(r["body"][0], json!("FAILURE"));
+    assert_eq!(r["body"][1], json!("ChordError"), "{r}");
+    assert!(
+        r["body"][2].as_str().unwrap().contains("ValueError('bad')"),
+        "{r}"
+    );
+
+    // Now a Python worker shares the queue: 20 header tasks land on both workers; whoever finishes last runs the body.
+    let _pw = testkit::python_worker(&py, &db.url, "chordpy@%h", &["-c", "2"]);
+    let code = r#"
+import json
+from celery import chord
+from pytasks import app
+header = [app.signature('celeriac.add', args=(i, i)) for i in range(20)]
+r = chord(header, app.signature('celeriac.echo')).apply_async()
+body = r.get(timeout=60)
+workers = sorted({app.backend.get_task_meta(c.id).get('worker', '?').split('@')[0] for c in r.parent.results})
+print(json.dumps({'body': body, 'workers': workers}))
+"#;
+    let r = py_json(&run_python(&py, &db.url, code, T));
+    assert_eq!(
+        r["body"]["args"][0],
+        json!((0..20).map(|i| 2 * i).collect::<Vec<i64>>())
+    );
+    assert_eq!(
+        r["workers"],
+        json!(["chordpy", "chordrs"]),
+        "both workers must have run header tasks: {r}"
+    );
+}

@@ -3,6 +3,7 @@
 
 pub mod analysis_tasks;
 pub mod builtin;
+mod chord;
 pub mod config;
 pub mod control;
 pub mod events;

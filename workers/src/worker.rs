@@ -750,6 +750,7 @@ impl Worker {
                     self.store(req, msg, State::Success, value.clone(), None)
                         .await;
                 }
+                crate::chord::part_return(self, req, &State::Success, &value).await;
                 self.apply_callbacks(req, msg, &value).await;
             }
             Outcome::Failure(exc, traceback) => {
@@ -757,6 +758,7 @@ impl Worker {
                 tracing::warn!(task = %req.name, id = %id, error = %exc.repr(), "task failed");
                 self.store(req, msg, State::Failure, exc.to_value(), Some(tb.clone()))
                     .await;
+                crate::chord::part_return(self, req, &State::Failure, &exc.to_value()).await;
                 self.events
                     .task(
                         "task-failed",

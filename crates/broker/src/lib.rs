@@ -81,6 +81,8 @@ struct Scripts {
     store_result: redis::Script,
     release_mutex: redis::Script,
     bind_expiring: redis::Script,
+    chord_join: redis::Script,
+    chord_done: redis::Script,
 }
 
 impl Scripts {
@@ -92,6 +94,8 @@ impl Scripts {
             store_result: redis::Script::new(include_str!("lua/store_result.lua")),
             release_mutex: redis::Script::new(include_str!("lua/release_mutex.lua")),
             bind_expiring: redis::Script::new(include_str!("lua/bind_expiring.lua")),
+            chord_join: redis::Script::new(include_str!("lua/chord_join.lua")),
+            chord_done: redis::Script::new(include_str!("lua/chord_done.lua")),
         }
     }
 }
@@ -512,6 +516,72 @@ impl Broker {
             .invoke_async(&mut self.conn())
             .await?;
         Ok(written == 1)
+    }
+
+    /// Add a chord header result (`[1, id, state, result]` JSON) to the join of group `gid`; returns true when this
+    /// caller claimed the chord body (every header result is in), like Celery 5.7's Redis backend.
+    pub async fn chord_join(
+        &self,
+        gid: &str,
+        task_id: &str,
+        value: &[u8],
+        index: Option<i64>,
+        expires: u64,
+        token: &str,
+    ) -> Result<bool> {
+        let k = |suffix: &str| format!("celery-taskset-meta-{gid}{suffix}");
+        let reply: Vec<redis::Value> = self
+            .inner
+            .scripts
+            .chord_join
+            .key(k(".j"))
+            .key(k(".t"))
+            .key(k(".s"))
+            .key(k(".d"))
+            .key(k(""))
+            .key(k(".c"))
+            .arg(task_id)
+            .arg(value)
+            .arg("1")
+            .arg(
+                index
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "+inf".into()),
+            )
+            .arg(expires)
+            .arg(expires)
+            .arg(6)
+            .arg(token)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(matches!(reply.get(3), Some(redis::Value::Int(1))))
+    }
+
+    /// The header results of a chord, in `group_index` order.
+    pub async fn chord_results(&self, gid: &str) -> Result<Vec<Vec<u8>>> {
+        Ok(self
+            .conn()
+            .zrange(format!("celery-taskset-meta-{gid}.j"), 0, -1)
+            .await?)
+    }
+
+    /// After the body was applied: drop the join keys and mark the chord done.
+    pub async fn chord_done(&self, gid: &str, token: &str, expires: u64) -> Result<()> {
+        let k = |suffix: &str| format!("celery-taskset-meta-{gid}{suffix}");
+        let _: i64 = self
+            .inner
+            .scripts
+            .chord_done
+            .key(k(".c"))
+            .key(k(".j"))
+            .key(k(".t"))
+            .key(k(".s"))
+            .key(k(".d"))
+            .arg(token)
+            .arg(expires)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
     }
 
     /// The stored meta of a task, if any.
