@@ -1,9 +1,13 @@
 //! Benchmark of the `analysis` crate: generates synthetic Cowrie sessions with this project's own
 //! code and times one analysis over them.
 //!
-//! Usage: `analysis_bench <longtail|longtail_incremental|longtail_warm|snowshoe|botnet|defang|generate> <sessions> [days]`.
+//! Usage: `analysis_bench <longtail|longtail_incremental|longtail_warm|snowshoe|botnet|defang|generate|dump> <sessions> [days]`.
 //! Run it under `/usr/bin/time -v` to get the peak RSS of one analysis; `bench/analysis/run.sh`
 //! does that for every size.
+//! `dump` writes the synthetic sessions to stdout as JSON lines (one `Session` per line); with
+//! `SESSIONS_JSONL=<file>` set, the analyses read their sessions from such a file instead of
+//! generating them (`bench/analysis/side_by_side.sh` uses both to feed the original Python
+//! detectors and this crate the same data).
 //!
 //! The synthetic mix imitates a real sensor: 60 % brute-force sessions without commands, 30 %
 //! sessions replaying one of 40 bot scripts (with a random file name from a pool of 5,000), 10 %
@@ -202,7 +206,7 @@ pub fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
         eprintln!(
-            "usage: {} <longtail|longtail_incremental|longtail_warm|snowshoe|botnet|defang|generate> <sessions> [days]",
+            "usage: {} <longtail|longtail_incremental|longtail_warm|snowshoe|botnet|defang|generate|dump> <sessions> [days]",
             args[0]
         );
         std::process::exit(2);
@@ -213,8 +217,34 @@ pub fn main() {
         .get(3)
         .map_or(7, |d| d.parse().expect("days is a number"));
     let t = Instant::now();
-    let sessions = synthetic_sessions(n, days);
+    let sessions = match std::env::var_os("SESSIONS_JSONL") {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).expect("SESSIONS_JSONL is readable");
+            let all: Vec<Session> = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).expect("SESSIONS_JSONL holds Session JSON lines"))
+                .collect();
+            assert_eq!(
+                all.len(),
+                n,
+                "SESSIONS_JSONL holds a different number of sessions"
+            );
+            all
+        }
+        None => synthetic_sessions(n, days),
+    };
     let gen_secs = t.elapsed().as_secs_f64();
+    if what == "dump" {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for s in &sessions {
+            serde_json::to_writer(&mut out, s).expect("serialise session");
+            out.write_all(b"\n").expect("write session");
+        }
+        out.flush().expect("flush sessions");
+        return;
+    }
     let commands: usize = sessions.iter().map(|s| s.commands.len()).sum();
     // For `longtail_warm`: every day but the last, already reduced and serialised (a cache).
     let by_day = |sessions: &[Session]| {
