@@ -705,35 +705,7 @@ async fn commit_in_tx(
         out.sessions_touched = counts.sessions as u64;
         out.files_inserted = counts.files as u64;
     }
-    if !batch.dead_letters.is_empty() {
-        let dl = &batch.dead_letters;
-        let n = diesel::sql_query(INSERT_DEAD_SQL)
-            .bind::<Text, _>(&batch.ingest_id)
-            .bind::<Text, _>(&st.source)
-            .bind::<Text, _>(&st.stream_id)
-            .bind::<Integer, _>(st.generation)
-            .bind::<Text, _>(&st.sensor)
-            .bind::<Array<BigInt>, _>(dl.iter().map(|d| d.offset).collect::<Vec<_>>())
-            .bind::<Array<BigInt>, _>(dl.iter().map(|d| d.line).collect::<Vec<_>>())
-            .bind::<Array<Text>, _>(dl.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(
-                dl.iter()
-                    .map(|d| d.detail.as_deref().map(pg_safe_text))
-                    .collect::<Vec<_>>(),
-            )
-            .bind::<Array<Text>, _>(
-                dl.iter()
-                    .map(|d| pg_safe_text(&String::from_utf8_lossy(&d.raw)))
-                    .collect::<Vec<_>>(),
-            )
-            .bind::<Array<Bytea>, _>(dl.iter().map(|d| d.raw.as_slice()).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(
-                dl.iter().map(|d| d.payload.as_deref()).collect::<Vec<_>>(),
-            )
-            .execute(conn)
-            .await?;
-        out.dead_letters_inserted = n as u64;
-    }
+    out.dead_letters_inserted = insert_dead_letters(conn, batch).await?;
     save_cursor(conn, st, batch.cursor, &batch.ingest_id).await?;
     Ok(out)
 }
