@@ -335,3 +335,27 @@ cargo_env() {
     command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust (rustup)"
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/celeriac-target}"
 }
+
+# Benchmarks: a private redis-server on 127.0.0.1:$1 (files under $2) unless one already answers there.
+# Call bench_redis_stop on exit; it shuts the server down only if bench_redis started it.
+BENCH_REDIS_STARTED=
+bench_redis_start() {
+    local port="$1" dir="$2"
+    if redis-cli -p "$port" ping >/dev/null 2>&1; then
+        return 0
+    fi
+    mkdir -p "$dir"
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+        --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir"
+    BENCH_REDIS_STARTED="$port"
+    local _
+    for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+    die "redis-server on port $port did not start (see $dir/redis.log)"
+}
+
+bench_redis_stop() {
+    if [ -n "$BENCH_REDIS_STARTED" ]; then
+        redis-cli -p "$BENCH_REDIS_STARTED" shutdown nosave >/dev/null 2>&1 || true
+        BENCH_REDIS_STARTED=
+    fi
+}

@@ -20,18 +20,13 @@ BROKER="redis://127.0.0.1:$PORT/0"
 cargo build --release -q -p celeriac-worker -p cowrie-loader
 BIN="$CARGO_TARGET_DIR/release"
 WORK=$(mktemp -d)
-STARTED_REDIS=
 cleanup() {
   [ -n "${WPID:-}" ] && kill "$WPID" 2>/dev/null || true
-  [ -n "$STARTED_REDIS" ] && redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true
+  bench_redis_stop
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-if ! redis-cli -p "$PORT" ping >/dev/null 2>&1; then
-  redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes --logfile "$WORK/redis.log" --dir "$WORK"
-  STARTED_REDIS=1
-  sleep 0.5
-fi
+bench_redis_start "$PORT" "$WORK"
 redis-cli -p "$PORT" flushdb >/dev/null
 psql "$ADMIN" -qc "DROP DATABASE IF EXISTS $DBNAME" -c "CREATE DATABASE $DBNAME" >/dev/null
 echo "# $(date -u +%FT%TZ) days=$DAYS events/day=$EVENTS_PER_DAY loadavg $(cut -d' ' -f1-3 /proc/loadavg)"

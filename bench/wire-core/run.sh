@@ -20,14 +20,8 @@ log "building release binaries (celeriac-worker, celeriac-bench)"
 cargo build --release -q -p celeriac-worker -p celeriac-bench
 export CELERIAC_BIN="$CARGO_TARGET_DIR/release"
 mkdir -p "$HERE/results"
-STARTED_REDIS=
-if ! redis-cli -p "$PORT" ping >/dev/null 2>&1; then
-  redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
-    --pidfile "$HERE/results/redis.pid" --logfile "$HERE/results/redis.log" --dir "$HERE/results"
-  STARTED_REDIS=1
-  for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-fi
-trap '[ -n "$STARTED_REDIS" ] && redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true' EXIT
+bench_redis_start "$PORT" "$HERE/results"
+trap bench_redis_stop EXIT
 echo "# $(date -u +%FT%TZ) N=$N RUNS=$RUNS loadavg $(cut -d' ' -f1-3 /proc/loadavg) $(nproc) cores" | tee -a "$HERE/results/log.txt"
 for kind in rust python-solo; do
   "$PY" "$HERE/idle_mem.py" "$kind" | tee -a "$HERE/results/idle_mem.jsonl"
