@@ -383,11 +383,7 @@ print(json.dumps({'ids': ids}))
     );
     let ids: Vec<String> = serde_json::from_value(py_json(&out)["ids"].clone()).unwrap();
     let mut conn = db.conn();
-    assert!(wait_until(T, || redis::cmd("HLEN")
-        .arg("unacked")
-        .query::<i64>(&mut conn)
-        .unwrap()
-        >= 3));
+    assert!(wait_until(T, || unacked(&mut conn) >= 3));
     rw.signal("KILL");
     rw.wait_timeout(Duration::from_secs(10));
     // Python restores at start-up the messages older than its visibility timeout (3 s).
@@ -420,11 +416,7 @@ print(json.dumps({'ids': ids}))
         T,
     );
     let ids: Vec<String> = serde_json::from_value(py_json(&out)["ids"].clone()).unwrap();
-    assert!(wait_until(T, || redis::cmd("HLEN")
-        .arg("unacked")
-        .query::<i64>(&mut conn)
-        .unwrap()
-        >= 3));
+    assert!(wait_until(T, || unacked(&mut conn) >= 3));
     pw.signal("KILL");
     pw.wait_timeout(Duration::from_secs(10));
     let _rw2 = rust_worker(
@@ -484,17 +476,13 @@ print(json.dumps([app.send_task('celeriac.sleep', args=(1.5,)).id for _ in range
     let ids: Vec<String> = serde_json::from_value(py_json(&out)).unwrap();
     let mut conn = db.conn();
     // Kill while the first batch is running.
-    assert!(wait_until(T, || redis::cmd("HLEN")
-        .arg("unacked")
-        .query::<i64>(&mut conn)
-        .unwrap()
-        >= 9));
+    assert!(wait_until(T, || unacked(&mut conn) >= 9));
     std::thread::sleep(Duration::from_millis(500));
     w.signal("KILL");
     w.wait_timeout(Duration::from_secs(10));
-    let unacked: i64 = redis::cmd("HLEN").arg("unacked").query(&mut conn).unwrap();
+    let held = unacked(&mut conn);
     assert!(
-        unacked > 0,
+        held > 0,
         "acks_late messages must still be unacked after kill -9"
     );
     let _w2 = rust_worker(
@@ -505,11 +493,7 @@ print(json.dumps([app.send_task('celeriac.sleep', args=(1.5,)).id for _ in range
     for id in &ids {
         assert_eq!(wait_meta(&db, id)["status"], json!("SUCCESS"));
     }
-    assert!(wait_until(T, || redis::cmd("HLEN")
-        .arg("unacked")
-        .query::<i64>(&mut conn)
-        .unwrap()
-        == 0));
+    assert!(wait_until(T, || unacked(&mut conn) == 0));
 }
 
 /// Redis restarted mid-run (a private server on its own port): the worker reconnects and goes on.
@@ -672,11 +656,7 @@ fn bad_input_is_rejected_and_the_worker_keeps_consuming() {
     // Every dead letter keeps the original message.
     assert!(letters.iter().any(|l| l.len() > 10 * 1024 * 1024));
     // Nothing left unacked, nothing left in the queue.
-    assert!(wait_until(T, || redis::cmd("HLEN")
-        .arg("unacked")
-        .query::<i64>(&mut conn)
-        .unwrap()
-        == 0));
+    assert!(wait_until(T, || unacked(&mut conn) == 0));
     let qlen: i64 = redis::cmd("LLEN").arg("celery").query(&mut conn).unwrap();
     assert_eq!(qlen, 0);
     assert!(w.output().contains("rejecting message"));
@@ -706,11 +686,7 @@ print(json.dumps({'active': active, 'rest': rest}))
     );
     let v = py_json(&out);
     let mut conn = db.conn();
-    assert!(wait_until(T, || redis::cmd("HLEN")
-        .arg("unacked")
-        .query::<i64>(&mut conn)
-        .unwrap()
-        >= 3));
+    assert!(wait_until(T, || unacked(&mut conn) >= 3));
     w.signal("TERM");
     assert!(
         w.wait_timeout(Duration::from_secs(30))
@@ -731,8 +707,13 @@ print(json.dumps({'active': active, 'rest': rest}))
         .unwrap();
     assert_eq!(queued.len(), 3, "{}", w.output());
     assert!(queued.iter().all(|m| m.contains("\"redelivered\": true")));
-    let unacked: i64 = redis::cmd("HLEN").arg("unacked").query(&mut conn).unwrap();
-    assert_eq!(unacked, 0);
+    let held = unacked(&mut conn);
+    assert_eq!(held, 0);
+}
+
+/// How many messages kombu's `unacked` hash holds.
+fn unacked(conn: &mut redis::Connection) -> i64 {
+    redis::cmd("HLEN").arg("unacked").query(conn).unwrap()
 }
 
 fn wait_meta(db: &testkit::RedisDb, id: &str) -> Value {
