@@ -751,7 +751,7 @@ impl Worker {
                         .await;
                 }
                 crate::chord::part_return(self, req, &State::Success, &value).await;
-                self.apply_callbacks(req, msg, &value).await;
+                self.apply_callbacks(req, &value).await;
             }
             Outcome::Failure(exc, traceback) => {
                 let tb = traceback.unwrap_or_else(|| rust_traceback(&req.name, &exc));
@@ -766,7 +766,7 @@ impl Worker {
                         json!({"exception": exc.repr(), "traceback": tb}),
                     )
                     .await;
-                self.apply_errbacks(req, msg).await;
+                self.apply_errbacks(req).await;
             }
             Outcome::Retry {
                 countdown,
@@ -792,7 +792,7 @@ impl Worker {
                             json!({"exception": exc.repr(), "traceback": tb}),
                         )
                         .await;
-                    self.apply_errbacks(req, msg).await;
+                    self.apply_errbacks(req).await;
                 } else if let Err(e) = self.republish_retry(req, msg, countdown).await {
                     tracing::error!(id = %id, error = %e, "could not republish retry; requeueing the message");
                     self.requeue(tag, false, &mut slot).await;
@@ -941,11 +941,9 @@ impl Worker {
         next.retries = req.retries + 1;
         next.parent_id = Some(req.id.clone());
         next.eta = Some(Utc::now() + chrono::Duration::milliseconds((countdown * 1000.0) as i64));
-        next.queue = if msg.exchange.is_empty() {
-            msg.routing_key.clone()
-        } else {
-            req_queue(msg)
-        };
+        // Celery republishes to the routing key on the anonymous exchange, or to the original exchange; we always
+        // publish on the anonymous exchange, where a direct exchange's routing key names the queue.
+        next.queue = msg.routing_key.clone();
         next.priority = msg.priority;
         let mut env = next.envelope();
         env.leading_properties
@@ -955,21 +953,19 @@ impl Worker {
             .await
     }
 
-    async fn apply_callbacks(&self, req: &TaskMessage, msg: &Message, value: &Value) {
+    async fn apply_callbacks(&self, req: &TaskMessage, value: &Value) {
         for cb in &req.embed.callbacks {
-            self.apply_signature(cb, Some(value), req, msg, Vec::new())
-                .await;
+            self.apply_signature(cb, value, req, Vec::new()).await;
         }
         if let Some((next, rest)) = req.embed.chain.split_last() {
-            self.apply_signature(next, Some(value), req, msg, rest.to_vec())
-                .await;
+            self.apply_signature(next, value, req, rest.to_vec()).await;
         }
     }
 
-    async fn apply_errbacks(&self, req: &TaskMessage, msg: &Message) {
+    async fn apply_errbacks(&self, req: &TaskMessage) {
         // Old-style errbacks: sent as a task with the failed task's id as the first argument.
         for eb in &req.embed.errbacks {
-            self.apply_signature(eb, Some(&json!(req.id)), req, msg, Vec::new())
+            self.apply_signature(eb, &json!(req.id), req, Vec::new())
                 .await;
         }
     }
@@ -977,17 +973,15 @@ impl Worker {
     async fn apply_signature(
         &self,
         sig: &Value,
-        parent: Option<&Value>,
+        parent: &Value,
         req: &TaskMessage,
-        msg: &Message,
         chain: Vec<Value>,
     ) {
         let Some(sig) = Signature::from_value(sig) else {
             tracing::error!(id = %req.id, "callback is not a signature: {sig}");
             return;
         };
-        let _ = msg;
-        let mut next = sig.to_request(parent, "celery");
+        let mut next = sig.to_request(Some(parent), "celery");
         next.parent_id = Some(req.id.clone());
         next.root_id = Some(req.root_id.clone().unwrap_or_else(|| req.id.clone()));
         next.origin = self.config.node_name.clone();
@@ -1001,11 +995,6 @@ impl Worker {
             tracing::error!(id = %req.id, next = %next.name, error = %e, "could not apply callback");
         }
     }
-}
-
-/// The queue a message came through when it was published to a named exchange (the routing key by default).
-fn req_queue(msg: &Message) -> String {
-    msg.routing_key.clone()
 }
 
 /// Rebuild a publishable request from a received one (for retries).
