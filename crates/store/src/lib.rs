@@ -7,7 +7,8 @@
 //! Modules: [`schema`] (tables), [`ingest`] (the loader's exactly-once batch commit and
 //! cursors), [`inspect`] (read-only views for status and tests), [`analysis`] (reads and
 //! writes of the analysis tasks), [`day_cache`] (the per-day longtail cache), and
-//! [`test_support`] (a throwaway database per test).
+//! [`test_support`] (a throwaway database per test), [`stats`] (the public API's read-only statistics) and
+//! [`api_keys`] (the API's hashed keys).
 //!
 //! Architecture invariant: no other crate in the workspace depends on diesel;
 //! they call the plain-Rust functions and types exported here.
@@ -23,10 +24,12 @@
 //!   section 3 (whole result objects go into JSONB columns).
 
 pub mod analysis;
+pub mod api_keys;
 pub mod day_cache;
 pub mod ingest;
 pub mod inspect;
 pub mod schema;
+pub mod stats;
 pub mod test_support;
 
 use diesel_async::AsyncPgConnection;

@@ -208,6 +208,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    api_keys (id) {
+        id -> Varchar,
+        name -> Varchar,
+        key_hash -> Varchar,
+        prefix -> Varchar,
+        scopes -> Array<Text>,
+        rate_limit -> Nullable<Varchar>,
+        created_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(longtail_detections -> longtail_analysis (analysis_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -221,4 +235,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     longtail_detections,
     snowshoe_detections,
     botnet_detections,
+    api_keys,
 );
