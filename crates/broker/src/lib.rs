@@ -6,6 +6,7 @@
 //!   and `restore_visible` under `unacked_mutex`, so Python and Rust consumers restore each other's messages.
 //! - Results: GET-skip-if-SUCCESS, SETEX and PUBLISH in one Lua script.
 //! - Fanout publish and pub/sub connections for remote control and events.
+//! - A shared GCRA rate limiter for the public API ([`rate_limit`]).
 //!
 //! Architecture invariant: no other crate depends on `redis`; everything Celery-specific about bytes lives in
 //! `celery-proto`, this crate only moves them.
@@ -13,6 +14,7 @@
 pub mod acks;
 pub mod coordinator_store;
 pub mod fanout;
+pub mod rate_limit;
 pub mod subscribe;
 pub mod url;
 
@@ -26,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use acks::Acker;
+pub use rate_limit::RateDecision;
 pub use redis::aio::PubSub;
 pub use subscribe::Subscriber;
 pub use url::{BrokerUrl, redact};
@@ -83,6 +86,7 @@ struct Scripts {
     bind_expiring: redis::Script,
     chord_join: redis::Script,
     chord_done: redis::Script,
+    gcra: redis::Script,
 }
 
 impl Scripts {
@@ -96,6 +100,7 @@ impl Scripts {
             bind_expiring: redis::Script::new(include_str!("lua/bind_expiring.lua")),
             chord_join: redis::Script::new(include_str!("lua/chord_join.lua")),
             chord_done: redis::Script::new(include_str!("lua/chord_done.lua")),
+            gcra: redis::Script::new(include_str!("lua/gcra.lua")),
         }
     }
 }
