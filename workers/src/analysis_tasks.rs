@@ -139,69 +139,11 @@ pub fn register(reg: &mut Registry, db: Arc<AnalysisDb>) {
     );
 }
 
-/// A resolved analysis window `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Window {
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-}
+pub use analysis::window::Window;
 
-impl Window {
-    pub fn hours(&self) -> f64 {
-        (self.end - self.start).num_milliseconds() as f64 / 3_600_000.0
-    }
-}
-
-/// Parse `"7d"`, `"24h"`, `"90m"`, `"2w"` (ending now) or `{"start": iso, "end": iso}` (end defaults to now).
+/// Parse `time_window` (`analysis::window::parse_window`); a bad one fails the task with `ValueError`.
 pub fn parse_window(v: &Value, now: DateTime<Utc>) -> Result<Window, TaskError> {
-    let bad = |why: String| TaskError::fail("ValueError", format!("time_window: {why}"));
-    match v {
-        Value::String(s) => {
-            let s = s.trim();
-            let (num, unit) = s.split_at(
-                s.find(|c: char| !c.is_ascii_digit() && c != '.')
-                    .unwrap_or(s.len()),
-            );
-            let n: f64 = num
-                .parse()
-                .map_err(|_| bad(format!("{s:?} is not like \"7d\" or \"24h\"")))?;
-            let secs = match unit {
-                "d" => n * 86_400.0,
-                "h" => n * 3_600.0,
-                "m" => n * 60.0,
-                "w" => n * 7.0 * 86_400.0,
-                _ => return Err(bad(format!("{s:?}: unit must be m, h, d or w"))),
-            };
-            if !(secs > 0.0 && secs <= 3_660.0 * 86_400.0) {
-                return Err(bad(format!("{s:?} must be positive and at most ten years")));
-            }
-            Ok(Window {
-                start: now - ChronoDuration::milliseconds((secs * 1000.0) as i64),
-                end: now,
-            })
-        }
-        Value::Object(m) => {
-            let time = |k: &str| -> Result<Option<DateTime<Utc>>, TaskError> {
-                match m.get(k) {
-                    None | Some(Value::Null) => Ok(None),
-                    Some(Value::String(s)) => celery_proto::time::parse_iso(s)
-                        .map(Some)
-                        .ok_or_else(|| bad(format!("{k} {s:?} is not an ISO-8601 time"))),
-                    Some(other) => Err(bad(format!("{k} must be an ISO-8601 string, got {other}"))),
-                }
-            };
-            let start =
-                time("start")?.ok_or_else(|| bad("an object window needs \"start\"".into()))?;
-            let end = time("end")?.unwrap_or(now);
-            if end <= start {
-                return Err(bad(format!("end {end} is not after start {start}")));
-            }
-            Ok(Window { start, end })
-        }
-        other => Err(bad(format!(
-            "expected \"7d\", \"24h\" or {{\"start\", \"end\"}}, got {other}"
-        ))),
-    }
+    analysis::window::parse_window(v, now).map_err(|why| TaskError::fail("ValueError", why))
 }
 
 /// `(sensor, time_window, remaining keyword arguments)`.

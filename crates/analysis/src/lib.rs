@@ -24,6 +24,7 @@ pub mod snowshoe;
 pub mod stats;
 pub mod text;
 pub mod tfidf;
+pub mod window;
 
 pub use botnet::{BotnetParams, BotnetResult, botnet};
 pub use defang::{
