@@ -13,20 +13,18 @@
 //! | `POST /api/v1/admin/config/reload` | admin |
 //! | `/healthz`, `/readyz`, `/metrics` | probes and Prometheus |
 
+use ::jobs::{JobUpdate, Registration, TokenCheck, hash_token};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::web::{self, Bytes, Data, Json, Path, Query};
 use actix_web::{App, HttpRequest, HttpResponse};
-use celery_proto::{ResultMeta, State};
+use futures_util::StreamExt as _;
 use routing::{Capabilities, Job};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::time::Duration;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::jobs;
-use crate::store::{Registration, TokenCheck, hash_token};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -88,20 +86,21 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(state: Data<AppState>) -> Result<HttpResponse> {
     state
+        .jobs
         .broker
         .ping()
         .await
         .map_err(|e| ApiError::NotReady(format!("broker: {e}")))?;
     Ok(HttpResponse::Ok().json(json!({
         "status": "ready",
-        "config": state.config.path().display().to_string(),
-        "config_reload_error": state.config.last_error(),
+        "config": state.jobs.config.path().display().to_string(),
+        "config_reload_error": state.jobs.config.last_error(),
     })))
 }
 
 async fn metrics(state: Data<AppState>) -> HttpResponse {
     // Queue depth is measured at scrape time: shared queues named in the config plus every known .dq2.
-    let config = state.config.get();
+    let config = state.jobs.config.get();
     let mut queues: std::collections::BTreeSet<String> = config
         .workers
         .iter()
@@ -115,14 +114,14 @@ async fn metrics(state: Data<AppState>) -> HttpResponse {
             .values()
             .flat_map(|p| p.queues.iter().cloned()),
     );
-    let nodes = state.registry.lock().expect("registry").nodes();
+    let nodes = state.jobs.registry.lock().expect("registry").nodes();
     queues.extend(
         nodes
             .iter()
             .map(|n| celery_proto::keys::worker_direct_queue(n)),
     );
     for q in &queues {
-        if let Ok(lens) = state.broker.queue_bucket_lens(q).await {
+        if let Ok(lens) = state.jobs.broker.queue_bucket_lens(q).await {
             for (step, len) in celery_proto::keys::PRIORITY_STEPS.iter().zip(lens) {
                 state
                     .metrics
@@ -137,8 +136,8 @@ async fn metrics(state: Data<AppState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-async fn submit_job(state: Data<AppState>, body: Json<jobs::JobRequest>) -> Result<HttpResponse> {
-    let record = jobs::submit(&state, &body).await?;
+async fn submit_job(state: Data<AppState>, body: Json<::jobs::JobRequest>) -> Result<HttpResponse> {
+    let record = crate::jobs::submit(&state, &body).await?;
     Ok(HttpResponse::Created().json(json!({
         "id": record.id,
         "queue": record.published_to,
@@ -147,65 +146,8 @@ async fn submit_job(state: Data<AppState>, body: Json<jobs::JobRequest>) -> Resu
     })))
 }
 
-/// The job view: record plus backend meta.
-async fn job_view(state: &AppState, id: &str) -> Result<Value> {
-    let record = state.store.job(id).await?;
-    let meta = match state.backend.get_result(id).await? {
-        Some(raw) => Some(
-            ResultMeta::decode(&raw)
-                .map_err(|e| ApiError::Internal(format!("result of {id} is not readable: {e}")))?,
-        ),
-        None => None,
-    };
-    if record.is_none() && meta.is_none() {
-        return Err(ApiError::JobNotFound(id.to_string()));
-    }
-    Ok(view_of(id, record.as_ref(), meta.as_ref()))
-}
-
-fn view_of(id: &str, record: Option<&crate::store::JobRecord>, meta: Option<&ResultMeta>) -> Value {
-    let state = meta
-        .map(|m| m.status.as_str().to_string())
-        .unwrap_or_else(|| {
-            if record.is_some_and(|r| r.published_to.is_none()) {
-                "REJECTED".into()
-            } else {
-                "PENDING".into()
-            }
-        });
-    let ready = meta.is_some_and(|m| m.status.is_ready());
-    let worker = meta
-        .and_then(|m| m.extended.as_ref().map(|e| e.worker.clone()))
-        .or_else(|| {
-            meta.filter(|_| !ready)
-                .and_then(|m| m.result.get("hostname"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .or_else(|| record.and_then(|r| r.node.clone()));
-    let progress = meta
-        .filter(|m| !m.status.is_ready() && m.status != State::Started)
-        .map(|m| m.result.clone());
-    json!({
-        "id": id,
-        "task": record.map(|r| r.task.clone()),
-        "queue": record.map(|r| r.queue.clone()),
-        "published_to": record.and_then(|r| r.published_to.clone()),
-        "state": state,
-        "ready": ready,
-        "result": meta.filter(|_| ready).map(|m| m.result.clone()),
-        "traceback": meta.and_then(|m| m.traceback.clone()),
-        "date_done": meta.and_then(|m| m.date_done.map(|d| d.to_rfc3339())),
-        "progress": progress,
-        "worker": worker,
-        "decision": record.map(|r| r.decision.clone()),
-        "reroutes": record.map(|r| r.reroutes.clone()).unwrap_or_default(),
-        "revoked": record.is_some_and(|r| r.revoked),
-    })
-}
-
 async fn get_job(state: Data<AppState>, id: Path<String>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(job_view(&state, &id).await?))
+    Ok(HttpResponse::Ok().json(state.jobs.view(&id).await?))
 }
 
 #[derive(Deserialize)]
@@ -222,83 +164,25 @@ async fn revoke_job(
     q: Query<RevokeQuery>,
 ) -> Result<HttpResponse> {
     let id = id.into_inner();
-    let mut record = state.store.job(&id).await?;
-    if record.is_none() && state.backend.get_result(&id).await?.is_none() {
-        return Err(ApiError::JobNotFound(id));
-    }
-    let signal = q.signal.clone().unwrap_or_else(|| "SIGTERM".into());
-    let args = json!({"task_id": [id], "terminate": q.terminate, "signal": signal});
     state
-        .control
-        .broadcast(
-            "revoke",
-            args,
-            None,
-            false,
-            Duration::from_millis(100),
-            None,
-        )
-        .await
-        .map_err(|e| ApiError::BrokerUnavailable(e.to_string()))?;
-    if let Some(r) = record.as_mut() {
-        r.revoked = true;
-        state.store.put_job(r).await?;
-    }
+        .jobs
+        .revoke(&id, q.terminate, q.signal.as_deref())
+        .await?;
     Ok(HttpResponse::Accepted().json(json!({"id": id, "revoked": true, "terminate": q.terminate})))
 }
 
-/// Server-sent events: one `state` event now, then one per stored state change, until a ready state.
+/// Server-sent events: one `state` event now, then one per stored state change, until a ready state; a
+/// `: keep-alive` comment when nothing changed for a while.
 async fn job_events(state: Data<AppState>, id: Path<String>) -> Result<HttpResponse> {
-    let id = id.into_inner();
-    let first = job_view(&state, &id).await?;
-    let sub = broker::Subscriber::new(&state.backend).await?;
-    let channel = celery_proto::keys::result_key(&id);
-    let mut updates = sub.subscribe(&channel).await?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    let st = state.clone();
-    actix_web::rt::spawn(async move {
-        let frame = |v: &Value| Bytes::from(format!("event: state\ndata: {v}\n\n"));
-        // Subscribed before reading again, so nothing stored in between is missed.
-        let mut last = job_view(&st, &id).await.unwrap_or(first);
-        if tx.send(frame(&last)).await.is_err() || last["ready"] == json!(true) {
-            return;
-        }
-        loop {
-            let got = tokio::time::timeout(Duration::from_secs(15), updates.recv()).await;
-            let view = match got {
-                Ok(Some(_)) | Err(_) => match job_view(&st, &id).await {
-                    Ok(v) => v,
-                    Err(_) => continue,
-                },
-                // Pub/sub lost: poll.
-                Ok(None) => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    match job_view(&st, &id).await {
-                        Ok(v) => v,
-                        Err(_) => continue,
-                    }
-                }
-            };
-            if view != last {
-                if tx.send(frame(&view)).await.is_err() {
-                    break;
-                }
-                last = view;
-            } else if tx
-                .send(Bytes::from_static(b": keep-alive\n\n"))
-                .await
-                .is_err()
-            {
-                break;
-            }
-            if last["ready"] == json!(true) {
-                break;
-            }
-        }
-        sub.unsubscribe(&channel).await;
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), rx))
+    let updates = state.jobs.watch(&id).await?;
+    let stream = updates.map(|u| {
+        Ok::<_, actix_web::Error>(match u {
+            JobUpdate::View(v) => Bytes::from(format!(
+                "event: state\ndata: {}\n\n",
+                serde_json::to_string(&v).expect("a job view serializes")
+            )),
+            JobUpdate::KeepAlive => Bytes::from_static(b": keep-alive\n\n"),
+        })
     });
     Ok(HttpResponse::Ok()
         .insert_header(("content-type", "text/event-stream"))
@@ -307,8 +191,9 @@ async fn job_events(state: Data<AppState>, id: Path<String>) -> Result<HttpRespo
 }
 
 async fn workers(state: Data<AppState>) -> HttpResponse {
-    let config = state.config.get();
+    let config = state.jobs.config.get();
     let rows = state
+        .jobs
         .registry
         .lock()
         .expect("registry")
@@ -348,7 +233,7 @@ async fn register(
         .clone()
         .or_else(|| bearer(&req))
         .ok_or(ApiError::MissingToken)?;
-    let rec = match state.store.check_token(&token).await? {
+    let rec = match state.jobs.store.check_token(&token).await? {
         TokenCheck::Valid(r) => r,
         TokenCheck::Unknown => return Err(ApiError::InvalidToken),
         TokenCheck::Revoked => return Err(ApiError::TokenRevoked),
@@ -373,9 +258,10 @@ async fn register(
         token_id: rec.id.clone(),
         registered_at: broker::now_f64(),
     };
-    state.store.put_registration(&reg).await?;
-    let regs = state.store.registrations().await?;
+    state.jobs.store.put_registration(&reg).await?;
+    let regs = state.jobs.store.registrations().await?;
     state
+        .jobs
         .registry
         .lock()
         .expect("registry")
@@ -439,13 +325,13 @@ async fn explain(state: Data<AppState>, q: Query<ExplainQuery>) -> Result<HttpRe
             obj.insert("labels".into(), Value::Array(v));
         }
     }
-    let requirements = jobs::parse_requirements(Some(&req))?;
+    let requirements = ::jobs::parse_requirements(Some(&req))?;
     let job = Job {
         task: q.task.clone(),
         queue: q.queue.clone(),
         requirements,
     };
-    let decision = jobs::decide_now(&state, &job);
+    let decision = state.jobs.decide(&job);
     Ok(HttpResponse::Ok().json(json!({"decision": decision})))
 }
 
@@ -491,6 +377,7 @@ async fn create_token(
         )));
     }
     let issued = state
+        .jobs
         .store
         .create_token(body.name.trim(), ttl, None)
         .await?;
@@ -501,6 +388,7 @@ async fn list_tokens(state: Data<AppState>, req: HttpRequest) -> Result<HttpResp
     require_admin(&state, &req)?;
     let now = broker::now_f64();
     let tokens: Vec<Value> = state
+        .jobs
         .store
         .tokens()
         .await?
@@ -519,7 +407,7 @@ async fn rotate_token(
     id: Path<String>,
 ) -> Result<HttpResponse> {
     require_admin(&state, &req)?;
-    match state.store.rotate_token(&id).await? {
+    match state.jobs.store.rotate_token(&id).await? {
         Some(issued) => Ok(HttpResponse::Created().json(issued)),
         None => Err(ApiError::TokenNotFound(id.into_inner())),
     }
@@ -531,7 +419,7 @@ async fn revoke_token(
     id: Path<String>,
 ) -> Result<HttpResponse> {
     require_admin(&state, &req)?;
-    if state.store.revoke_token(&id).await? {
+    if state.jobs.store.revoke_token(&id).await? {
         Ok(HttpResponse::Ok().json(json!({"id": id.into_inner(), "revoked": true})))
     } else {
         Err(ApiError::TokenNotFound(id.into_inner()))

@@ -5,7 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Value, json};
 
-use crate::store::StoreError;
+use ::jobs::{JobError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -105,6 +105,21 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Broker(b) => ApiError::BrokerUnavailable(b.to_string()),
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::InvalidJob(m) => ApiError::InvalidJob(m),
+            JobError::InvalidRequirements(m) => ApiError::InvalidRequirements(m),
+            JobError::NotFound(id) => ApiError::JobNotFound(id),
+            JobError::RoutingRejected { reason, details } => {
+                ApiError::RoutingRejected { reason, details }
+            }
+            JobError::BrokerUnavailable(m) => ApiError::BrokerUnavailable(m),
+            JobError::Internal(m) => ApiError::Internal(m),
         }
     }
 }

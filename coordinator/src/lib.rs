@@ -4,30 +4,28 @@
 //!
 //! - [`run`] is the whole service (`main.rs` only parses flags): background loops plus the HTTP API on 8082.
 //! - [`api::create_app`] serves both `run` and the tests.
+//! - Job records, submission, views, the registry, the live config and the cluster watch are the shared `jobs`
+//!   crate ([`::jobs::Jobs`], also used by `celeriac-api`); this crate adds the HTTP API, metrics, registration
+//!   tokens, config reloads and re-routing of offline workers' `.dq2` queues ([`crate::jobs`]).
 //! - Decisions come from the pure `routing` crate; Redis is reached only through `broker`.
 
 pub mod api;
-pub mod config_handle;
 pub mod error;
 pub mod jobs;
 pub mod metrics;
 pub mod register_client;
-pub mod registry;
-pub mod store;
 
+use ::jobs::Jobs;
 use broker::Broker;
-use celeriac_control::{ControlClient, EventReceiver};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-pub use config_handle::{ConfigHandle, Reload};
+pub use ::jobs::{ConfigHandle, Registry, Reload, Store, config_handle, registry, store};
 pub use error::ApiError;
 pub use metrics::Metrics;
-pub use registry::Registry;
-pub use store::Store;
 
 /// Everything `run` needs besides the broker.
 #[derive(Debug, Clone)]
@@ -92,12 +90,8 @@ pub enum CoordinatorError {
 /// The shared state of the API and the background loops.
 pub struct AppState {
     pub settings: Settings,
-    pub config: Arc<ConfigHandle>,
-    pub broker: Broker,
-    pub backend: Broker,
-    pub store: Store,
-    pub registry: Arc<Mutex<Registry>>,
-    pub control: Arc<ControlClient>,
+    /// Broker, result backend, records, live config, registry and control client (shared with `celeriac-api`).
+    pub jobs: Arc<Jobs>,
     pub metrics: Arc<Metrics>,
     pub started_at: f64,
 }
@@ -119,22 +113,24 @@ impl AppState {
             Some(url) => Broker::connect(url).await?,
             None => broker.clone(),
         };
-        Ok(AppState {
-            store: Store::new(broker.clone(), settings.job_ttl.as_secs()),
-            registry: Arc::new(Mutex::new(Registry::new(settings.inspect_window()))),
-            control: Arc::new(ControlClient::new(broker.clone())),
-            metrics: Arc::new(Metrics::new()),
-            config: Arc::new(config),
-            started_at: broker::now_f64(),
-            settings,
+        let jobs = Jobs::new(
             broker,
             backend,
+            Arc::new(config),
+            settings.job_ttl,
+            settings.inspect_window(),
+        );
+        Ok(AppState {
+            jobs: Arc::new(jobs),
+            metrics: Arc::new(Metrics::new()),
+            started_at: broker::now_f64(),
+            settings,
         })
     }
 
     /// Reload the config now (SIGHUP, file change, admin API) and count the result.
     pub fn reload_config(&self) -> Reload {
-        let r = self.config.reload();
+        let r = self.jobs.config.reload();
         let label = match &r {
             Reload::Applied => "applied",
             Reload::Unchanged => "unchanged",
@@ -147,44 +143,11 @@ impl AppState {
         r
     }
 
-    /// One round of `inspect active_queues`, `stats` and `active`, plus the registrations from Redis.
+    /// One round of `inspect active_queues`, `stats` and `active`, plus the registrations from Redis; sets the
+    /// worker gauges.
     pub async fn refresh(&self) {
-        let t = self.settings.inspect_timeout;
-        let c = &self.control;
-        let empty = || serde_json::json!({});
-        let (q, s, a) = tokio::join!(
-            c.inspect("active_queues", empty(), None, t),
-            c.inspect("stats", empty(), None, t),
-            c.inspect("active", empty(), None, t),
-        );
-        let regs = self.store.registrations().await;
-        let now = broker::now_f64();
-        let mut reg = self.registry.lock().expect("registry");
-        match (q, s, a) {
-            (Ok(q), Ok(s), Ok(a)) => {
-                reg.apply_active_queues(&q, now);
-                reg.apply_stats(&s, now);
-                reg.apply_active(&a, now);
-            }
-            (q, s, a) => {
-                let err = [q.err(), s.err(), a.err()]
-                    .into_iter()
-                    .flatten()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                tracing::warn!(error = %err, "inspect round failed");
-            }
-        }
-        match regs {
-            Ok(r) => reg.set_registrations(r),
-            Err(e) => tracing::warn!(error = %e, "cannot read registrations"),
-        }
-        let snap = reg.snapshot(now);
-        self.metrics
-            .workers_online
-            .set(snap.iter().filter(|w| w.alive).count() as i64);
-        self.metrics.workers_known.set(snap.len() as i64);
+        let (online, known) = self.jobs.refresh(self.settings.inspect_timeout).await;
+        self.metrics.set_workers(online, known);
     }
 
     /// One re-route pass: move waiting jobs out of every offline worker's `.dq2`.
@@ -194,11 +157,16 @@ impl AppState {
             tracing::warn!(error = %e, "cannot finish held moves; will retry");
         }
         let now = broker::now_f64();
-        let mut nodes = self.registry.lock().expect("registry").offline_nodes(now);
+        let mut nodes = self
+            .jobs
+            .registry
+            .lock()
+            .expect("registry")
+            .offline_nodes(now);
         if include_stale {
-            match self.broker.kv_scan("*.dq2*").await {
+            match self.jobs.broker.kv_scan("*.dq2*").await {
                 Ok(keys) => {
-                    let reg = self.registry.lock().expect("registry");
+                    let reg = self.jobs.registry.lock().expect("registry");
                     for k in keys {
                         let q = celery_proto::keys::queue_of_key(&k);
                         if let Some(node) = q.strip_suffix(".dq2")
@@ -223,58 +191,20 @@ impl AppState {
     }
 }
 
-/// Start the background loops: events, inspect rounds, re-routing, config file watch.
+/// Start the background loops: events and inspect rounds (`jobs::spawn_cluster_watch`), re-routing, config file
+/// watch.
 pub fn spawn_background(
     state: Arc<AppState>,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut handles = Vec::new();
-    // Events.
-    {
-        let state = state.clone();
-        let mut stop = shutdown.clone();
-        handles.push(tokio::spawn(async move {
-            loop {
-                let mut rx = match EventReceiver::new(&state.broker).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot subscribe to events; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                            _ = stop.changed() => return,
-                        }
-                    }
-                };
-                loop {
-                    tokio::select! {
-                        ev = rx.next() => match ev {
-                            Some(ev) => state.registry.lock().expect("registry").apply_event(&ev),
-                            None => break,
-                        },
-                        _ = stop.changed() => {
-                            rx.close().await;
-                            return;
-                        }
-                    }
-                }
-                tracing::warn!("event subscription lost; resubscribing");
-            }
-        }));
-    }
-    // Inspect rounds.
-    {
-        let state = state.clone();
-        let mut stop = shutdown.clone();
-        handles.push(tokio::spawn(async move {
-            loop {
-                state.refresh().await;
-                tokio::select! {
-                    _ = tokio::time::sleep(state.settings.inspect_interval) => {}
-                    _ = stop.changed() => return,
-                }
-            }
-        }));
-    }
+    let metrics = state.metrics.clone();
+    let mut handles = ::jobs::spawn_cluster_watch(
+        state.jobs.clone(),
+        state.settings.inspect_interval,
+        state.settings.inspect_timeout,
+        shutdown.clone(),
+        move |online, known| metrics.set_workers(online, known),
+    );
     // Re-routing.
     {
         let state = state.clone();
@@ -310,7 +240,7 @@ pub fn spawn_background(
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = stop.changed() => return,
                 }
-                if state.config.changed_on_disk() {
+                if state.jobs.config.changed_on_disk() {
                     state.reload_config();
                 }
             }

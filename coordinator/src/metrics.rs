@@ -70,6 +70,12 @@ impl Metrics {
         }
     }
 
+    /// The worker gauges after an inspect round.
+    pub fn set_workers(&self, online: usize, known: usize) {
+        self.workers_online.set(online as i64);
+        self.workers_known.set(known as i64);
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

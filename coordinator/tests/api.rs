@@ -138,7 +138,12 @@ async fn submit_routes_by_priority_records_and_reports_state() {
     let id = v["id"].as_str().unwrap().to_string();
     // The message is in fast@h.dq2's priority-3 list, as a Celery v2 task message.
     assert_eq!(
-        state.broker.queue_bucket_lens("fast@h.dq2").await.unwrap(),
+        state
+            .jobs
+            .broker
+            .queue_bucket_lens("fast@h.dq2")
+            .await
+            .unwrap(),
         [0, 1, 0, 0]
     );
 
@@ -159,6 +164,7 @@ async fn submit_routes_by_priority_records_and_reports_state() {
     );
     meta.date_done = None;
     state
+        .jobs
         .broker
         .store_result(&id, &meta.encode(), 60)
         .await
@@ -171,6 +177,7 @@ async fn submit_routes_by_priority_records_and_reports_state() {
     assert_eq!(v["progress"], json!({"done": 1, "total": 2}));
     let meta = ResultMeta::new(&id, State::Success, json!(5));
     state
+        .jobs
         .broker
         .store_result(&id, &meta.encode(), 60)
         .await
@@ -192,7 +199,7 @@ async fn submit_routes_by_priority_records_and_reports_state() {
             .set_json(json!({"task": "celeriac.ping"}))
     );
     assert_eq!((s, v["queue"].as_str()), (201, Some("celery")), "{v}");
-    assert_eq!(state.broker.queue_len("celery").await.unwrap(), 1);
+    assert_eq!(state.jobs.broker.queue_len("celery").await.unwrap(), 1);
 
     // Revoke: accepted and recorded.
     let (s, v) = call!(
@@ -229,7 +236,7 @@ async fn fallback_when_preferred_is_overloaded_and_explain() {
     heartbeat(&state, "fast@h", 4, 2.0);
     heartbeat(&state, "slow@h", 0, 2.0);
     // fast@h's slots are known from a registration-free inspect reply: stats says 4.
-    state.registry.lock().unwrap().apply_stats(
+    state.jobs.registry.lock().unwrap().apply_stats(
         &[(
             "fast@h".to_string(),
             json!({"pool": {"max-concurrency": 4}}),
@@ -296,7 +303,7 @@ async fn sse_streams_states_until_ready() {
     );
     assert_eq!(s, 201);
     let id = v["id"].as_str().unwrap().to_string();
-    let backend = state.backend.clone();
+    let backend = state.jobs.backend.clone();
     let writer_id = id.clone();
     let writer = actix_web::rt::spawn(async move {
         // Give the stream time to send its first frame, then store two states (each is also PUBLISHed).
@@ -386,9 +393,15 @@ async fn registration_tokens_create_use_rotate_revoke_expire() {
     let token = v["token"].as_str().unwrap().to_string();
     let tid = v["id"].as_str().unwrap().to_string();
     let mut raw: Vec<String> = Vec::new();
-    for k in state.broker.kv_scan("celeriac:regtoken*").await.unwrap() {
+    for k in state
+        .jobs
+        .broker
+        .kv_scan("celeriac:regtoken*")
+        .await
+        .unwrap()
+    {
         raw.push(k.clone());
-        let v = state.broker.kv_get(&k).await.unwrap().unwrap();
+        let v = state.jobs.broker.kv_get(&k).await.unwrap().unwrap();
         raw.push(String::from_utf8(v).unwrap());
     }
     assert!(
@@ -514,7 +527,12 @@ async fn require_registration_refuses_unregistered_workers() {
     let app = test::init_service(create_app(state.clone())).await;
     heartbeat(&state, "fast@h", 0, 2.0);
     heartbeat(&state, "slow@h", 0, 2.0);
-    let issued = state.store.create_token("slow", 60, None).await.unwrap();
+    let issued = state
+        .jobs
+        .store
+        .create_token("slow", 60, None)
+        .await
+        .unwrap();
     let (s, _) = call!(
         app,
         test::TestRequest::post()
@@ -593,7 +611,7 @@ async fn config_reload_keeps_the_old_config_when_the_new_one_is_bad() {
             .set_json(json!({"task": "t", "queue": "work"}))
     );
     assert_eq!(v["queue"], "work", "{v}");
-    assert_eq!(state.config.last_error(), None);
+    assert_eq!(state.jobs.config.last_error(), None);
     let (s, _) = call!(app, test::TestRequest::get().uri("/healthz"));
     assert_eq!(s, 200);
 }

@@ -277,7 +277,7 @@ routing:
     tokio::time::sleep(Duration::from_millis(500)).await;
     let dq_a = format!("{a}.dq2");
     assert_eq!(
-        coord.state.broker.queue_len(&dq_a).await.unwrap(),
+        coord.state.jobs.broker.queue_len(&dq_a).await.unwrap(),
         1,
         "job 2 must be waiting in {dq_a} before the kill"
     );
@@ -295,10 +295,11 @@ routing:
         format!("{b}.dq2"),
         "{done}"
     );
-    assert_eq!(coord.state.broker.queue_len(&dq_a).await.unwrap(), 0);
+    assert_eq!(coord.state.jobs.broker.queue_len(&dq_a).await.unwrap(), 0);
     assert_eq!(
         coord
             .state
+            .jobs
             .broker
             .held(celeriac_coordinator::store::HOLDING_KEY)
             .await

@@ -29,11 +29,12 @@ fn offline(state: &celeriac_coordinator::AppState, node: &str) {
     m.insert("type".into(), json!("worker-offline"));
     m.insert("timestamp".into(), json!(broker::now_f64()));
     let ev = celeriac_control::Event::new(m, broker::now_f64());
-    state.registry.lock().unwrap().apply_event(&ev);
+    state.jobs.registry.lock().unwrap().apply_event(&ev);
 }
 
 async fn only_message(state: &celeriac_coordinator::AppState, queue: &str) -> Message {
     let got = state
+        .jobs
         .broker
         .take_to_holding(queue, "test:peek")
         .await
@@ -57,25 +58,30 @@ async fn waiting_job_moves_to_the_next_choice_when_its_worker_goes_offline() {
     assert_eq!(rec.node.as_deref(), Some("fast@h"));
     // While fast@h is alive nothing moves, however long the job waits.
     assert_eq!(state.reroute_pass(true).await, 0);
-    assert_eq!(state.broker.queue_len("fast@h.dq2").await.unwrap(), 1);
+    assert_eq!(state.jobs.broker.queue_len("fast@h.dq2").await.unwrap(), 1);
 
     offline(&state, "fast@h");
     assert_eq!(state.reroute_pass(false).await, 1);
-    assert_eq!(state.broker.queue_len("fast@h.dq2").await.unwrap(), 0);
+    assert_eq!(state.jobs.broker.queue_len("fast@h.dq2").await.unwrap(), 0);
     assert_eq!(
-        state.broker.queue_bucket_lens("slow@h.dq2").await.unwrap(),
+        state
+            .jobs
+            .broker
+            .queue_bucket_lens("slow@h.dq2")
+            .await
+            .unwrap(),
         [0, 0, 1, 0],
         "priority kept"
     );
     let msg = only_message(&state, "slow@h.dq2").await;
     assert_eq!(msg.headers["id"], json!(rec.id));
     assert_eq!(msg.routing_key, "slow@h.dq2");
-    let stored = state.store.job(&rec.id).await.unwrap().unwrap();
+    let stored = state.jobs.store.job(&rec.id).await.unwrap().unwrap();
     assert_eq!(stored.node.as_deref(), Some("slow@h"));
     assert_eq!(stored.published_to.as_deref(), Some("slow@h.dq2"));
     assert_eq!(stored.reroutes.len(), 1);
     assert_eq!(stored.reroutes[0].from_node, "fast@h");
-    assert_eq!(state.broker.held(HOLDING_KEY).await.unwrap().len(), 0);
+    assert_eq!(state.jobs.broker.held(HOLDING_KEY).await.unwrap().len(), 0);
 }
 
 #[actix_web::test]
@@ -90,8 +96,8 @@ async fn with_every_worker_offline_the_job_goes_to_the_shared_queue_not_back() {
     assert_eq!(rec.published_to.as_deref(), Some("fast@h.dq2"));
     offline(&state, "fast@h");
     assert_eq!(state.reroute_pass(false).await, 1);
-    assert_eq!(state.broker.queue_len("work").await.unwrap(), 1);
-    let stored = state.store.job(&rec.id).await.unwrap().unwrap();
+    assert_eq!(state.jobs.broker.queue_len("work").await.unwrap(), 1);
+    let stored = state.jobs.store.job(&rec.id).await.unwrap().unwrap();
     assert_eq!(stored.published_to.as_deref(), Some("work"));
     assert_eq!(stored.node, None);
 }
@@ -104,6 +110,7 @@ async fn never_seen_nodes_queues_are_rescued_only_in_the_stale_pass() {
     let mut ghost = TaskRequest::new("celeriac.ping");
     ghost.queue = "ghost@h.dq2".into();
     state
+        .jobs
         .broker
         .publish(&ghost.queue, 0, &ghost.envelope().encode())
         .await
@@ -112,6 +119,7 @@ async fn never_seen_nodes_queues_are_rescued_only_in_the_stale_pass() {
     let mut kept = TaskRequest::new("celeriac.ping");
     kept.queue = "alive@h.dq2".into();
     state
+        .jobs
         .broker
         .publish(&kept.queue, 0, &kept.envelope().encode())
         .await
@@ -119,9 +127,9 @@ async fn never_seen_nodes_queues_are_rescued_only_in_the_stale_pass() {
 
     assert_eq!(state.reroute_pass(false).await, 0, "unknown is not offline");
     assert_eq!(state.reroute_pass(true).await, 1);
-    assert_eq!(state.broker.queue_len("ghost@h.dq2").await.unwrap(), 0);
+    assert_eq!(state.jobs.broker.queue_len("ghost@h.dq2").await.unwrap(), 0);
     assert_eq!(
-        state.broker.queue_len("alive@h.dq2").await.unwrap(),
+        state.jobs.broker.queue_len("alive@h.dq2").await.unwrap(),
         1,
         "a live worker's queue is left alone"
     );
@@ -137,19 +145,21 @@ async fn an_interrupted_move_is_finished_at_start() {
     let mut req = TaskRequest::new("celeriac.ping");
     req.queue = "dead@h.dq2".into();
     state
+        .jobs
         .broker
         .lpush(HOLDING_KEY, &req.envelope().encode())
         .await
         .unwrap();
     state
+        .jobs
         .broker
         .lpush(HOLDING_KEY, b"not an envelope")
         .await
         .unwrap();
     assert_eq!(jobs::recover_held(&state).await.unwrap(), 2);
-    assert_eq!(state.broker.held(HOLDING_KEY).await.unwrap().len(), 0);
+    assert_eq!(state.jobs.broker.held(HOLDING_KEY).await.unwrap().len(), 0);
     assert_eq!(
-        state.broker.queue_len("celery").await.unwrap(),
+        state.jobs.broker.queue_len("celery").await.unwrap(),
         2,
         "nothing is lost, even unreadable bytes"
     );

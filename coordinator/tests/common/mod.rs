@@ -73,7 +73,7 @@ pub fn heartbeat(state: &AppState, node: &str, active: u64, freq: f64) {
         m.insert(k.into(), v);
     }
     let ev = celeriac_control::Event::new(m, broker::now_f64());
-    state.registry.lock().unwrap().apply_event(&ev);
+    state.jobs.registry.lock().unwrap().apply_event(&ev);
 }
 
 /// Poll an async condition every 100 ms until it holds or `timeout` passes.

@@ -24,7 +24,7 @@ pub struct ConfigHandle {
 }
 
 impl ConfigHandle {
-    /// Load `path`; a missing or bad file at start is an error (the coordinator must not route blind).
+    /// Load `path`; a missing or bad file at start is an error (nobody may route blind).
     pub fn load(path: &Path) -> Result<ConfigHandle, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.display().to_string(),

@@ -1,5 +1,5 @@
-//! The coordinator's own records in Redis, under `celeriac:`: job records, registration tokens (stored as
-//! SHA-256 hashes, with expiry, rotation and revocation) and worker registrations.
+//! celeriac's own records in Redis, under `celeriac:`: job records (written by the coordinator and the API alike),
+//! registration tokens (stored as SHA-256 hashes, with expiry, rotation and revocation) and worker registrations.
 //!
 //! Keys:
 //! - `celeriac:job:<id>`: the job record (JSON), kept `job_ttl` seconds.
@@ -39,7 +39,7 @@ pub enum StoreError {
     Corrupt { key: String, why: String },
 }
 
-/// A job as the coordinator published it.
+/// A job as it was published (by the coordinator or the API), with its routing decision.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct JobRecord {
     pub id: String,
