@@ -190,3 +190,36 @@ pub async fn pending_migrations(database_url: &str) -> Result<Vec<String>, Store
     .await
     .map_err(|e| StoreError::Migration(format!("migration task panicked: {e}")))?
 }
+
+/// A PostgreSQL connection, for callers that pass query functions of this crate around without knowing diesel.
+pub type Conn = AsyncPgConnection;
+
+/// A read: a function of a connection returning a boxed future (see [`read_only`]).
+pub type ReadFn<'a, T> = dyn for<'c> Fn(
+        &'c mut Conn,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'c>,
+    > + Send
+    + Sync
+    + 'a;
+
+/// Run `f` inside `BEGIN READ ONLY; SET LOCAL statement_timeout = ...` on a connection of `pool`, then commit (or
+/// roll back on error). No session state outlives the call, so it is safe behind PgBouncer in transaction mode.
+pub async fn read_only<T>(
+    pool: &PgPool,
+    statement_timeout: Duration,
+    f: &ReadFn<'_, T>,
+) -> Result<T, StoreError> {
+    use diesel_async::SimpleAsyncConnection;
+    let mut conn = pool.get().await?;
+    conn.batch_execute(&format!(
+        "BEGIN READ ONLY; SET LOCAL statement_timeout = {}",
+        statement_timeout.as_millis().max(1)
+    ))
+    .await?;
+    let r = f(&mut conn).await;
+    let end = if r.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    // A failed COMMIT/ROLLBACK leaves the connection broken; bb8's check-out test then drops it.
+    let _ = conn.batch_execute(end).await;
+    r
+}

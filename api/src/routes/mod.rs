@@ -1,0 +1,72 @@
+//! The HTTP routes, one file per family: `health` (health, readiness, metrics), `statistics`, `sessions`,
+//! `findings`, `jobs` (analyses as jobs, their status, progress stream and revocation), and `docs` (OpenAPI and
+//! the docs page). [`configure`] mounts them with the middleware and the JSON error mapping.
+
+pub mod docs;
+pub mod findings;
+pub mod health;
+pub mod jobs;
+pub mod sessions;
+pub mod statistics;
+
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+
+use crate::error::ApiError;
+
+/// The JSON body settings: 256 KiB at most; syntax errors are 400 `malformed_body`, well-formed JSON of the wrong
+/// shape is 422 `invalid_body`.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(256 * 1024)
+        .error_handler(|err, _req| {
+            use actix_web::error::JsonPayloadError as J;
+            let e = match &err {
+                J::Deserialize(d) if d.is_data() => ApiError::InvalidBody {
+                    parameter: None,
+                    message: d.to_string(),
+                },
+                J::ContentType => {
+                    ApiError::MalformedBody("send Content-Type: application/json".into())
+                }
+                other => ApiError::MalformedBody(other.to_string()),
+            };
+            actix_web::error::InternalError::from_response(err, e.error_response()).into()
+        })
+}
+
+/// Path segments that do not parse are 400 naming the path.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|err, _req| {
+        let e = ApiError::param("path", err.to_string());
+        actix_web::error::InternalError::from_response(err, e.error_response()).into()
+    })
+}
+
+/// Mount every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(health::metrics)
+        .service(docs::openapi_json)
+        .service(docs::swagger())
+        .service(crate::mcp::service())
+        .service(
+            web::scope("/api/v1")
+                .service(statistics::sessions)
+                .service(statistics::threats)
+                .service(statistics::sensors)
+                .service(sessions::list)
+                .service(sessions::detail)
+                .service(findings::list)
+                .service(findings::detail)
+                .service(jobs::submit)
+                .service(jobs::status)
+                .service(jobs::events)
+                .service(jobs::revoke),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    ApiError::RouteNotFound(format!("{} {}", req.method(), req.path())).error_response()
+}
