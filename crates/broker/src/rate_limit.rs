@@ -19,7 +19,12 @@ pub struct RateDecision {
 
 impl Broker {
     /// Count one request against `key`, allowing `limit` per `period` (bursts up to `limit`).
-    pub async fn rate_limit(&self, key: &str, limit: u64, period: Duration) -> Result<RateDecision> {
+    pub async fn rate_limit(
+        &self,
+        key: &str,
+        limit: u64,
+        period: Duration,
+    ) -> Result<RateDecision> {
         let (allowed, remaining, retry_us, reset_us): (i64, i64, i64, i64) = self
             .inner
             .scripts

@@ -465,7 +465,8 @@ pub struct SessionSummary {
     pub risk_score: Option<i32>,
 }
 
-const SESSION_COLUMNS: &str = "session_id, sensor, src_ip, first_event_at, last_event_at, event_count,
+const SESSION_COLUMNS: &str =
+    "session_id, sensor, src_ip, first_event_at, last_event_at, event_count,
     command_count, login_attempts, file_downloads, login_success, username, password, protocol,
     client_version, hassh, duration_seconds, risk_score";
 
