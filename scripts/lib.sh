@@ -10,6 +10,7 @@
 #                    `celeriac`; prints one line per service on stdout
 #   python_env       make the Python venv with Celery 5.7 and Flower 2.2;
 #                    exports CELERIAC_VENV (logs go to stderr, nothing to stdout)
+#   api_python_env   make the venv with the MCP client and schemathesis; exports CELERIAC_API_VENV
 #   cargo_env        make sure cargo is on PATH and export CARGO_TARGET_DIR
 #
 # Settings (environment):
@@ -322,6 +323,42 @@ python_env() {
     fi
     CELERIAC_VENV="$(cd "$venv" && pwd)"
     export CELERIAC_VENV
+}
+
+# A second venv for the API's client-side test tools: the official MCP client (`mcp`) and `schemathesis`.
+# Kept apart from Celery's so their dependency pins never fight.
+CELERIAC_API_PY_PACKAGES=('mcp==2.3.*' 'schemathesis==4.32.*')
+
+_api_venv_ok() {
+    local venv="$1"
+    [ -x "$venv/bin/schemathesis" ] || return 1
+    "$venv/bin/python" - <<'PY' >/dev/null 2>&1 || return 1
+import importlib.metadata as m
+assert m.version("mcp").startswith("2.3.")
+assert m.version("schemathesis").startswith("4.32.")
+from mcp.client.streamable_http import streamablehttp_client  # noqa: F401
+PY
+}
+
+# api_python_env: make the venv with mcp and schemathesis; exports CELERIAC_API_VENV.
+api_python_env() {
+    local venv="${CELERIAC_API_VENV:-$HOME/.cache/celeriac/venv-api}"
+    if _api_venv_ok "$venv"; then
+        log "reusing venv $venv (mcp, schemathesis)"
+    else
+        if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+            mkdir -p "$(dirname "$venv")"
+            [ -f "$venv/pyvenv.cfg" ] && rm -rf "$venv"
+            log "creating venv $venv"
+            _venv_create "$venv"
+        fi
+        log "pip install ${CELERIAC_API_PY_PACKAGES[*]} into $venv"
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check "${CELERIAC_API_PY_PACKAGES[@]}" >&2 ||
+            die "pip install into $venv failed"
+        _api_venv_ok "$venv" || die "venv $venv has no working mcp 2.3 / schemathesis 4.32 after pip install"
+    fi
+    CELERIAC_API_VENV="$(cd "$venv" && pwd)"
+    export CELERIAC_API_VENV
 }
 
 # ---------------------------------------------------------------------------

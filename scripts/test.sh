@@ -5,7 +5,8 @@
 #
 # Steps, each failing fast with a clear message:
 #   1. scripts/ensure-services.sh  (Redis and PostgreSQL on 127.0.0.1)
-#   2. scripts/python-env.sh       (venv with Celery 5.7 and Flower 2.2)
+#   2. scripts/python-env.sh       (venv with Celery 5.7 and Flower 2.2; a second one
+#                                   with the MCP client and schemathesis)
 #   3. cargo fmt --all -- --check                          (skipped by --quick)
 #   4. cargo clippy --workspace --all-targets -- -D warnings (skipped by --quick)
 #   5. scripts/check-manifests.sh  (k3s YAML syntax)        (skipped by --quick)
@@ -13,7 +14,8 @@
 #   7. cargo nextest run --workspace --no-fail-fast  (or cargo test when
 #      cargo-nextest is not installed)
 #
-# Exports for the tests: CELERIAC_VENV, CELERIAC_PYTHON, CELERIAC_CELERY,
+# Exports for the tests: CELERIAC_VENV, CELERIAC_PYTHON, CELERIAC_API_PYTHON
+# (mcp), CELERIAC_SCHEMATHESIS, CELERIAC_CELERY,
 # CELERIAC_FLOWER (Flower runs as `$CELERIAC_FLOWER flower`), CELERIAC_CHROMIUM
 # (headless Chromium from scripts/ensure-chromium.sh), CELERIAC_SHARED
 # (absolute path of ../shared) and CARGO_TARGET_DIR
@@ -57,6 +59,9 @@ cd "$root"
 
 step services ensure_services
 step python-env python_env
+step api-python-env api_python_env
+export CELERIAC_API_PYTHON="$CELERIAC_API_VENV/bin/python"
+export CELERIAC_SCHEMATHESIS="$CELERIAC_API_VENV/bin/schemathesis"
 export CELERIAC_PYTHON="$CELERIAC_VENV/bin/python"
 export CELERIAC_CELERY="$CELERIAC_VENV/bin/celery"
 export CELERIAC_FLOWER="$CELERIAC_VENV/bin/celery"

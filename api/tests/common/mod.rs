@@ -264,3 +264,20 @@ pub fn delete(url: &str, key: Option<&str>) -> Reply {
     }
     reply(req.call())
 }
+
+/// The venv with the official MCP client and schemathesis (`CELERIAC_API_VENV`, default
+/// `~/.cache/celeriac/venv-api`, made by `scripts/test.sh`); `None` (a loud failure under CI) when missing.
+pub fn api_venv() -> Option<std::path::PathBuf> {
+    let venv = std::env::var("CELERIAC_API_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/celeriac/venv-api")
+        });
+    let ok = venv.join("bin/python").exists() && venv.join("bin/schemathesis").exists();
+    testkit::require(
+        "the API tools venv (mcp, schemathesis; scripts/test.sh makes it)",
+        ok,
+    )
+    .then_some(venv)
+}
