@@ -355,23 +355,37 @@ pub async fn downloads(
     .await?)
 }
 
-/// Every sensor the database knows (from the ingest cursors and the sessions), sorted.
+/// Every sensor the database knows, sorted: the sensors of the data (a Cowrie event's own `sensor`, or the loader's
+/// `--sensor` when the event has none) and the loader's `--sensor` namespaces (ingest cursors).
 pub async fn known_sensors(conn: &mut AsyncPgConnection) -> Result<Vec<String>, StoreError> {
     #[derive(QueryableByName)]
     struct S {
         #[diesel(sql_type = Text)]
         sensor: String,
     }
-    let rows: Vec<S> = diesel::sql_query(
-        "SELECT sensor FROM ingest_cursors UNION SELECT DISTINCT sensor FROM session_summaries ORDER BY 1",
-    )
+    let rows: Vec<S> = diesel::sql_query(format!(
+        "{SENSOR_NAMES} SELECT sensor FROM names ORDER BY 1"
+    ))
     .load(conn)
     .await?;
     Ok(rows.into_iter().map(|r| r.sensor).collect())
 }
 
-/// One sensor's figures: events and sessions in the scope, all-time first and last event, last ingest, and
-/// unresolved dead letters (all, and those created since `recent_since`).
+/// `WITH RECURSIVE ... names(sensor)`: distinct sensors of `session_summaries` by a loose index scan (one index probe
+/// per sensor, not a scan of every session), plus the cursors' namespaces.
+const SENSOR_NAMES: &str = "WITH RECURSIVE data AS (
+        SELECT min(sensor) AS sensor FROM session_summaries
+        UNION ALL
+        SELECT (SELECT min(s.sensor) FROM session_summaries s WHERE s.sensor > data.sensor)
+        FROM data WHERE data.sensor IS NOT NULL
+    ), names AS (
+        SELECT sensor FROM data WHERE sensor IS NOT NULL
+        UNION SELECT sensor FROM ingest_cursors
+    )";
+
+/// One sensor's figures: events and sessions in the scope, all-time first and last event, the last time its data
+/// arrived (its newest session update, or its loader namespace's newest cursor), and unresolved dead letters of its
+/// loader namespace (all, and those created since `recent_since`).
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
 pub struct SensorRow {
     #[diesel(sql_type = Text)]
@@ -398,10 +412,8 @@ pub async fn sensors(
     scope: &Scope,
     recent_since: DateTime<Utc>,
 ) -> Result<Vec<SensorRow>, StoreError> {
-    Ok(diesel::sql_query(
-        "WITH names AS (
-             SELECT sensor FROM ingest_cursors UNION SELECT DISTINCT sensor FROM session_summaries
-         )
+    Ok(diesel::sql_query(format!(
+        "{SENSOR_NAMES}
          SELECT n.sensor,
                 (SELECT count(*) FROM raw_events r
                   WHERE r.sensor = n.sensor AND r.event_timestamp >= $1 AND r.event_timestamp < $2)::int8 AS events,
@@ -409,15 +421,18 @@ pub async fn sensors(
                   WHERE s.sensor = n.sensor AND s.first_event_at >= $1 AND s.first_event_at < $2)::int8 AS sessions,
                 (SELECT min(event_timestamp) FROM raw_events r WHERE r.sensor = n.sensor) AS first_event_at,
                 (SELECT max(event_timestamp) FROM raw_events r WHERE r.sensor = n.sensor) AS last_event_at,
-                (SELECT max(last_ingest_at) FROM ingest_cursors c WHERE c.sensor = n.sensor) AS last_ingest_at,
+                GREATEST(
+                    (SELECT max(last_ingest_at) FROM ingest_cursors c WHERE c.sensor = n.sensor),
+                    (SELECT max(updated_at) FROM session_summaries s WHERE s.sensor = n.sensor)
+                ) AS last_ingest_at,
                 (SELECT count(*) FROM dead_letter_events d
                   WHERE d.sensor = n.sensor AND NOT d.resolved)::int8 AS dead_letters,
                 (SELECT count(*) FROM dead_letter_events d
                   WHERE d.sensor = n.sensor AND NOT d.resolved AND d.created_at >= $4)::int8 AS recent_dead_letters
          FROM names n
          WHERE cardinality($3::text[]) = 0 OR n.sensor = ANY($3::text[])
-         ORDER BY n.sensor",
-    )
+         ORDER BY n.sensor"
+    ))
     .bind::<Timestamptz, _>(scope.start)
     .bind::<Timestamptz, _>(scope.end)
     .bind::<Array<Text>, _>(&scope.sensors)

@@ -17,3 +17,5 @@ CREATE TABLE api_keys (
 -- Session listing and per-IP / per-username filters of the API.
 CREATE INDEX ix_session_summaries_first_id ON session_summaries (first_event_at DESC, session_id DESC);
 CREATE INDEX ix_session_summaries_username ON session_summaries (username);
+-- Per-sensor "last data arrived" for the API's sensor status (updated_at moves on every ingest upsert).
+CREATE INDEX ix_session_summaries_sensor_updated ON session_summaries (sensor, updated_at);
