@@ -281,3 +281,101 @@ pub fn api_venv() -> Option<std::path::PathBuf> {
     )
     .then_some(venv)
 }
+
+/// Load every sample into the (migrated or empty) database at `database_url` with the real `cowrie-loader`.
+pub fn load_samples(database_url: &str) {
+    for (sensor, files) in SAMPLES {
+        let out = Command::new(testkit::bin("cowrie-loader"))
+            .args([
+                "bulk",
+                "--sensor",
+                sensor,
+                "--no-progress",
+                "--database-url",
+                database_url,
+            ])
+            .args(files.iter().map(|f| sample_path(f)))
+            .output()
+            .expect("run cowrie-loader");
+        assert!(
+            out.status.success(),
+            "loader failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The `psql` client, or `None` (a loud failure under CI) when it is missing.
+pub fn psql_or_skip() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("psql"))
+        .find(|p| p.exists());
+    if testkit::require("the psql client", found.is_some()) {
+        found
+    } else {
+        None
+    }
+}
+
+/// Run one SQL statement with `psql` against `database_url`; its unaligned output.
+pub fn psql(psql: &std::path::Path, database_url: &str, sql: &str) -> String {
+    let out = Command::new(psql)
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            database_url,
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql {sql:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// GET with `Authorization: Bearer <key>`.
+pub fn get_bearer(url: &str, key: &str) -> Reply {
+    reply(
+        agent()
+            .get(url)
+            .header("Authorization", format!("Bearer {key}"))
+            .call(),
+    )
+}
+
+/// The value of one sample in a Prometheus text exposition (`name` with its labels exactly as printed, e.g.
+/// `celeriac_api_rate_limit_rejections_total{class="statistics"}`); `None` when it is absent.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+impl Api {
+    /// `/metrics` as text.
+    pub fn metrics(&self) -> String {
+        match get(&self.url("/metrics"), None) {
+            (200, Value::String(s)) => s,
+            (status, body) => panic!("/metrics answered {status}: {body}"),
+        }
+    }
+
+    /// Wait until `/readyz` reports Redis connected (job submissions need it).
+    pub fn wait_for_redis(&self) {
+        let ok = testkit::wait_until(Duration::from_secs(15), || {
+            get(&self.url("/readyz"), None).1["redis"] == "ok"
+        });
+        assert!(ok, "the API did not reach Redis:\n{}", self.child.output());
+    }
+}
