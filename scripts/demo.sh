@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # scripts/demo.sh: the demo (README: "run the demo").
 #
-# Setup part (reusable): services, Python venv, worker build.
-# Body: placeholder until celeriac-worker has a command line; the lead rewrites it.
+# 1-4: a Rust worker, Python <-> Rust calls, a drain rate. 5: the main job (Cowrie logs -> cowrie-loader ->
+# PostgreSQL -> analysis tasks called from Python). 6: the same data and analyses through celeriac-api
+# (statistics, an analysis submitted over HTTP with its live SSE progress, the stored finding).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -14,21 +15,26 @@ ensure_services
 python_env
 cargo_env
 log "building celeriac-worker, celeriac, cowrie-loader and celeriac-bench"
-cargo build -q -p celeriac-worker -p celeriac-cli -p cowrie-loader -p celeriac-bench --bins >&2 || die "cargo build failed"
+cargo build -q -p celeriac-worker -p celeriac-cli -p cowrie-loader -p celeriac-bench -p celeriac-api --bins >&2 || die "cargo build failed"
 bin="$CARGO_TARGET_DIR/debug"
 venv="${CELERIAC_VENV:-$HOME/.cache/celeriac/venv}"
 broker="${CELERY_BROKER_URL:-redis://127.0.0.1:6379/0}"
 export CELERY_BROKER_URL="$broker" CELERY_RESULT_BACKEND="${CELERY_RESULT_BACKEND:-$broker}"
 
 workdir="$(mktemp -d)"
-cleanup() { [ -n "${wpid:-}" ] && kill "$wpid" 2>/dev/null && wait "$wpid" 2>/dev/null; [ -n "${ppid_:-}" ] && kill "$ppid_" 2>/dev/null; rm -rf "$workdir"; }
+cleanup() {
+    [ -n "${apid:-}" ] && kill "$apid" 2>/dev/null
+    [ -n "${wpid:-}" ] && kill "$wpid" 2>/dev/null && wait "$wpid" 2>/dev/null
+    [ -n "${ppid_:-}" ] && kill "$ppid_" 2>/dev/null
+    rm -rf "$workdir"
+}
 trap cleanup EXIT
 
 database="${DATABASE_URL:-postgres://127.0.0.1/celeriac}"
 export DATABASE_URL="$database"
 
-echo "== 1. a Rust worker (celeriac-worker -n demo@%h -c 4 -E) on $broker, analyses on $database"
-NO_COLOR=1 "$bin/celeriac-worker" -b "$broker" -n 'demo@%h' -c 4 -E --loglevel info > "$workdir/worker.log" 2>&1 &
+echo "== 1. a Rust worker (celeriac-worker -n demo@%h -Q celery,longtail -c 4 -E) on $broker, analyses on $database"
+NO_COLOR=1 "$bin/celeriac-worker" -b "$broker" -n 'demo@%h' -Q celery,longtail -c 4 -E --loglevel info > "$workdir/worker.log" 2>&1 &
 wpid=$!
 for _ in $(seq 300); do
     if grep -q "celeriac-worker ready" "$workdir/worker.log" 2>/dev/null; then break; fi
@@ -89,4 +95,40 @@ print("  snowshoe: likely=%s score=%s | botnet: likely=%s score=%s" % (s['is_lik
 print("  stored in longtail_analysis, longtail_detections, snowshoe_detections, botnet_detections")
 PY
 )
+
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+api="http://127.0.0.1:$port"
+echo "== 6. the same through the public API: celeriac-api on $api (docs at /docs/, OpenAPI at /openapi.json)"
+key="$("$bin/celeriac-api" key create --name demo --scopes statistics:read,jobs:write 2>/dev/null)"
+NO_COLOR=1 "$bin/celeriac-api" serve --bind "127.0.0.1:$port" > "$workdir/api.log" 2>&1 &
+apid=$!
+for _ in $(seq 100); do curl -fs "$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "$api/healthz" >/dev/null || { cat "$workdir/api.log" >&2; die "celeriac-api did not start"; }
+q="sensor=demo-sensor&start=2024-01-01T00:00:00Z&end=2024-03-01T00:00:00Z"
+curl -fs -H "X-API-Key: $key" "$api/api/v1/statistics/sessions?$q" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print("  GET /api/v1/statistics/sessions: %d sessions from %d IPs, %d login attempts (%d sessions logged in), %d with commands"
+      % (s["total_sessions"], s["unique_ips"], s["login_attempts"], s["successful_logins"], s["sessions_with_commands"]))'
+curl -fs -H "X-API-Key: $key" "$api/api/v1/statistics/threats?$q&limit=3" | python3 -c '
+import json, sys
+t = json.load(sys.stdin)
+print("  GET /api/v1/statistics/threats: top IPs", ", ".join("%s (%d sessions)" % (r["ip"], r["sessions"]) for r in t["top_source_ips"]))
+print("    top credentials", ", ".join("%s/%s x%d" % (r["username"], r["password"], r["attempts"]) for r in t["top_credentials"]))
+print("    top command", (t["top_commands"] or [{"command": "-"}])[0]["command"][:100])'
+job="$(curl -fs -H "X-API-Key: $key" -H 'Content-Type: application/json' -X POST "$api/api/v1/analyses" \
+    -d '{"kind": "longtail", "sensor": "demo-sensor", "time_window": {"start": "2024-01-01T00:00:00Z", "end": "2024-03-01T00:00:00Z"}}' |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')"
+echo "  POST /api/v1/analyses (longtail) -> job $job; its SSE stream:"
+curl -fsN -H "X-API-Key: $key" "$api/api/v1/jobs/$job/events" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    if line.startswith("data: "):
+        j = json.loads(line[6:])
+        p = j.get("progress") or {}
+        print("    state %-8s %s" % (j["state"], ("stage %s %s/%s" % (p.get("stage"), p.get("current"), p.get("total"))) if p else ""))'
+curl -fs -H "X-API-Key: $key" "$api/api/v1/findings/longtail?sensor=demo-sensor&limit=1" | python3 -c '
+import json, sys
+f = json.load(sys.stdin)["findings"][0]
+print("  GET /api/v1/findings/longtail: finding %d, %s" % (f["id"], json.dumps(f["summary"])))'
 echo "demo done"

@@ -6,7 +6,8 @@
 //! Answers carry the IETF draft's headers (`RateLimit-Policy: "statistics";q=100;w=60` and
 //! `RateLimit: "statistics";r=42;t=12`); a refusal is 429 with `Retry-After`.
 //! When Redis cannot be asked (down, or no answer within `timeout`), reads are let through (fail open: logged and
-//! counted) and submissions are refused with 503 (fail closed).
+//! counted) and submissions are refused with 503 (fail closed); for a second after such a failure Redis is not asked
+//! at all, so a dead Redis costs requests no waiting.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,6 +125,9 @@ pub struct LimitHeaders {
 /// The limiter.
 pub struct Limiter {
     redis: Arc<RedisHandle>,
+    /// After a failed check, Redis is not asked again until this time: while it is down every request is decided at
+    /// once (open or closed) instead of waiting `timeout` each.
+    down_until: std::sync::Mutex<Option<std::time::Instant>>,
     pub statistics: RatePolicy,
     pub analyses: RatePolicy,
     timeout: Duration,
@@ -140,6 +144,7 @@ impl Limiter {
     ) -> Limiter {
         Limiter {
             redis,
+            down_until: std::sync::Mutex::new(None),
             statistics,
             analyses,
             timeout,
@@ -168,8 +173,14 @@ impl Limiter {
             policy.period.as_secs()
         );
         let key = format!("celeriac:ratelimit:{}:{name}", caller.key_id);
+        let down = self
+            .down_until
+            .lock()
+            .expect("limiter")
+            .is_some_and(|t| std::time::Instant::now() < t);
         let failure = match self.redis.get() {
             None => "Redis is not connected".to_string(),
+            Some(_) if down => "Redis failed a check less than a second ago".to_string(),
             Some(b) => match tokio::time::timeout(
                 self.timeout,
                 b.rate_limit(&key, policy.limit, policy.period),
@@ -201,13 +212,19 @@ impl Limiter {
                 Err(_) => format!("no answer within {} ms", self.timeout.as_millis()),
             },
         };
+        if !down {
+            *self.down_until.lock().expect("limiter") =
+                Some(std::time::Instant::now() + Duration::from_secs(1));
+        }
         match class {
             RouteClass::Statistics => {
                 self.metrics
                     .limiter_errors
                     .with_label_values(&[name, "open"])
                     .inc();
-                tracing::warn!(class = name, error = %failure, "rate limiter unavailable; letting the read through");
+                if !down {
+                    tracing::warn!(class = name, error = %failure, "rate limiter unavailable; letting reads through");
+                }
                 Ok(None)
             }
             RouteClass::Analyses => {
@@ -215,7 +232,9 @@ impl Limiter {
                     .limiter_errors
                     .with_label_values(&[name, "closed"])
                     .inc();
-                tracing::warn!(class = name, error = %failure, "rate limiter unavailable; refusing the submission");
+                if !down {
+                    tracing::warn!(class = name, error = %failure, "rate limiter unavailable; refusing submissions");
+                }
                 Err(ApiError::RateLimiterUnavailable(failure))
             }
         }
