@@ -237,8 +237,8 @@ pub struct Detection {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FindingDetail {
     pub finding: FindingSummary,
-    /// The whole stored result object (the task's return value).
-    #[schema(value_type = Object)]
+    /// The whole stored result object (the task's return value); null when none was stored.
+    #[schema(value_type = Option<Object>)]
     pub result: Value,
     /// Longtail only: its detection rows (rare commands, anomalous sequences, outlier sessions).
     pub detections: Option<Vec<Detection>>,
@@ -292,7 +292,7 @@ pub struct AnalysisRequest {
     pub sensor: Option<String>,
     /// `"7d"`, `"24h"`, `"90m"`, `"2w"` (ending now) or `{"start": iso, "end": iso}`; default `"7d"`.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = time_window_schema)]
     pub time_window: Option<Value>,
     /// The detector's thresholds (for example `rarity_threshold`, `credential_reuse_threshold`); unknown ones are refused.
     #[serde(default)]
@@ -300,7 +300,77 @@ pub struct AnalysisRequest {
     pub params: Map<String, Value>,
     /// Celery priority 0 to 9 (lower first on Redis).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 9)]
     pub priority: Option<i64>,
+}
+
+impl AnalysisRequest {
+    /// The fields a submission takes.
+    pub const FIELDS: [&str; 5] = ["kind", "sensor", "time_window", "params", "priority"];
+
+    /// Parse a submission. A body of the wrong shape is 422 `invalid_body` with a message that names the field
+    /// (serde alone says "unknown variant" without saying of what); the values the service checks further
+    /// (`sensor`, `time_window`, `params`, `priority`) are also named in `parameter` there.
+    pub fn from_json(body: Value) -> Result<AnalysisRequest, crate::ApiError> {
+        let invalid = |message: String| crate::ApiError::InvalidBody {
+            parameter: None,
+            message,
+        };
+        let Value::Object(fields) = &body else {
+            return Err(invalid(format!(
+                "the body must be a JSON object, got {body}"
+            )));
+        };
+        for (k, v) in fields {
+            let v = v.clone();
+            let checked = match k.as_str() {
+                "kind" => serde_json::from_value::<AnalysisKind>(v).map(drop),
+                "sensor" => serde_json::from_value::<Option<String>>(v).map(drop),
+                "params" => serde_json::from_value::<Map<String, Value>>(v).map(drop),
+                "priority" => serde_json::from_value::<Option<i64>>(v).map(drop),
+                "time_window" => Ok(()),
+                _ => {
+                    return Err(invalid(format!(
+                        "unknown field `{k}` (known: {})",
+                        Self::FIELDS.join(", ")
+                    )));
+                }
+            };
+            checked.map_err(|e| invalid(format!("{k}: {e}")))?;
+        }
+        serde_json::from_value(body).map_err(|e| invalid(e.to_string()))
+    }
+}
+
+/// `time_window`: a length ending now, or an explicit window.
+fn time_window_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let time = |d: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .description(Some(d))
+    };
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[0-9]+[mhdw]$"))
+                .description(Some("Minutes, hours, days or weeks ending now, at most ten years")),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property("start", time("ISO 8601"))
+                .property("end", time("ISO 8601; default now"))
+                .required("start"),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "`\"7d\"`, `\"24h\"`, `\"90m\"`, `\"2w\"` (ending now) or `{\"start\": iso, \"end\": iso}`; default `\"7d\"`.",
+        ))
+        .build()
+        .into()
 }
 
 /// The answer to a submission.
@@ -332,20 +402,38 @@ pub struct JobStatus {
     pub state: String,
     /// True in SUCCESS, FAILURE and REVOKED.
     pub ready: bool,
-    /// The task's return value (when ready).
-    #[schema(value_type = Object)]
+    /// The task's return value (when ready): any JSON, or the exception `{exc_type, exc_message, exc_module}`.
     pub result: Option<Value>,
     pub traceback: Option<String>,
     pub date_done: Option<String>,
     /// The task's last progress report (`stage`, `current`, `total`, ...), while it runs.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub progress: Option<Value>,
     pub worker: Option<String>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub decision: Option<Value>,
     #[schema(value_type = Vec<Object>)]
     pub reroutes: Vec<Value>,
     pub revoked: bool,
+}
+
+/// One event of `GET /api/v1/jobs/{id}/events` as an event-stream parser reads it (the `: keep-alive` comments in
+/// between are not events).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobEvent {
+    #[schema(inline)]
+    pub event: JobEventType,
+    /// JSON text: for `state` the job as `GET /api/v1/jobs/{id}` shows it, for `error` `{"message": ...}`.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
+/// `state` (a new state of the job) or `error` (it could not be read).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobEventType {
+    State,
+    Error,
 }
 
 /// `DELETE /api/v1/jobs/{id}`.

@@ -427,11 +427,15 @@ impl AppState {
         let window = req.time_window.clone().unwrap_or_else(|| Value::from("7d"));
         analysis::window::parse_window(&window, Utc::now())
             .map_err(|m| invalid("time_window", m))?;
-        check_params(req.kind, &req.params).map_err(|m| invalid("params", m))?;
+        check_params(req.kind, &req.params)
+            .map_err(|m| invalid("params", format!("params: {m}")))?;
         if let Some(p) = req.priority
             && !(0..=9).contains(&p)
         {
-            return Err(invalid("priority", format!("{p} is out of range 0 to 9")));
+            return Err(invalid(
+                "priority",
+                format!("priority: {p} is out of range 0 to 9"),
+            ));
         }
         let jobs = self.jobs()?;
         let job = jobs::JobRequest {

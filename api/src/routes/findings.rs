@@ -5,21 +5,23 @@ use actix_web::{HttpRequest, HttpResponse, get};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::model::{FindingDetail, FindingList};
+use crate::model::{AnalysisKind, FindingDetail, FindingList};
 use crate::params::Query;
 use crate::service;
 
 /// Stored findings of one analysis, newest first.
-#[utoipa::path(get, path = "/api/v1/findings/{kind}", tag = "findings",
+#[utoipa::path(get, path = "/api/v1/findings/{kind}", tag = "findings", operation_id = "list_findings",
     security(("api_key" = []), ("bearer" = [])),
     params(
-        ("kind" = String, Path, description = "`longtail`, `snowshoe` or `botnet`"),
+        ("kind" = inline(AnalysisKind), Path, description = "`longtail`, `snowshoe` or `botnet`"),
         ("sensor" = Option<Vec<String>>, Query, description = "Only findings of these sensors (repeatable)", explode = true),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 20)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("cursor" = Option<String>, Query, min_length = 1, description = "`next_cursor` of the previous page"),
     ),
     responses(
-        (status = 200, description = "A page of findings", body = FindingList),
+        (status = 200, description = "A page of findings", body = FindingList,
+            links(("first_finding" = (operation_id = "get_finding",
+                parameters(("kind" = "$request.path.kind"), ("id" = "$response.body#/findings/0/id")))))),
         (status = 400, description = "Bad parameter", body = ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired key", body = ErrorBody),
         (status = 403, description = "The key lacks statistics:read", body = ErrorBody),
@@ -38,10 +40,10 @@ pub async fn list(
 }
 
 /// One finding with its whole stored result (and, for longtail, its detection rows).
-#[utoipa::path(get, path = "/api/v1/findings/{kind}/{id}", tag = "findings",
+#[utoipa::path(get, path = "/api/v1/findings/{kind}/{id}", tag = "findings", operation_id = "get_finding",
     security(("api_key" = []), ("bearer" = [])),
     params(
-        ("kind" = String, Path, description = "`longtail`, `snowshoe` or `botnet`"),
+        ("kind" = inline(AnalysisKind), Path, description = "`longtail`, `snowshoe` or `botnet`"),
         ("id" = String, Path, description = "The finding's id"),
     ),
     responses(

@@ -5,12 +5,13 @@
 use actix_web::web::{Bytes, Data, Json, Path, ReqData};
 use actix_web::{HttpRequest, HttpResponse, delete, get, post};
 use futures_util::StreamExt;
+use serde_json::Value;
 use std::sync::Arc;
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::model::{AnalysisRequest, JobAccepted, JobRevoked, JobStatus};
+use crate::model::{AnalysisRequest, JobAccepted, JobEvent, JobRevoked, JobStatus};
 use crate::params::Query;
 use crate::service::job_status;
 
@@ -19,7 +20,13 @@ use crate::service::job_status;
     security(("api_key" = []), ("bearer" = [])),
     request_body = AnalysisRequest,
     responses(
-        (status = 202, description = "Accepted: follow `status_url` or `events_url`", body = JobAccepted),
+        (status = 202, description = "Accepted: follow `status_url` or `events_url`", body = JobAccepted,
+            headers(("Location" = String, description = "`status_url`")),
+            links(
+                ("status" = (operation_id = "status", parameters(("id" = "$response.body#/id")))),
+                ("events" = (operation_id = "events", parameters(("id" = "$response.body#/id")))),
+                ("revoke" = (operation_id = "revoke", parameters(("id" = "$response.body#/id")))),
+            )),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired key", body = ErrorBody),
         (status = 403, description = "The key lacks jobs:write", body = ErrorBody),
@@ -33,9 +40,10 @@ pub async fn submit(
     state: Data<AppState>,
     caller: ReqData<Caller>,
     req: HttpRequest,
-    body: Json<AnalysisRequest>,
+    body: Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     Query::parse(req.query_string(), &[])?;
+    let body = AnalysisRequest::from_json(body.into_inner())?;
     let accepted = state.submit_analysis(&caller, &body).await?;
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", accepted.status_url.clone()))
@@ -71,7 +79,7 @@ pub async fn status(
     security(("api_key" = []), ("bearer" = [])),
     params(("id" = String, Path, description = "The job (Celery task) id")),
     responses(
-        (status = 200, description = "An event stream of `state` events", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "An event stream of `state` events (the schema is that of one event)", body = JobEvent, content_type = "text/event-stream"),
         (status = 400, description = "Bad parameter", body = ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired key", body = ErrorBody),
         (status = 403, description = "The key lacks statistics:read", body = ErrorBody),

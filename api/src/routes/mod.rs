@@ -67,6 +67,52 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
+/// An unknown path is 404; a path of the OpenAPI document asked with a method it does not list is 405 with `Allow`.
 async fn not_found(req: HttpRequest) -> HttpResponse {
+    if let Some(allow) = allowed_methods(req.path())
+        && !allow.split(", ").any(|m| m == req.method().as_str())
+    {
+        let mut r = ApiError::MethodNotAllowed(req.method().to_string()).error_response();
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allow) {
+            r.headers_mut().insert(actix_web::http::header::ALLOW, v);
+        }
+        return r;
+    }
     ApiError::RouteNotFound(format!("{} {}", req.method(), req.path())).error_response()
+}
+
+/// The methods the OpenAPI document lists for the path template `path` matches (`GET, DELETE`), if any.
+fn allowed_methods(path: &str) -> Option<String> {
+    use actix_web::dev::ResourceDef;
+    use utoipa::OpenApi;
+    static ROUTES: std::sync::LazyLock<Vec<(ResourceDef, String)>> =
+        std::sync::LazyLock::new(|| {
+            let doc = crate::openapi::ApiDoc::openapi();
+            doc.paths
+                .paths
+                .iter()
+                .map(|(template, item)| {
+                    let methods = [
+                        ("GET", &item.get),
+                        ("PUT", &item.put),
+                        ("POST", &item.post),
+                        ("DELETE", &item.delete),
+                        ("OPTIONS", &item.options),
+                        ("HEAD", &item.head),
+                        ("PATCH", &item.patch),
+                        ("TRACE", &item.trace),
+                    ];
+                    let listed: Vec<&str> = methods
+                        .into_iter()
+                        .filter(|(_, op)| op.is_some())
+                        .map(|(m, _)| m)
+                        .collect();
+                    (ResourceDef::new(template.as_str()), listed.join(", "))
+                })
+                .collect()
+        });
+    ROUTES
+        .iter()
+        .find(|(def, _)| def.is_match(path))
+        .map(|(_, allow)| allow.clone())
 }

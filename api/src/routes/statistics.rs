@@ -17,7 +17,7 @@ use crate::service::{self, scoped_query};
         ("start" = Option<String>, Query, format = DateTime, description = "Window start, RFC 3339 (default: end - 7 days)"),
         ("end" = Option<String>, Query, format = DateTime, description = "Window end, RFC 3339, exclusive (default: now)"),
         ("days" = Option<i64>, Query, minimum = 1, maximum = 3660, description = "Window length in days ending at `end` (not with `start`)"),
-        ("bucket_size" = Option<String>, Query, description = "`hour` or `day` (default `day`)"),
+        ("bucket_size" = Option<String>, Query, pattern = "^(hour|day)$", description = "`hour` or `day` (default `day`)"),
     ),
     responses(
         (status = 200, description = "Session statistics", body = SessionStatistics),
