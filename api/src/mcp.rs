@@ -431,12 +431,7 @@ impl Op {
         if self == Op::RunAnalysis {
             caller.require(Scope::JobsWrite)?;
             state.limiter.check(caller, RouteClass::Analyses).await?;
-            let body = Value::Object(without_nulls(args));
-            let req: AnalysisRequest =
-                serde_json::from_value(body).map_err(|e| ApiError::InvalidBody {
-                    parameter: None,
-                    message: e.to_string(),
-                })?;
+            let req = AnalysisRequest::from_json(Value::Object(without_nulls(args)))?;
             return to_json(&state.submit_analysis(caller, &req).await?);
         }
         caller.require(Scope::StatisticsRead)?;

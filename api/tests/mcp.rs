@@ -495,12 +495,23 @@ fn keys_scopes_origin_and_the_transport_rules() {
     );
     assert!(e["message"].as_str().unwrap().contains("jobs:write"));
     ok(&out, 1);
+    let bad_kind = json!({"tool": "run_analysis", "arguments": {"kind": "nope"}});
     let out = mcp_client(
         &venv,
-        &json!({"url": api.url("/mcp"), "key": writer, "mode": "auto", "calls": [analysis, read]}),
+        &json!({"url": api.url("/mcp"), "key": writer, "mode": "auto", "calls": [analysis, read, bad_kind]}),
     );
     assert!(ok(&out, 0)["id"].is_string());
     assert_eq!(tool_error(&out, 1)["code"], "missing_scope");
+    // A bad body is refused with the REST message, naming the field.
+    let e = tool_error(&out, 2);
+    assert_eq!(e["code"], "invalid_body", "{e}");
+    assert!(e["message"].as_str().unwrap().starts_with("kind: "), "{e}");
+    let r = post(
+        &api.url("/api/v1/analyses"),
+        Some(&writer),
+        &json!({"kind": "nope"}),
+    );
+    assert_eq!(e, r.body);
 }
 
 #[test]
