@@ -139,8 +139,8 @@ impl AppState {
                 let sc = sc.clone();
                 Box::pin(async move {
                     let ips = stats::top_source_ips(c, &sc, limit).await?;
-                    let creds = stats::top_credentials(c, &sc, limit).await?;
-                    let users = stats::top_usernames(c, &sc, limit).await?;
+                    let (creds, users) =
+                        stats::top_credentials_and_usernames(c, &sc, limit).await?;
                     let cmds = stats::top_commands(c, &sc, limit).await?;
                     let dls = stats::downloads(c, &sc, limit).await?;
                     let mut latest = Vec::new();

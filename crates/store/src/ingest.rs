@@ -149,6 +149,8 @@ struct CommitCounts {
     sessions: i64,
     #[diesel(sql_type = BigInt)]
     files: i64,
+    #[diesel(sql_type = diesel::sql_types::Array<BigInt>)]
+    offsets: Vec<i64>,
 }
 
 const INSERT_EVENTS_SQL: &str = r#"
@@ -245,7 +247,8 @@ fil AS (
 )
 SELECT (SELECT count(*) FROM ins) AS inserted,
        (SELECT count(*) FROM sess) AS sessions,
-       (SELECT count(*) FROM fil) AS files
+       (SELECT count(*) FROM fil) AS files,
+       (SELECT coalesce(array_agg(source_offset), '{}') FROM ins) AS offsets
 "#;
 
 const INSERT_DEAD_SQL: &str = r#"
@@ -305,6 +308,14 @@ pub async fn commit_batch(
                 .collect();
             out.sessions_touched = upsert_sessions(conn, &batch.stream, &fresh).await?;
             out.files_inserted = insert_files(conn, &fresh).await?;
+            let offsets: Vec<i64> = fresh.iter().map(|e| e.offset).collect();
+            crate::rollups::add_inserted(
+                conn,
+                &batch.stream.stream_id,
+                batch.stream.generation,
+                &offsets,
+            )
+            .await?;
         }
         out.dead_letters_inserted = insert_dead_letters(conn, batch).await?;
         save_cursor(conn, &batch.stream, batch.cursor, &batch.ingest_id).await?;
@@ -704,6 +715,7 @@ async fn commit_in_tx(
         out.duplicates = ev.len() as u64 - out.inserted;
         out.sessions_touched = counts.sessions as u64;
         out.files_inserted = counts.files as u64;
+        crate::rollups::add_inserted(conn, &st.stream_id, st.generation, &counts.offsets).await?;
     }
     out.dead_letters_inserted = insert_dead_letters(conn, batch).await?;
     save_cursor(conn, st, batch.cursor, &batch.ingest_id).await?;

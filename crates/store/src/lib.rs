@@ -28,6 +28,7 @@ pub mod api_keys;
 pub mod day_cache;
 pub mod ingest;
 pub mod inspect;
+pub mod rollups;
 pub mod schema;
 pub mod stats;
 pub mod test_support;
