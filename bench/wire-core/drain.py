@@ -7,6 +7,8 @@ Both workers run a task named celeriac.noop (Rust built-in; Python in tests/pyth
 Same procedure as shared/bench/python-celery/bench_drain.py: FLUSHDB; publish N messages (Python-identical
 bytes, written by celeriac-bench) with the worker stopped; start the worker; the clock starts at the first
 fetch (LLEN < N) and stops when the queue and `unacked` are empty (and all N result keys exist in result mode).
+After the clock stops, `verify` checks that the worker really ran celeriac.noop N times (its own inspect stats),
+so a worker that only rejects the messages (an unregistered task) cannot pass for a fast one.
 Worker CPU (user+sys over the process tree) and Redis CPU are read around the drain; RSS is sampled.
 Environment: BENCH_REDIS_PORT (6390), CELERIAC_BIN (target/release), CELERIAC_VENV.
 """
@@ -126,6 +128,7 @@ def main():
     cpu = sum(cpu_s(x) for x in tree(p.pid)) - cpu0
     rcpu = redis_cpu() - rcpu0
     rss_max = max(rss_max, rss_kb(tree(p.pid)))
+    ran = verify(n, mode, keys)
     p.terminate()
     try:
         p.wait(30)
@@ -137,7 +140,25 @@ def main():
         'tasks_per_s': round(n / dt, 1), 'worker_cpu_us_per_task': round(cpu / n * 1e6, 1),
         'redis_cpu_us_per_task': round(rcpu / n * 1e6, 1), 'max_rss_mib': round(rss_max / 1024, 1),
         'loadavg_before': load, 'loadavg_after': open('/proc/loadavg').read().split()[:3],
+        'verified': ran,
     }))
+
+
+def verify(n, mode, keys):
+    """The drain must have run the task it names, not a rejection path: the worker's own `inspect stats` counts
+    N runs of celeriac.noop, nothing was dead-lettered, and (with results) a stored result is SUCCESS."""
+    from celery import Celery
+    app = Celery(broker=URL, backend=URL)
+    replies = app.control.inspect(timeout=3).stats() or {}
+    totals = [r.get('total', {}) for name, r in replies.items() if name.startswith('bench@')]
+    assert totals, 'the benchmark worker did not answer inspect stats: %r' % replies
+    ran = totals[0].get('celeriac.noop', 0)
+    assert ran == n, 'the worker ran celeriac.noop %d times, not %d: %r' % (ran, n, totals[0])
+    assert R.llen('celeriac:dead_letter') == 0, 'messages were dead-lettered'
+    if mode == 'result':
+        meta = json.loads(R.get(keys[0]))
+        assert meta['status'] == 'SUCCESS', meta
+    return 'celeriac.noop x%d' % ran
 
 
 if __name__ == '__main__':

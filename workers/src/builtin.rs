@@ -11,6 +11,10 @@ pub fn register(reg: &mut Registry) {
     reg.register(Task::new("celeriac.ping", &[], |_ctx, (): ()| async {
         Ok(json!("pong"))
     }));
+    // The benchmarks' task: does nothing and returns None, like `tasks.noop` on the Python side.
+    reg.register(Task::new("celeriac.noop", &[], |_ctx, (): ()| async {
+        Ok(Value::Null)
+    }));
     reg.register(Task::raw(
         "celeriac.echo",
         |_ctx, args, kwargs| async move { Ok(json!({"args": args, "kwargs": kwargs})) },
@@ -105,6 +109,23 @@ fn py_type(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_documented_builtin_is_registered() {
+        let mut reg = Registry::new();
+        register(&mut reg);
+        for name in [
+            "celeriac.ping",
+            "celeriac.noop",
+            "celeriac.echo",
+            "celeriac.add",
+            "celeriac.sleep",
+            "celeriac.fail",
+            "celeriac.flaky",
+        ] {
+            assert!(reg.get(name).is_some(), "{name} is not registered");
+        }
+    }
 
     #[test]
     fn add_follows_python() {
