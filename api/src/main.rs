@@ -126,8 +126,10 @@ enum KeyAction {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.loglevel.to_lowercase()));
+    // rmcp logs every MCP request at info; its warnings and errors are what an operator wants.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{},rmcp=warn", cli.loglevel.to_lowercase()))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
