@@ -100,33 +100,13 @@ async fn readyz(state: Data<AppState>) -> Result<HttpResponse> {
 
 async fn metrics(state: Data<AppState>) -> HttpResponse {
     // Queue depth is measured at scrape time: shared queues named in the config plus every known .dq2.
-    let config = state.jobs.config.get();
-    let mut queues: std::collections::BTreeSet<String> = config
-        .workers
-        .iter()
-        .flat_map(|w| w.queues.iter().map(|q| q.name.clone()))
-        .collect();
-    queues.insert(config.routing.default_queue.clone());
-    queues.extend(config.routing.queues.keys().cloned());
-    queues.extend(
-        config
-            .profiles
-            .values()
-            .flat_map(|p| p.queues.iter().cloned()),
-    );
-    let nodes = state.jobs.registry.lock().expect("registry").nodes();
-    queues.extend(
-        nodes
-            .iter()
-            .map(|n| celery_proto::keys::worker_direct_queue(n)),
-    );
-    for q in &queues {
-        if let Ok(lens) = state.jobs.broker.queue_bucket_lens(q).await {
-            for (step, len) in celery_proto::keys::PRIORITY_STEPS.iter().zip(lens) {
+    if let Ok(depths) = state.jobs.queue_depths().await {
+        for q in depths {
+            for (step, len) in q.buckets {
                 state
                     .metrics
                     .queue_depth
-                    .with_label_values(&[q.as_str(), &step.to_string()])
+                    .with_label_values(&[q.name.as_str(), &step.to_string()])
                     .set(len as i64);
             }
         }

@@ -3,13 +3,14 @@
 //!
 //! - [`Jobs`] holds the broker, the result backend, the records ([`Store`]), the live config ([`ConfigHandle`]),
 //!   the worker [`Registry`] and the remote-control client; its methods decide, submit, view, revoke and watch
-//!   jobs, and run one inspect round ([`Jobs::refresh`]).
+//!   jobs, and run one inspect round ([`Jobs::refresh`]); [`Jobs::queue_depths`] reads the known queues' depths.
 //! - [`spawn_cluster_watch`] keeps the registry current: the Celery event subscription and periodic inspect rounds.
 //! - Decisions come from the pure `routing` crate; Redis is reached only through `broker`. There is no HTTP here:
 //!   each service maps [`JobError`] to its own error table.
 
 pub mod cluster;
 pub mod config_handle;
+pub mod queues;
 pub mod registry;
 pub mod store;
 pub mod submit;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 pub use cluster::spawn_cluster_watch;
 pub use config_handle::{ConfigHandle, Reload};
+pub use queues::QueueDepth;
 pub use registry::{InspectInfo, Registry, WorkerRow};
 pub use store::{
     HOLDING_KEY, IssuedToken, JobRecord, Registration, Reroute, Store, StoreError, TokenCheck,

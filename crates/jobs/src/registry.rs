@@ -108,10 +108,20 @@ impl Registry {
         }
     }
 
-    /// Record `inspect stats` replies (`pool.max-concurrency`).
+    /// Record `inspect stats` replies (`pool.max-concurrency`, and the software from `pool.implementation`, so
+    /// workers that send no events are still told apart: `celeriac.*` is a Rust worker, `celery.*` Python Celery).
     pub fn apply_stats(&mut self, replies: &BTreeMap<String, Value>, now: f64) {
         for (node, v) in replies {
             let info = self.inspect.entry(node.clone()).or_default();
+            let implementation = v
+                .get("pool")
+                .and_then(|p| p.get("implementation"))
+                .and_then(Value::as_str);
+            match implementation {
+                Some(i) if i.starts_with("celeriac") => info.sw_ident = Some("rs-celeriac".into()),
+                Some(i) if i.starts_with("celery.") => info.sw_ident = Some("py-celery".into()),
+                _ => {}
+            }
             if let Some(c) = v
                 .get("pool")
                 .and_then(|p| p.get("max-concurrency"))
@@ -281,6 +291,21 @@ mod tests {
         let body = json!({"hostname": node, "freq": freq, "active": 1, "processed": 3,
                           "loadavg": [0.5, 0.4, 0.3], "timestamp": at, "type": kind});
         Event::new(body.as_object().unwrap().clone(), at)
+    }
+
+    #[test]
+    fn inspect_stats_tell_rust_and_python_workers_apart() {
+        let mut r = Registry::new(5.0);
+        let replies: BTreeMap<String, Value> = [
+            ("rs@h".to_string(), json!({"pool": {"implementation": "celeriac.worker:TokioPool", "max-concurrency": 2}})),
+            ("py@h".to_string(), json!({"pool": {"implementation": "celery.concurrency.prefork:TaskPool", "max-concurrency": 4}})),
+        ]
+        .into_iter()
+        .collect();
+        r.apply_stats(&replies, 10.0);
+        assert_eq!(r.inspect["rs@h"].sw_ident.as_deref(), Some("rs-celeriac"));
+        assert_eq!(r.inspect["py@h"].sw_ident.as_deref(), Some("py-celery"));
+        assert_eq!(r.inspect["py@h"].concurrency, Some(4));
     }
 
     #[test]
