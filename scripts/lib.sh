@@ -396,3 +396,29 @@ bench_redis_stop() {
         BENCH_REDIS_STARTED=
     fi
 }
+
+# ---------------------------------------------------------------------------
+# the dashboard's npm packages (api/ui: uPlot, playwright-core, axe-core), pinned by api/ui/package-lock.json
+
+# dashboard_node_modules: `npm ci` in api/ui when node_modules is missing or the lockfile changed since the last
+# install (its SHA-256 is kept in node_modules/.celeriac-lock.sha256). Idempotent; a no-op when up to date.
+# Without Node: an error under CI=true, else a warning (the dashboard tests then skip).
+dashboard_node_modules() {
+    local dir stamp want
+    dir="$(repo_root)/api/ui"
+    stamp="$dir/node_modules/.celeriac-lock.sha256"
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        if [ "${CI:-}" = "true" ]; then
+            die "node and npm are needed for the dashboard tests (apt-get install nodejs npm)"
+        fi
+        log "WARNING: node/npm not found; the dashboard tests will skip"
+        return 0
+    fi
+    want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        return 0
+    fi
+    log "npm ci in api/ui (package-lock.json changed or node_modules missing)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in api/ui failed"
+    echo "$want" >"$stamp"
+}

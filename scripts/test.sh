@@ -7,6 +7,8 @@
 #   1. scripts/ensure-services.sh  (Redis and PostgreSQL on 127.0.0.1)
 #   2. scripts/python-env.sh       (venv with Celery 5.7 and Flower 2.2; a second one
 #                                   with the MCP client and schemathesis)
+#      then scripts/ensure-chromium.sh and `npm ci` in api/ui when its lockfile
+#      changed (dashboard_node_modules in lib.sh: uPlot, playwright-core, axe-core)
 #   3. cargo fmt --all -- --check                          (skipped by --quick)
 #   4. cargo clippy --workspace --all-targets -- -D warnings (skipped by --quick)
 #   5. scripts/check-manifests.sh  (k3s YAML syntax)        (skipped by --quick)
@@ -67,6 +69,7 @@ export CELERIAC_CELERY="$CELERIAC_VENV/bin/celery"
 export CELERIAC_FLOWER="$CELERIAC_VENV/bin/celery"
 CELERIAC_CHROMIUM="$("$root/scripts/ensure-chromium.sh")" || { log "FAILED: step 'chromium' (scripts/ensure-chromium.sh)"; exit 1; }
 export CELERIAC_CHROMIUM
+step dashboard-npm dashboard_node_modules
 if [ -z "${CELERIAC_SHARED:-}" ]; then
     if [ -d "$root/../shared" ]; then
         CELERIAC_SHARED="$(cd "$root/../shared" && pwd)"

@@ -151,6 +151,8 @@ mod tests {
             "/openapi.json",
             "/docs/",
             "/docs/index.css",
+            "/",
+            "/ui/app.js",
         ] {
             assert_eq!(access(&get, p), Access::Public, "{p}");
         }

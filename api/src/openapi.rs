@@ -29,6 +29,9 @@ Every /api/v1 route needs an API key (X-API-Key or Authorization: Bearer). Error
         routes::jobs::status,
         routes::jobs::events,
         routes::jobs::revoke,
+        routes::cluster::workers,
+        routes::cluster::queues,
+        routes::cluster::explain,
     ),
     modifiers(&Security),
     tags(
@@ -36,6 +39,7 @@ Every /api/v1 route needs an API key (X-API-Key or Authorization: Bearer). Error
         (name = "sessions", description = "Sessions and their events"),
         (name = "findings", description = "Stored results of the longtail, snowshoe and botnet analyses"),
         (name = "analyses", description = "Analyses submitted as Celery jobs, with live progress"),
+        (name = "cluster", description = "Live workers (Rust and Python), queue depths, routing decisions"),
         (name = "health", description = "Health, readiness, metrics (no key)"),
     )
 )]
@@ -76,6 +80,9 @@ mod tests {
             "/api/v1/analyses",
             "/api/v1/jobs/{id}",
             "/api/v1/jobs/{id}/events",
+            "/api/v1/cluster/workers",
+            "/api/v1/cluster/queues",
+            "/api/v1/routing/explain",
         ] {
             assert!(doc["paths"].get(p).is_some(), "{p} missing");
         }

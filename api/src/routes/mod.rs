@@ -1,13 +1,15 @@
 //! The HTTP routes, one file per family: `health` (health, readiness, metrics), `statistics`, `sessions`,
-//! `findings`, `jobs` (analyses as jobs, their status, progress stream and revocation), and `docs` (OpenAPI and
-//! the docs page). [`configure`] mounts them with the middleware and the JSON error mapping.
+//! `findings`, `jobs` (analyses as jobs, their status, progress stream and revocation), `cluster` (workers, queues,
+//! routing explain), `docs` (OpenAPI and the docs page) and `ui` (the dashboard at `/`). [`configure`] mounts them with the middleware and the JSON error mapping.
 
+pub mod cluster;
 pub mod docs;
 pub mod findings;
 pub mod health;
 pub mod jobs;
 pub mod sessions;
 pub mod statistics;
+pub mod ui;
 
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
@@ -50,6 +52,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(docs::openapi_json)
         .service(docs::swagger())
         .service(crate::mcp::service())
+        .service(ui::index)
+        .service(ui::asset)
         .service(
             web::scope("/api/v1")
                 .service(statistics::sessions)
@@ -62,7 +66,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(jobs::submit)
                 .service(jobs::status)
                 .service(jobs::events)
-                .service(jobs::revoke),
+                .service(jobs::revoke)
+                .service(cluster::workers)
+                .service(cluster::queues)
+                .service(cluster::explain),
         )
         .default_service(web::to(not_found));
 }

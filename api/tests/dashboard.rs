@@ -1,0 +1,436 @@
+//! The operators' dashboard (issue 11, phase 1) in real headless Chromium: Debian's `chromium` driven by
+//! `playwright-core` (`api/ui/tests/dashboard.mjs`) against the real `celeriac-api` binary with the Cowrie samples
+//! loaded, a real Rust worker and (when the venv is there, always in CI) a Python Celery worker.
+//!
+//! Asserted: the overview's totals and top source IPs equal the API's own answers for the same window, and change
+//! to the API's per-sensor answers when the sensor filter is switched (the filter is kept in the URL across a
+//! reload); the cluster view lists the workers, Rust and Python told apart, with their queues, and
+//! `/api/v1/cluster/*` answer the same; axe-core finds no critical or serious violation on the login, overview and
+//! cluster views in light and dark; the theme toggle works; nothing is wider than a phone screen; screenshots of
+//! each view, light and dark, 1280 px and phone width, are kept under `target/artifacts/dashboard/`. Also: the
+//! vendored uPlot equals what `npm ci` installed from the lockfile.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+use testkit::{redis_db_or_skip, repo_root, require, rust_worker};
+
+fn chromium() -> Option<PathBuf> {
+    let from_env = std::env::var("CELERIAC_CHROMIUM")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Into::into);
+    from_env
+        .into_iter()
+        .chain([
+            "/usr/bin/chromium".into(),
+            "/usr/bin/chromium-browser".into(),
+        ])
+        .find(|p: &PathBuf| p.exists())
+}
+
+fn ui_dir() -> PathBuf {
+    repo_root().join("api/ui")
+}
+
+/// Node and the packages `npm ci` installs in `api/ui` (scripts/test.sh runs it).
+fn node_ready() -> bool {
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    require("node (Node 20)", node)
+        && require(
+            "api/ui/node_modules (scripts/test.sh runs npm ci there)",
+            ui_dir().join("node_modules/playwright-core").exists()
+                && ui_dir().join("node_modules/axe-core").exists(),
+        )
+}
+
+#[test]
+fn the_vendored_uplot_is_what_the_lockfile_installs() {
+    if !node_ready() {
+        return;
+    }
+    let out = Command::new("node")
+        .args(["vendor.mjs", "--check"])
+        .current_dir(ui_dir())
+        .output()
+        .expect("node vendor.mjs --check");
+    assert!(
+        out.status.success(),
+        "api/ui/vendor is stale:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn numbers(v: &Value, fields: &[&str]) -> Vec<(String, Value)> {
+    fields
+        .iter()
+        .map(|f| {
+            let x = &v[*f];
+            // The page shows the average rounded to a tenth.
+            let x = match (f, x.as_f64()) {
+                (&"avg_session_seconds", Some(a)) => {
+                    serde_json::json!(((a * 10.0).round() / 10.0))
+                }
+                _ => x.clone(),
+            };
+            (f.to_string(), x)
+        })
+        .collect()
+}
+
+const TOTALS: [&str; 7] = [
+    "total_sessions",
+    "unique_ips",
+    "login_attempts",
+    "successful_logins",
+    "sessions_with_commands",
+    "file_downloads",
+    "avg_session_seconds",
+];
+
+fn assert_same_as_api(page: &Value, sessions: &Value, threats: &Value, what: &str) {
+    let shown: Vec<(String, Value)> = TOTALS
+        .iter()
+        .map(|f| {
+            let v = &page["totals"][*f];
+            let v = match v.as_f64() {
+                Some(x) if x.fract() == 0.0 => serde_json::json!(x as i64),
+                Some(x) => serde_json::json!(x),
+                None => v.clone(),
+            };
+            (f.to_string(), v)
+        })
+        .collect();
+    let mut expected = numbers(sessions, &TOTALS);
+    for (k, v) in expected.iter_mut() {
+        if k == "avg_session_seconds"
+            && let Some(x) = v.as_f64()
+            && x.fract() == 0.0
+        {
+            *v = serde_json::json!(x as i64);
+        }
+    }
+    assert_eq!(shown, expected, "{what}: totals on the page vs the API");
+    let api_ips: Vec<(String, i64, i64)> = threats["top_source_ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["ip"].as_str().unwrap().to_string(),
+                r["sessions"].as_i64().unwrap(),
+                r["events"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let page_ips: Vec<(String, i64, i64)> = page["top_ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["ip"].as_str().unwrap().to_string(),
+                r["sessions"].as_i64().unwrap(),
+                r["events"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(!api_ips.is_empty(), "{what}: the API has no top IPs");
+    assert_eq!(page_ips, api_ips, "{what}: top source IPs");
+    assert!(
+        page["chart_canvas"].as_bool().unwrap(),
+        "{what}: no chart drawn"
+    );
+}
+
+#[test]
+fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
+    let redis = redis_db_or_skip!();
+    let Some(chrome) = chromium() else {
+        require("chromium (scripts/ensure-chromium.sh)", false);
+        return;
+    };
+    if !node_ready() {
+        return;
+    }
+    let rt = runtime();
+    let Some(db) = loaded_db(&rt) else { return };
+    let api = Api::start(&db.url, &redis.url, &[]);
+    let (key, _) = create_key(&db.url, "statistics:read", &[]);
+
+    // The page and its assets need no key; the API behind them does.
+    let r = get_full(&api.url("/"), None);
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-security-policy").is_some());
+    assert!(
+        r.body
+            .as_str()
+            .is_some_and(|b| b.contains("/ui/app.js") && b.contains("uPlot")),
+        "{:?}",
+        r.body
+    );
+    for asset in [
+        "/ui/app.js",
+        "/ui/style.css",
+        "/ui/vendor/uPlot.iife.min.js",
+        "/ui/vendor/uPlot.min.css",
+    ] {
+        assert_eq!(get(&api.url(asset), None).0, 200, "{asset}");
+    }
+    assert_eq!(get(&api.url("/ui/nothing.js"), None).0, 404);
+    assert_eq!(get(&api.url("/api/v1/cluster/workers"), None).0, 401);
+
+    let rust_node = "dash-rust@test";
+    let _rust = rust_worker(
+        &redis.url,
+        rust_node,
+        &[
+            "-Q",
+            "celery,longtail",
+            "-c",
+            "2",
+            "--database-url",
+            &db.url,
+        ],
+    );
+    let mut nodes = vec![rust_node.to_string()];
+    let python = testkit::python();
+    let _py = python.as_ref().map(|py| {
+        let node = "dash-py@test";
+        nodes.push(node.to_string());
+        testkit::python_worker(py, &redis.url, node, &["-Q", "pyq"])
+    });
+    if python.is_none() {
+        require("the Python venv (scripts/python-env.sh)", false);
+    }
+
+    let all = |path: &str| {
+        let (s, b) = get(&api.url(&format!("{path}?{ALL_TIME}")), Some(&key));
+        assert_eq!(s, 200, "{path}: {b}");
+        b
+    };
+    // The sensor with the most sessions (events may name their own sensor rather than the loader's --sensor).
+    let sensors = all("/api/v1/statistics/sensors");
+    let sensor = sensors["sensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|s| s["sessions"].as_i64().unwrap_or(0))
+        .and_then(|s| s["sensor"].as_str())
+        .expect("a sensor")
+        .to_string();
+    let sensor = sensor.as_str();
+    let one = |path: &str| {
+        let (s, b) = get(
+            &api.url(&format!("{path}?{ALL_TIME}&sensor={sensor}")),
+            Some(&key),
+        );
+        assert_eq!(s, 200, "{path}: {b}");
+        b
+    };
+    let sessions_all = all("/api/v1/statistics/sessions");
+    let threats_all = all("/api/v1/statistics/threats");
+    let sessions_one = one("/api/v1/statistics/sessions");
+    let threats_one = one("/api/v1/statistics/threats");
+    assert_ne!(
+        sessions_all["total_sessions"], sessions_one["total_sessions"],
+        "the samples' sensors must differ for the filter check to mean anything"
+    );
+
+    let artifacts = repo_root().join("target/artifacts/dashboard");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let out = Command::new("node")
+        .arg(ui_dir().join("tests/dashboard.mjs"))
+        .current_dir(ui_dir())
+        .env("DASH_BASE", &api.base)
+        .env("DASH_KEY", &key)
+        .env("DASH_CHROMIUM", &chrome)
+        .env("DASH_ARTIFACTS", &artifacts)
+        .env("DASH_WINDOW", ALL_TIME)
+        .env("DASH_SENSOR", sensor)
+        .env("DASH_NODES", nodes.join(","))
+        .output()
+        .expect("run node");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "dashboard.mjs failed:\n{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "report is not JSON ({e}):\n{}\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert!(
+        report.get("failure").is_none(),
+        "the browser run failed: {}\n{}\nreport: {report:#}",
+        report["failure"].as_str().unwrap_or_default(),
+        api.child.output()
+    );
+
+    // Sign-in: a wrong key is refused with the API's message.
+    assert!(
+        report["wrong_key_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Sign-in failed")),
+        "{report:#}"
+    );
+
+    // The overview shows the API's numbers, for all sensors and for one, and the URL keeps the filter.
+    assert_same_as_api(
+        &report["overview_all"],
+        &sessions_all,
+        &threats_all,
+        "all sensors",
+    );
+    assert_same_as_api(
+        &report["overview_sensor"],
+        &sessions_one,
+        &threats_one,
+        sensor,
+    );
+    assert_ne!(
+        report["overview_all"]["totals"],
+        report["overview_sensor"]["totals"]
+    );
+    let hash = report["overview_sensor"]["hash"].as_str().unwrap();
+    assert!(hash.contains(&format!("sensor={sensor}")), "{hash}");
+    assert_eq!(
+        report["overview_reloaded"]["totals"],
+        report["overview_sensor"]["totals"]
+    );
+    // Every total links to the query that produced it.
+    let link = report["overview_sensor"]["total_links"]["total_sessions"]
+        .as_str()
+        .unwrap();
+    assert!(
+        link.starts_with("/api/v1/statistics/sessions?") && link.contains(sensor),
+        "{link}"
+    );
+    let (s, b) = get(&api.url(link), Some(&key));
+    assert_eq!(s, 200);
+    assert_eq!(b["total_sessions"], sessions_one["total_sessions"]);
+    let badges = report["overview_all"]["sensors"].as_array().unwrap();
+    for (name, _) in SAMPLES {
+        assert!(
+            badges.iter().any(|b| b["sensor"] == name
+                && ["ok", "stale", "failing"].contains(&b["status"].as_str().unwrap())),
+            "{name} badge: {badges:?}"
+        );
+    }
+
+    // The cluster view lists the workers with their queues, told apart; the API answers the same.
+    let shown = report["cluster"]["workers"].as_array().unwrap();
+    let row = |node: &str| {
+        shown
+            .iter()
+            .find(|w| w["node"] == node)
+            .unwrap_or_else(|| panic!("{node} not on the page: {shown:?}"))
+    };
+    let rust = row(rust_node);
+    assert_eq!(rust["kind"], "rust");
+    assert_eq!(rust["alive"], true);
+    let q = rust["queues"].as_str().unwrap();
+    assert!(q.contains("celery") && q.contains("longtail"), "{q}");
+    if python.is_some() {
+        let py = row("dash-py@test");
+        assert_eq!(py["kind"], "python", "{py}");
+        assert!(py["queues"].as_str().unwrap().contains("pyq"), "{py}");
+    }
+    let (s, workers) = get(&api.url("/api/v1/cluster/workers"), Some(&key));
+    assert_eq!(s, 200);
+    let w = workers["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["node"] == rust_node)
+        .expect("rust worker in /api/v1/cluster/workers");
+    assert_eq!(w["implementation"], "rust");
+    assert_eq!(w["sw_ident"], "rs-celeriac");
+    assert_eq!(w["concurrency"], 2);
+    let (s, queues) = get(&api.url("/api/v1/cluster/queues"), Some(&key));
+    assert_eq!(s, 200);
+    let names: Vec<&str> = queues["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"celery") && names.contains(&"dash-rust@test.dq2"),
+        "{names:?}"
+    );
+    for q in queues["queues"].as_array().unwrap() {
+        let buckets = q["buckets"].as_array().unwrap();
+        assert_eq!(
+            buckets
+                .iter()
+                .map(|b| b["priority"].as_u64().unwrap())
+                .collect::<Vec<_>>(),
+            [0, 3, 6, 9]
+        );
+    }
+    let page_queues = report["cluster"]["queues"].as_array().unwrap();
+    assert_eq!(
+        page_queues.len(),
+        names.len(),
+        "{page_queues:?} vs {names:?}"
+    );
+    let (s, explain) = get(
+        &api.url("/api/v1/routing/explain?task=cowrieprocessor.workers.longtail_analysis"),
+        Some(&key),
+    );
+    assert_eq!(s, 200, "{explain}");
+    let kind = explain["decision"]["outcome"]["kind"].as_str().unwrap();
+    assert_eq!(report["explain_outcome"], kind);
+    assert_eq!(
+        get(&api.url("/api/v1/routing/explain"), Some(&key)).0,
+        400,
+        "task is required"
+    );
+
+    // Accessibility: no critical or serious axe violation on any view, light or dark.
+    let axe = report["axe"].as_object().unwrap();
+    for view in [
+        "login-light",
+        "overview-light",
+        "cluster-light",
+        "overview-dark",
+        "cluster-dark",
+    ] {
+        let bad: Vec<&Value> = axe[view]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| ["critical", "serious"].contains(&v["impact"].as_str().unwrap_or("")))
+            .collect();
+        assert!(bad.is_empty(), "{view}: {bad:#?}");
+    }
+
+    // Themes and widths.
+    assert_ne!(
+        report["toggle"]["before"], report["toggle"]["after"],
+        "{report:#}"
+    );
+    assert_eq!(report["toggle"]["theme"], "dark");
+    assert_ne!(report["dark_background"], report["toggle"]["before"]);
+    for scheme in ["light", "dark"] {
+        let overflow = report[format!("phone_overflow_{scheme}")].as_i64().unwrap();
+        assert!(overflow <= 0, "{scheme}: {overflow} px wider than a phone");
+    }
+    let errors = report["console_errors"].as_array().unwrap();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+
+    // Screenshots for people to look at.
+    let shots = report["screenshots"].as_array().unwrap();
+    assert!(shots.len() >= 9, "{shots:?}");
+    for s in shots {
+        let bytes = std::fs::read(s.as_str().unwrap()).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 5_000, "{s}");
+    }
+    eprintln!("dashboard screenshots: {}", artifacts.display());
+}
