@@ -4,8 +4,9 @@
 //!
 //! Asserted: the overview's totals and top source IPs equal the API's own answers for the same window, and change
 //! to the API's per-sensor answers when the sensor filter is switched (the filter is kept in the URL across a
-//! reload); the cluster view lists the workers, Rust and Python told apart, with their queues, and
-//! `/api/v1/cluster/*` answer the same; axe-core finds no critical or serious violation on the login, overview and
+//! reload); the cluster view lists the workers, Rust and Python told apart, with their queues, as
+//! `/api/v1/cluster/*` do, and a stopped Python worker turns offline on the open page without a reload (after the
+//! inspect window, about 30 s: it sends no heartbeats); axe-core finds no critical or serious violation on the login, overview and
 //! cluster views in light and dark; the theme toggle works; nothing is wider than a phone screen; screenshots of
 //! each view, light and dark, 1280 px and phone width, are kept under `target/artifacts/dashboard/`. Also: the
 //! vendored uPlot equals what `npm ci` installed from the lockfile.
@@ -255,6 +256,17 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
         .env("DASH_WINDOW", ALL_TIME)
         .env("DASH_SENSOR", sensor)
         .env("DASH_NODES", nodes.join(","))
+        .envs(
+            _py.as_ref()
+                .map(|c| {
+                    [
+                        ("DASH_STOP_PID", c.pid().to_string()),
+                        ("DASH_STOP_NODE", "dash-py@test".to_string()),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+        )
         .output()
         .expect("run node");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -340,6 +352,15 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
         let py = row("dash-py@test");
         assert_eq!(py["kind"], "python", "{py}");
         assert!(py["queues"].as_str().unwrap().contains("pyq"), "{py}");
+        // Stopped at the end of the browser run: offline on the open page, same document (no reload).
+        let stopped = &report["stopped"];
+        assert_eq!(stopped["node"], "dash-py@test", "{report:#}");
+        assert_eq!(stopped["state"], "offline", "{stopped}");
+        assert_eq!(stopped["same_document"], true, "{stopped}");
+        eprintln!(
+            "the Python worker showed offline {} s after SIGTERM",
+            stopped["seconds"]
+        );
     }
     let (s, workers) = get(&api.url("/api/v1/cluster/workers"), Some(&key));
     assert_eq!(s, 200);

@@ -4,7 +4,8 @@
 //
 // Environment: DASH_BASE (http://127.0.0.1:PORT), DASH_KEY (a statistics:read key), DASH_CHROMIUM (executable),
 // DASH_ARTIFACTS (screenshot directory), DASH_WINDOW (overview query, e.g. start=..&end=..), DASH_SENSOR (a sensor
-// to switch to), DASH_NODES (comma-separated worker nodes the cluster view must list).
+// to switch to), DASH_NODES (comma-separated worker nodes the cluster view must list); optionally DASH_STOP_PID and
+// DASH_STOP_NODE (a worker process to stop at the end, whose row must turn offline without a reload).
 import { chromium } from "playwright-core";
 import { readFileSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -157,6 +158,23 @@ try {
     await phone.goto(`${BASE}/#/cluster`);
     await waitForNodes(phone);
     await shot(phone, `cluster-phone-${scheme}`);
+  }
+
+  // Stopping the Python worker turns it offline on the open cluster page, without a reload.
+  const stopPid = Number(process.env.DASH_STOP_PID || 0), stopNode = process.env.DASH_STOP_NODE;
+  if (stopPid && stopNode) {
+    await page.bringToFront();
+    await page.evaluate(() => { window.__sameDocument = true; });
+    const started = Date.now();
+    process.kill(stopPid, "SIGTERM");
+    await page.waitForSelector(`#workers tr[data-node="${stopNode}"][data-alive="false"]`, { timeout: 120000 });
+    report.stopped = {
+      node: stopNode,
+      seconds: (Date.now() - started) / 1000,
+      same_document: await page.evaluate(() => window.__sameDocument === true),
+      state: await page.textContent(`#workers tr[data-node="${stopNode}"] .status`),
+    };
+    await shot(page, "cluster-worker-offline-light");
   }
 } catch (e) {
   report.failure = String(e && e.stack || e);
