@@ -336,7 +336,8 @@ _api_venv_ok() {
 import importlib.metadata as m
 assert m.version("mcp").startswith("2.3.")
 assert m.version("schemathesis").startswith("4.32.")
-from mcp.client.streamable_http import streamablehttp_client  # noqa: F401
+from mcp import Client  # noqa: F401
+from mcp.client.streamable_http import streamable_http_client  # noqa: F401
 PY
 }
 
