@@ -23,9 +23,12 @@ export CELERY_BROKER_URL="$broker" CELERY_RESULT_BACKEND="${CELERY_RESULT_BACKEN
 
 workdir="$(mktemp -d)"
 cleanup() {
-    [ -n "${apid:-}" ] && kill "$apid" 2>/dev/null
-    [ -n "${wpid:-}" ] && kill "$wpid" 2>/dev/null && wait "$wpid" 2>/dev/null
-    [ -n "${ppid_:-}" ] && kill "$ppid_" 2>/dev/null
+    # Every process is stopped whatever the others answer (set -e would end the trap at the first failure).
+    set +e
+    for p in "${apid:-}" "${ppid_:-}" "${wpid:-}"; do
+        [ -n "$p" ] && kill "$p" 2>/dev/null
+    done
+    [ -n "${wpid:-}" ] && wait "$wpid" 2>/dev/null
     rm -rf "$workdir"
 }
 trap cleanup EXIT
