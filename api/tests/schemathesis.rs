@@ -107,7 +107,25 @@ fn schemathesis_finds_no_server_error_and_no_response_outside_the_document() {
         "the document is not valid:\n{printed}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    assert!(printed.starts_with("17 operations"), "{printed}");
+    // Schemathesis loads every operation the document lists.
+    let doc = get_full(&document, None).body;
+    let operations = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .flat_map(|item| item.as_object().into_iter().flat_map(|ops| ops.keys()))
+        .filter(|k| {
+            [
+                "get", "put", "post", "delete", "options", "head", "patch", "trace",
+            ]
+            .contains(&k.as_str())
+        })
+        .count();
+    assert!(operations >= 17, "{operations} operations");
+    assert!(
+        printed.starts_with(&format!("{operations} operations")),
+        "{printed}"
+    );
 
     let header = format!("X-API-Key: {key}");
     let args: Vec<&str> = vec![
@@ -190,10 +208,11 @@ fn the_docs_page_and_the_document_are_served_from_the_binary() {
         .flat_map(|item| item.as_object().into_iter().flat_map(|ops| ops.values()))
         .filter_map(|op| op["operationId"].as_str())
         .collect();
-    assert_eq!(ids.len(), 17, "{ids:?}");
+    let n = ids.len();
+    assert!(n >= 17, "{ids:?}");
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), 17, "operation ids repeat");
+    assert_eq!(ids.len(), n, "operation ids repeat");
 
     let r = get_full(&api.url("/docs/"), None);
     assert_eq!(r.status, 200);
