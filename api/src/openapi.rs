@@ -32,6 +32,7 @@ Every /api/v1 route needs an API key (X-API-Key or Authorization: Bearer). Error
         routes::cluster::workers,
         routes::cluster::queues,
         routes::cluster::explain,
+        routes::me::me,
     ),
     modifiers(&Security),
     tags(
@@ -40,6 +41,7 @@ Every /api/v1 route needs an API key (X-API-Key or Authorization: Bearer). Error
         (name = "findings", description = "Stored results of the longtail, snowshoe and botnet analyses"),
         (name = "analyses", description = "Analyses submitted as Celery jobs, with live progress"),
         (name = "cluster", description = "Live workers (Rust and Python), queue depths, routing decisions"),
+        (name = "keys", description = "The calling API key: scopes and limits"),
         (name = "health", description = "Health, readiness, metrics (no key)"),
     )
 )]
@@ -83,6 +85,7 @@ mod tests {
             "/api/v1/cluster/workers",
             "/api/v1/cluster/queues",
             "/api/v1/routing/explain",
+            "/api/v1/me",
         ] {
             assert!(doc["paths"].get(p).is_some(), "{p} missing");
         }

@@ -1,12 +1,13 @@
 //! The HTTP routes, one file per family: `health` (health, readiness, metrics), `statistics`, `sessions`,
 //! `findings`, `jobs` (analyses as jobs, their status, progress stream and revocation), `cluster` (workers, queues,
-//! routing explain), `docs` (OpenAPI and the docs page) and `ui` (the dashboard at `/`). [`configure`] mounts them with the middleware and the JSON error mapping.
+//! routing explain), `me` (the calling key), `docs` (OpenAPI and the docs page) and `ui` (the dashboard at `/`). [`configure`] mounts them with the middleware and the JSON error mapping.
 
 pub mod cluster;
 pub mod docs;
 pub mod findings;
 pub mod health;
 pub mod jobs;
+pub mod me;
 pub mod sessions;
 pub mod statistics;
 pub mod ui;
@@ -69,7 +70,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(jobs::revoke)
                 .service(cluster::workers)
                 .service(cluster::queues)
-                .service(cluster::explain),
+                .service(cluster::explain)
+                .service(me::me),
         )
         .default_service(web::to(not_found));
 }
