@@ -10,6 +10,14 @@
 //! cluster views in light and dark; the theme toggle works; nothing is wider than a phone screen; screenshots of
 //! each view, light and dark, 1280 px and phone width, are kept under `target/artifacts/dashboard/`. Also: the
 //! vendored uPlot equals what `npm ci` installed from the lockfile.
+//!
+//! Phase 2: a `statistics:read` key sees the analyses form disabled with the reason (from `GET /api/v1/me`, before
+//! any submit); a `jobs:write` key submits a longtail analysis from the form (all sensors, 2018-01-01 to
+//! 2025-01-01), which a real Rust worker `ml@test` runs; the page follows it over the SSE stream (a progress bar, then
+//! SUCCESS) and renders the result: the rare commands listed equal the task result's (`GET /api/v1/jobs/{id}`), the
+//! tables sort; a session link of the result opens the session page, whose events (and defanged commands) are those
+//! of `GET /api/v1/sessions/{id}`; the overview's latest longtail finding opens the finding with session links; axe
+//! and screenshots on the analyses and session views, light and dark.
 
 mod common;
 
@@ -66,6 +74,18 @@ fn the_vendored_uplot_is_what_the_lockfile_installs() {
         "api/ui/vendor is stale:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A path segment, percent-encoded.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn numbers(v: &Value, fields: &[&str]) -> Vec<(String, Value)> {
@@ -164,6 +184,7 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
     let Some(db) = loaded_db(&rt) else { return };
     let api = Api::start(&db.url, &redis.url, &[]);
     let (key, _) = create_key(&db.url, "statistics:read", &[]);
+    let (write_key, _) = create_key(&db.url, "statistics:read,jobs:write", &[]);
 
     // The page and its assets need no key; the API behind them does.
     let r = get_full(&api.url("/"), None);
@@ -194,6 +215,19 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
         &[
             "-Q",
             "celery,longtail",
+            "-c",
+            "2",
+            "--database-url",
+            &db.url,
+        ],
+    );
+    // Named like worker-config.yaml's accelerated workstation (`ml@*`), as in api/tests/analyses.rs.
+    let _ml = rust_worker(
+        &redis.url,
+        "ml@test",
+        &[
+            "-Q",
+            "celery,longtail,snowshoe",
             "-c",
             "2",
             "--database-url",
@@ -256,6 +290,7 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
         .env("DASH_WINDOW", ALL_TIME)
         .env("DASH_SENSOR", sensor)
         .env("DASH_NODES", nodes.join(","))
+        .env("DASH_WRITE_KEY", &write_key)
         .envs(
             _py.as_ref()
                 .map(|c| {
@@ -414,6 +449,141 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
         "task is required"
     );
 
+    // `GET /api/v1/me` tells the page what the key may do.
+    let (s, me) = get(&api.url("/api/v1/me"), Some(&key));
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["scopes"], serde_json::json!(["statistics:read"]));
+    assert_eq!(me["can_submit_analyses"], false);
+    let (s, me) = get(&api.url("/api/v1/me"), Some(&write_key));
+    assert_eq!((s, &me["can_submit_analyses"]), (200, &Value::Bool(true)));
+    assert_eq!(get(&api.url("/api/v1/me?x=1"), Some(&key)).0, 400);
+
+    // A read-only key sees the analyses form disabled, with the reason, before any submit.
+    let ro = &report["readonly"];
+    assert_eq!(ro["ready"], "disabled", "{ro}");
+    assert_eq!(ro["fieldset_disabled"], true, "{ro}");
+    assert_eq!(ro["submit_enabled"], false, "{ro}");
+    assert!(
+        ro["reason"].as_str().unwrap().contains("jobs:write"),
+        "{ro}"
+    );
+
+    // The longtail analysis submitted from the form: a progress bar, SUCCESS over SSE, the result's rare commands.
+    let a = &report["analysis"];
+    let id = a["job_id"].as_str().expect("a job id");
+    assert_eq!(a["bar_appeared"], true, "{a}");
+    assert_eq!(a["stored"][0], id, "kept in sessionStorage: {a}");
+    let states: Vec<&str> = a["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(states.last(), Some(&"SUCCESS"), "{a}");
+    let (fin, max) = (a["bar_final"][0].as_f64(), a["bar_final"][1].as_f64());
+    assert!(fin.is_some() && fin == max, "the bar ends full: {a}");
+    eprintln!(
+        "the page saw the states {states:?} and the bar values {}",
+        a["bar_values"]
+    );
+    let (s, job) = get(&api.url(&format!("/api/v1/jobs/{id}")), Some(&key));
+    assert_eq!(s, 200, "{job}");
+    assert_eq!(job["state"], "SUCCESS", "{job}");
+    let expected: Vec<&str> = job["result"]["rare_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["command"].as_str().unwrap())
+        .collect();
+    let listed: Vec<&str> = a["rare_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        !expected.is_empty(),
+        "the samples have rare commands: {job}"
+    );
+    assert_eq!(
+        listed, expected,
+        "rare commands on the page vs the task result"
+    );
+    assert_eq!(
+        a["outlier_rows"].as_u64().unwrap() as usize,
+        job["result"]["outlier_sessions"].as_array().unwrap().len()
+    );
+    let sorted: Vec<f64> = a["sorted_frequencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(sorted.len(), expected.len());
+    assert!(sorted.windows(2).all(|w| w[0] <= w[1]), "{sorted:?}");
+
+    // Botnet from the form (one sensor, a threshold): the score and the recommendation are the task result's.
+    let b = &report["botnet"];
+    let bid = b["job_id"].as_str().expect("a botnet job");
+    let (_, bjob) = get(&api.url(&format!("/api/v1/jobs/{bid}")), Some(&key));
+    assert_eq!(bjob["state"], "SUCCESS", "{bjob}");
+    let score = bjob["result"]["coordination_score"].as_f64().unwrap();
+    assert!((b["score"].as_f64().unwrap() - score).abs() < 1e-9, "{b}");
+    assert_eq!(b["recommendation"], bjob["result"]["recommendation"], "{b}");
+    assert!(!b["bars"].as_array().unwrap().is_empty(), "{b}");
+
+    // The session page of a result's session link shows that session's events, commands defanged.
+    let check_session = |shown: &Value| {
+        let sid = shown["id"].as_str().expect("a session id");
+        let (s, d) = get(
+            &api.url(&format!("/api/v1/sessions/{}", urlencode(sid))),
+            Some(&key),
+        );
+        assert_eq!(s, 200, "{d}");
+        let events = d["events"].as_array().unwrap();
+        assert_eq!(
+            shown["events"].as_u64().unwrap() as usize,
+            events.len(),
+            "{shown}"
+        );
+        let ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+        let shown_ids: Vec<i64> = shown["event_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect();
+        assert_eq!(shown_ids, ids, "events in order");
+        let commands: Vec<&str> = events
+            .iter()
+            .filter(|e| e["event_type"] == "cowrie.command.input")
+            .map(|e| e["command_safe"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(shown["commands"], serde_json::json!(commands), "{shown}");
+        assert_eq!(
+            shown["summary"]["Source IP"], d["session"]["src_ip"],
+            "{shown}"
+        );
+        assert!(shown["title"].as_str().unwrap().contains(sid));
+    };
+    check_session(&report["session"]);
+    assert!(
+        report["session"]["hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("#/session/")
+    );
+    // The overview's latest finding opens it with its session links, and those open the session page.
+    assert!(
+        report["finding"]["session_links"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
+    check_session(&report["finding_session"]);
+    for k in ["phone_overflow_analyses", "phone_overflow_session"] {
+        let overflow = report[k].as_i64().unwrap();
+        assert!(overflow <= 0, "{k}: {overflow} px wider than a phone");
+    }
+
     // Accessibility: no critical or serious axe violation on any view, light or dark.
     let axe = report["axe"].as_object().unwrap();
     for view in [
@@ -422,6 +592,11 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
         "cluster-light",
         "overview-dark",
         "cluster-dark",
+        "analyses-readonly-light",
+        "analyses-light",
+        "session-light",
+        "analyses-dark",
+        "session-dark",
     ] {
         let bad: Vec<&Value> = axe[view]
             .as_array()
@@ -448,7 +623,7 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
 
     // Screenshots for people to look at.
     let shots = report["screenshots"].as_array().unwrap();
-    assert!(shots.len() >= 9, "{shots:?}");
+    assert!(shots.len() >= 18, "{shots:?}");
     for s in shots {
         let bytes = std::fs::read(s.as_str().unwrap()).unwrap();
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 5_000, "{s}");

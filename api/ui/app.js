@@ -1,5 +1,6 @@
-// celeriac operators' dashboard (issue 11, phase 1): plain ES module, no framework.
-// Views: #/overview?days=7&sensor=NAME (or start=..&end=..) and #/cluster. The API key lives in sessionStorage.
+// celeriac operators' dashboard (issue 11, phases 1 and 2): plain ES module, no framework.
+// Views: #/overview?days=7&sensor=NAME (or start=..&end=..), #/analyses (the form and this browser session's jobs,
+// followed over SSE), #/finding/KIND/ID, #/session/ID and #/cluster. The API key and the jobs live in sessionStorage.
 // Every piece of data from the API is inserted as text (honeypot data is hostile), never as HTML.
 
 const KEY = "celeriac.apiKey";
@@ -297,9 +298,9 @@ function renderThreats(t, url, scope) {
     ["longtail", "snowshoe", "botnet"].filter((k) => f[k]).map((k) => {
       const r = f[k];
       return h("tr", {},
-        h("td", {}, h("a", { href: `/api/v1/findings/${k}/${r.id}` }, k)),
+        h("td", {}, h("a", { href: `#/finding/${k}/${r.id}`, class: "finding-link", title: `the ${k} finding, with its sessions` }, k)),
         h("td", {}, r.detected_at.replace("T", " ").slice(0, 16)),
-        h("td", { class: "num" }, r.score === null ? "–" : r.score.toFixed(3)),
+        h("td", { class: "num" }, h("a", { href: `/api/v1/findings/${k}/${r.id}`, title: "GET this finding (send the key as X-API-Key)" }, r.score === null ? "–" : r.score.toFixed(3))),
         h("td", {}, r.recommendation || (r.positive ? "positive" : "nothing found")));
     }), "no findings stored yet");
 }
@@ -431,6 +432,440 @@ $("explain-form").addEventListener("submit", async (e) => {
   }
 });
 
+// ---------------------------------------------------------------- the calling key
+
+let mePromise = null;
+let meKey = null;
+
+/** GET /api/v1/me, once per key: its scopes decide whether the analyses form is enabled. */
+function loadMe() {
+  const key = sessionStorage.getItem(KEY);
+  if (!mePromise || meKey !== key) {
+    meKey = key;
+    mePromise = api("/api/v1/me").catch((e) => { mePromise = null; throw e; });
+  }
+  return mePromise;
+}
+
+// ---------------------------------------------------------------- analyses
+
+const JOBS = "celeriac.jobs";
+// The detectors' thresholds (crates/analysis: LongtailParams, SnowshoeParams, BotnetParams) with their defaults.
+const PARAMS = {
+  longtail: [["rarity_threshold", 0.05, "any"], ["sequence_window", 5, "1"], ["cluster_eps", 0.3, "any"],
+    ["min_cluster_size", 5, "1"], ["entropy_threshold", 0.8, "any"], ["sensitivity_threshold", 0.95, "any"]],
+  snowshoe: [["single_attempt_threshold", 5, "1"], ["time_cluster_eps", 0.1, "any"], ["min_cluster_size", 5, "1"],
+    ["geographic_diversity_threshold", 0.7, "any"], ["sensitivity_threshold", 0.7, "any"]],
+  botnet: [["credential_reuse_threshold", 3, "1"], ["command_similarity_threshold", 0.7, "any"],
+    ["time_cluster_eps", 0.5, "any"], ["min_cluster_size", 3, "1"], ["geographic_cluster_threshold", 0.3, "any"],
+    ["sensitivity_threshold", 0.6, "any"]],
+};
+
+function storedJobs() {
+  try { return JSON.parse(sessionStorage.getItem(JOBS) || "[]"); } catch { return []; }
+}
+
+function storeJob(job) {
+  sessionStorage.setItem(JOBS, JSON.stringify([job, ...storedJobs().filter((j) => j.id !== job.id)].slice(0, 50)));
+}
+
+function renderParamFields() {
+  const kind = $("a-kind").value;
+  $("a-params").replaceChildren(...PARAMS[kind].map(([name, def, step]) => h("span", { class: "param" },
+    h("label", { for: `p-${name}` }, name.replaceAll("_", " ")),
+    h("input", { id: `p-${name}`, name, type: "number", step, min: "0", placeholder: String(def), inputmode: "decimal" }))));
+}
+
+$("a-kind").addEventListener("change", renderParamFields);
+$("a-window").addEventListener("change", () => { $("a-custom").hidden = $("a-window").value !== "custom"; });
+
+async function loadAnalyses() {
+  if (!$("a-params").children.length) renderParamFields();
+  $("me-text").textContent = "";
+  try {
+    const [me, sensors] = await Promise.all([loadMe(), api("/api/v1/statistics/sensors?days=1")]);
+    const sel = $("a-sensor");
+    const names = sensors.sensors.map((s) => s.sensor);
+    if ([...sel.options].map((o) => o.value).join("\n") !== ["", ...names].join("\n")) {
+      const keep = sel.value;
+      sel.replaceChildren(h("option", { value: "" }, "all sensors"), ...names.map((n) => h("option", { value: n }, n)));
+      sel.value = names.includes(keep) ? keep : "";
+    }
+    $("me-text").textContent = `key “${me.name}” · scopes ${me.scopes.join(", ")}`;
+    const allowed = me.can_submit_analyses;
+    $("analysis-fields").disabled = !allowed;
+    $("analysis-disabled").hidden = allowed;
+    $("analysis-disabled").textContent = allowed ? "" :
+      `This key (“${me.name}”, scopes ${me.scopes.join(", ")}) cannot run analyses: that needs the jobs:write scope. ` +
+      "Sign in with a key that has it (celeriac-api key create --scopes statistics:read,jobs:write).";
+    document.body.dataset.analysesReady = allowed ? "enabled" : "disabled";
+  } catch (e) {
+    if (e.status !== 401) $("analysis-error").textContent = `Could not load the form: ${e.message}`;
+  }
+  renderJobs();
+}
+
+function analysisBody() {
+  const kind = $("a-kind").value;
+  const body = { kind, sensor: $("a-sensor").value || null };
+  const w = $("a-window").value;
+  if (w === "custom") {
+    const start = $("a-start").value, end = $("a-end").value;
+    if (!start) throw new Error("choose a start date for the custom window");
+    body.time_window = { start: `${start}T00:00:00Z` };
+    if (end) body.time_window.end = `${end}T00:00:00Z`;
+  } else {
+    body.time_window = w;
+  }
+  const params = {};
+  for (const input of $("a-params").querySelectorAll("input")) {
+    if (input.value.trim() === "") continue;
+    const v = Number(input.value);
+    if (!Number.isFinite(v)) throw new Error(`${input.name}: not a number`);
+    params[input.name] = v;
+  }
+  body.params = params;
+  return body;
+}
+
+$("analysis-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("analysis-error").textContent = "";
+  let body;
+  try { body = analysisBody(); } catch (err) { $("analysis-error").textContent = err.message; return; }
+  $("a-submit").disabled = true;
+  try {
+    const r = await fetch("/api/v1/analyses", {
+      method: "POST",
+      headers: { "X-API-Key": sessionStorage.getItem(KEY) || "", "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const answer = await r.json().catch(() => null);
+    if (r.status !== 202) {
+      const m = (answer && answer.message) || `HTTP ${r.status}`;
+      $("analysis-error").textContent = `The analysis was refused: ${m}`;
+      return;
+    }
+    const w = body.time_window;
+    storeJob({
+      id: answer.id, kind: body.kind, sensor: body.sensor, params: body.params,
+      window: typeof w === "string" ? `last ${w}` : `${w.start.slice(0, 10)} – ${(w.end || "now").slice(0, 10)}`,
+      submitted_at: new Date().toISOString(), node: answer.node, queue: answer.queue,
+    });
+    renderJobs();
+  } catch (err) {
+    $("analysis-error").textContent = `The analysis could not be sent: ${err.message}`;
+  } finally {
+    $("a-submit").disabled = false;
+  }
+});
+
+// Open streams by job id, so a view switch neither duplicates nor drops one.
+const streams = new Map();
+const lastState = new Map();
+
+function renderJobs() {
+  const list = $("jobs");
+  const jobs = storedJobs();
+  if (!jobs.length) {
+    list.replaceChildren(h("li", { class: "muted" }, "no analyses submitted in this browser session yet"));
+    return;
+  }
+  const items = jobs.map((j) => {
+    let li = list.querySelector(`li[data-job="${CSS.escape(j.id)}"]`);
+    if (!li) {
+      li = h("li", { class: "job", "data-job": j.id, "data-states": "" },
+        h("div", { class: "job-head" },
+          h("strong", {}, j.kind), " · ", j.sensor || "all sensors", " · ", j.window,
+          h("span", { class: "muted" }, ` · submitted ${j.submitted_at.replace("T", " ").slice(0, 19)} UTC · `),
+          h("a", { href: `/api/v1/jobs/${encodeURIComponent(j.id)}`, class: "mono", title: "GET this job (send the key as X-API-Key)" }, j.id.slice(0, 8))),
+        h("div", { class: "job-progress" },
+          h("progress", { max: "1", "aria-label": `Progress of the ${j.kind} job ${j.id.slice(0, 8)}` }),
+          h("span", { class: "job-state" }, "waiting for the first state…")),
+        h("div", { class: "job-result" }));
+    }
+    const seen = lastState.get(j.id);
+    if (seen) applyState(li, j, seen);
+    if (!streams.has(j.id) && !(seen && seen.ready)) follow(j, li);
+    return li;
+  });
+  list.replaceChildren(...items);
+}
+
+/** Follow a job's SSE stream with fetch (EventSource cannot send X-API-Key) until a ready state. */
+async function follow(job, li) {
+  const ctl = new AbortController();
+  streams.set(job.id, ctl);
+  try {
+    const r = await fetch(`/api/v1/jobs/${encodeURIComponent(job.id)}/events`, {
+      headers: { "X-API-Key": sessionStorage.getItem(KEY) || "", Accept: "text/event-stream" },
+      signal: ctl.signal,
+    });
+    if (!r.ok) {
+      const b = await r.json().catch(() => null);
+      throw new Error((b && b.message) || `HTTP ${r.status}`);
+    }
+    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += value.replaceAll("\r\n", "\n");
+      let cut;
+      while ((cut = buf.indexOf("\n\n")) >= 0) {
+        const frame = buf.slice(0, cut);
+        buf = buf.slice(cut + 2);
+        let event = "message";
+        const data = [];
+        for (const line of frame.split("\n")) {
+          if (line.startsWith(":")) continue;
+          const i = line.indexOf(":");
+          const field = i < 0 ? line : line.slice(0, i);
+          const val = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+          if (field === "event") event = val;
+          else if (field === "data") data.push(val);
+        }
+        if (!data.length) continue;
+        const payload = JSON.parse(data.join("\n"));
+        if (event === "state") {
+          lastState.set(job.id, payload);
+          applyState(currentLi(job.id) || li, job, payload);
+        } else if (event === "error") {
+          showJobError(currentLi(job.id) || li, `the stream reported: ${payload.message}`);
+        }
+      }
+    }
+    const last = lastState.get(job.id);
+    if (!last || !last.ready) showJobError(currentLi(job.id) || li, "the progress stream ended before the job finished; reopen this view to follow it again");
+  } catch (e) {
+    if (e.name !== "AbortError") showJobError(currentLi(job.id) || li, `could not follow the job: ${e.message}`);
+  } finally {
+    streams.delete(job.id);
+  }
+}
+
+function currentLi(id) { return $("jobs").querySelector(`li[data-job="${CSS.escape(id)}"]`); }
+
+function showJobError(li, message) {
+  li.querySelector(".job-state").replaceChildren(h("span", { class: "error" }, message));
+}
+
+function applyState(li, job, s) {
+  const states = li.dataset.states ? li.dataset.states.split(",") : [];
+  if (states[states.length - 1] !== s.state) { states.push(s.state); li.dataset.states = states.join(","); }
+  li.dataset.state = s.state;
+  const bar = li.querySelector("progress");
+  const p = s.progress;
+  if (s.state === "SUCCESS") { bar.max = 1; bar.value = 1; }
+  else if (p && p.total > 0) { bar.max = p.total; bar.value = Math.min(p.current, p.total); }
+  else if (s.ready) { bar.max = 1; bar.value = 0; }
+  else bar.removeAttribute("value");
+  if (p && p.total > 0) {
+    const pct = Math.round((100 * Math.min(p.current, p.total)) / p.total);
+    li.dataset.progress = String(pct);
+  }
+  const text = li.querySelector(".job-state");
+  const where = s.worker ? ` on ${s.worker}` : "";
+  if (s.state === "SUCCESS") {
+    text.replaceChildren(h("span", { class: "status ok" }, "success"), ` finished${where}${s.date_done ? " at " + s.date_done.replace("T", " ").slice(0, 19) : ""}`);
+    const out = li.querySelector(".job-result");
+    if (!out.dataset.rendered) {
+      out.dataset.rendered = "1";
+      out.replaceChildren(renderResult(job.kind, s.result || {}, `/api/v1/jobs/${encodeURIComponent(job.id)}`));
+    }
+  } else if (s.state === "FAILURE" || s.state === "REVOKED" || s.state === "REJECTED") {
+    const r = s.result || {};
+    const why = s.state === "REVOKED" ? "the job was revoked"
+      : s.state === "REJECTED" ? "no worker could take the job (routing rejected it)"
+        : `${r.exc_type || "error"}: ${r.exc_message || (typeof r === "string" ? r : "the task failed")}`;
+    text.replaceChildren(h("span", { class: "status failing" }, s.state.toLowerCase()), " ", h("span", { class: "job-error" }, why));
+  } else {
+    const stage = p && p.stage ? ` · ${p.stage.replaceAll("_", " ")}${p.total ? ` ${p.current} of ${p.total}` : ""}` : "";
+    text.textContent = `${s.state.toLowerCase()}${where}${stage}`;
+  }
+}
+
+// ---------------------------------------------------------------- results for people
+
+/** A sortable table: columns [label, key, kind ("num"|"text"), cell(row) -> node]. */
+function sortableTable(label, columns, rows, cls) {
+  const table = h("table", { class: cls });
+  let sortKey = null, dir = 1;
+  const draw = () => {
+    const sorted = sortKey === null ? rows : [...rows].sort((a, b) => {
+      const col = columns.find((c) => c[1] === sortKey);
+      const x = a[sortKey], y = b[sortKey];
+      return (col[2] === "num" ? (Number(x) - Number(y)) : String(x ?? "").localeCompare(String(y ?? ""))) * dir;
+    });
+    const head = h("thead", {}, h("tr", {}, columns.map(([lab, key, kind]) => h("th", {
+      scope: "col", class: kind === "num" ? "num" : null,
+      "aria-sort": sortKey === key ? (dir > 0 ? "ascending" : "descending") : "none",
+    }, h("button", { type: "button", class: "sort", "data-key": key }, lab, h("span", { "aria-hidden": "true" }, sortKey === key ? (dir > 0 ? " ▲" : " ▼") : " ↕"))))));
+    const body = h("tbody", {}, sorted.length ? sorted.map((r) => h("tr", { "data-row": r.__id ?? "" },
+      columns.map(([, key, kind, cell]) => h("td", { class: kind === "num" ? "num" : key === "command" ? "cmd" : null }, cell ? cell(r) : fmtCell(r[key])))))
+      : h("tr", {}, h("td", { colspan: columns.length, class: "muted" }, "none")));
+    table.replaceChildren(head, body);
+    for (const b of head.querySelectorAll("button.sort")) b.addEventListener("click", () => {
+      if (sortKey === b.dataset.key) dir = -dir; else { sortKey = b.dataset.key; dir = 1; }
+      draw();
+    });
+  };
+  draw();
+  return h("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": label }, table);
+}
+
+function fmtCell(v) {
+  if (typeof v === "number") return Number.isInteger(v) ? fmt(v) : v.toFixed(3);
+  return v ?? "–";
+}
+
+const sessionLink = (id) => h("a", { href: `#/session/${encodeURIComponent(id)}`, class: "mono session-link", "data-session": id }, id);
+
+function renderResult(kind, r, url) {
+  if (kind === "longtail") return renderLongtail(r, url);
+  return renderScores(kind, r, url);
+}
+
+function renderLongtail(r, url) {
+  const rare = (r.rare_commands || []).map((c, i) => ({ ...c, __id: i, first_session: (c.sessions || [])[0]?.session_id }));
+  const outliers = (r.outlier_sessions || []).map((o, i) => ({ ...o, __id: i }));
+  return h("div", { class: "result longtail" },
+    h("p", {}, "Analyzed ", numLink(r.total_events_analyzed, url, "total_events_analyzed"), " events in ",
+      numLink(r.total_sessions_analyzed, url, "total_sessions_analyzed"), " sessions: ",
+      numLink(r.rare_command_count, url, "rare_command_count"), " rare commands, ",
+      numLink(r.outlier_session_count, url, "outlier_session_count"), " outlier sessions, ",
+      numLink(r.anomalous_sequence_count, url, "anomalous_sequence_count"), " anomalous sequences."),
+    r.recommendation ? h("p", { class: "recommendation" }, r.recommendation) : null,
+    h("h3", {}, "Rare commands"),
+    sortableTable("Rare commands table", [
+      ["Command", "command", "text", (c) => h("span", { class: "rare-command", "data-command": c.command }, c.command)],
+      ["Frequency", "frequency", "num"],
+      ["Rarity", "rarity_score", "num"],
+      ["Sessions", "session_count", "num"],
+      ["A session", "first_session", "text", (c) => c.first_session ? sessionLink(c.first_session) : "–"],
+    ], rare, "rare-commands"),
+    h("h3", {}, "Outlier sessions"),
+    sortableTable("Outlier sessions table", [
+      ["Session", "session_id", "text", (o) => sessionLink(o.session_id)],
+      ["Source IP", "src_ip", "text"],
+      ["Duration (s)", "duration", "num"],
+      ["Commands", "command_count", "num"],
+      ["Logins", "login_attempts", "num"],
+      ["Files", "file_operations", "num"],
+      ["Cluster", "cluster_label", "num"],
+      ["Anomaly score", "anomaly_score", "num"],
+    ], outliers, "outlier-sessions"));
+}
+
+/** Snowshoe and botnet: the score, each indicator group's scores as bars, the recommendation. */
+function renderScores(kind, r, url) {
+  const score = kind === "snowshoe" ? r.confidence_score : r.coordination_score;
+  const likely = kind === "snowshoe" ? r.is_likely_snowshoe : r.is_likely_botnet;
+  const bars = [];
+  for (const [group, ind] of Object.entries(r.indicators || {})) {
+    for (const [k, v] of Object.entries(ind || {})) {
+      if (typeof v === "number" && !Number.isInteger(v) || (typeof v === "number" && /score|ratio|diversity|similarity|consistency/.test(k))) {
+        if (v >= 0 && v <= 1) bars.push([group, k, v]);
+      }
+    }
+  }
+  return h("div", { class: `result ${kind}` },
+    h("p", { class: "score" }, h("strong", {}, kind === "snowshoe" ? "Confidence " : "Coordination "),
+      h("a", { href: url, "data-field": "score", "data-value": score ?? "" }, score === undefined || score === null ? "–" : score.toFixed(3)),
+      " · ", h("span", { class: `status ${likely ? "failing" : "ok"}` }, likely ? `likely ${kind}` : `not ${kind}`),
+      r.analysis_metadata ? ` · ${fmt(r.analysis_metadata.total_sessions)} sessions, ${fmt(r.analysis_metadata.unique_ips)} IPs` : ""),
+    r.recommendation ? h("p", { class: "recommendation" }, r.recommendation) : null,
+    r.error ? h("p", { class: "error" }, r.error) : null,
+    h("h3", {}, "Indicators"),
+    h("ul", { class: "bars", "aria-label": "Indicator scores from 0 to 1" }, bars.map(([g, k, v]) =>
+      h("li", { "data-indicator": `${g}.${k}` },
+        h("span", { class: "bar-label" }, `${g} · ${k.replaceAll("_", " ")}`),
+        h("span", { class: "bar", role: "meter", "aria-valuemin": "0", "aria-valuemax": "1", "aria-valuenow": v.toFixed(3), "aria-label": `${g} ${k.replaceAll("_", " ")}` },
+          h("span", { class: "fill", style: `width:${(v * 100).toFixed(1)}%` })),
+        h("span", { class: "num" }, v.toFixed(3))))));
+}
+
+// ---------------------------------------------------------------- a stored finding
+
+async function loadFinding(kind, id) {
+  $("finding-error").textContent = "";
+  $("finding-title").textContent = `Finding: ${kind} #${id}`;
+  $("finding-body").replaceChildren(h("span", { class: "skeleton block" }));
+  const url = `/api/v1/findings/${encodeURIComponent(kind)}/${encodeURIComponent(id)}`;
+  try {
+    const f = await api(url);
+    const s = f.finding || {};
+    $("finding-body").replaceChildren(
+      h("p", { class: "muted" }, `detected ${String(s.detected_at || "").replace("T", " ").slice(0, 19)} UTC · ${s.sensor || "all sensors"} · `,
+        h("a", { href: url }, "the stored finding (API)")),
+      h("div", { class: "card" }, renderResult(kind, f.result || {}, url)));
+    document.body.dataset.findingLoaded = `${kind}/${id}`;
+  } catch (e) {
+    if (e.status !== 401) $("finding-error").textContent = `Could not load the finding: ${e.message}`;
+  }
+}
+
+// ---------------------------------------------------------------- one session
+
+async function loadSession(id) {
+  $("session-error").textContent = "";
+  $("session-title").textContent = `Session ${id}`;
+  $("session-summary").replaceChildren(h("div", {}, h("dt", {}, "…"), h("dd", {}, h("span", { class: "skeleton" }))));
+  $("session-events-note").textContent = "";
+  skeletonRows($("session-events"), 5, 8);
+  delete document.body.dataset.sessionLoaded;
+  const url = `/api/v1/sessions/${encodeURIComponent(id)}`;
+  try {
+    const d = await api(url);
+    const s = d.session;
+    const item = (label, value) => h("div", {}, h("dt", {}, label), h("dd", {}, value ?? "–"));
+    const t = (x) => (x ? x.replace("T", " ").slice(0, 19) + " UTC" : "–");
+    $("session-summary").replaceChildren(
+      item("Source IP", h("span", { class: "mono" }, s.src_ip || "–")),
+      item("Sensor", s.sensor),
+      item("Protocol", s.protocol),
+      item("Client version", h("span", { class: "mono wrap" }, s.client_version || "–")),
+      item("HASSH", h("span", { class: "mono wrap" }, s.hassh || "–")),
+      item("Credentials", s.username === null && s.password === null ? "–" :
+        h("span", { class: "mono wrap" }, `${s.username ?? ""} / ${s.password ?? ""}`, s.login_success ? " (logged in)" : " (failed)")),
+      item("Started", t(s.first_event_at)),
+      item("Last event", t(s.last_event_at)),
+      item("Duration (s)", s.duration_seconds === null ? "–" : (Math.round(s.duration_seconds * 10) / 10).toString()),
+      item("Events", numLink(s.event_count, url, "event_count")),
+      item("Login attempts", numLink(s.login_attempts, url, "login_attempts")),
+      item("Commands", numLink(s.command_count, url, "command_count")),
+      item("File downloads", numLink(s.file_downloads, url, "file_downloads")),
+      item("Risk score", s.risk_score === null ? "–" : String(s.risk_score)));
+    $("session-events-note").textContent = d.events_truncated ? `the first ${d.events.length} events (the session has more)` : `${d.events.length} events`;
+    fillTable($("session-events"), [["Time (UTC)"], ["Event"], ["Detail"], ["Risk", "num"]],
+      d.events.map((e) => h("tr", { "data-event": e.id, "data-type": e.event_type },
+        h("td", { class: "mono" }, e.timestamp.replace("T", " ").slice(0, 23)),
+        h("td", {}, e.event_type.replace(/^cowrie\./, "")),
+        h("td", { class: e.command_safe ? "cmd" : "wrap" }, eventDetail(e)),
+        h("td", { class: "num" }, e.risk_score === null ? "–" : String(e.risk_score)))),
+      "no events");
+    document.body.dataset.sessionLoaded = id;
+  } catch (e) {
+    if (e.status === 401) return;
+    $("session-error").textContent = e.status === 404 ? `No session ${id}.` : `Could not load the session: ${e.message}`;
+    fillTable($("session-events"), [["Time (UTC)"], ["Event"], ["Detail"], ["Risk", "num"]], [], "no events");
+  }
+}
+
+/** What a person wants to see of an event; commands only defanged. */
+function eventDetail(e) {
+  if (e.command_safe) return e.command_safe;
+  const p = e.payload || {};
+  const type = e.event_type;
+  if (type.startsWith("cowrie.login")) return `${p.username ?? ""} / ${p.password ?? ""}`;
+  if (type.startsWith("cowrie.session.file")) return [p.url, p.shasum].filter(Boolean).join(" · ") || (p.message ?? "");
+  if (type === "cowrie.session.connect") return `${p.src_ip ?? ""}:${p.src_port ?? ""} → ${p.dst_ip ?? ""}:${p.dst_port ?? ""}`;
+  if (type === "cowrie.client.version") return String(p.version ?? "");
+  if (type === "cowrie.session.closed") return p.duration !== undefined ? `after ${p.duration} s` : "";
+  if (type === "cowrie.command.input") return "(command not shown: no defanged form)";
+  return typeof p.message === "string" ? p.message : Array.isArray(p.message) ? p.message.join(" ") : "";
+}
+
 // ---------------------------------------------------------------- views
 
 function render() {
@@ -438,20 +873,24 @@ function render() {
   if (!sessionStorage.getItem(KEY)) return showLogin("");
   $("logout").hidden = false;
   const { view, params } = route();
-  const name = view === "cluster" ? "cluster" : "overview";
+  const [head, ...rest] = view.split("/");
+  const name = ["cluster", "analyses", "session", "finding"].includes(head) ? head : "overview";
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== name;
-  for (const [id, v] of [["nav-overview", "overview"], ["nav-cluster", "cluster"]]) {
+  const navOf = { overview: "overview", cluster: "cluster", analyses: "analyses", finding: "analyses", session: null };
+  for (const [id, v] of [["nav-overview", "overview"], ["nav-analyses", "analyses"], ["nav-cluster", "cluster"]]) {
     const a = $(id);
-    if (v === name) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+    if (v === navOf[name]) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
   // The nav keeps the overview's window and sensor.
   const keep = name === "overview" ? params.toString() : (sessionStorage.getItem("celeriac.overviewQuery") || "");
   if (name === "overview") sessionStorage.setItem("celeriac.overviewQuery", keep);
   $("nav-overview").href = `#/overview${keep ? "?" + keep : ""}`;
-  if (name === "overview") {
-    stopCluster();
-    loadOverview(params);
-  } else if (!clusterTimer) {
+  if (name !== "cluster") stopCluster();
+  if (name === "overview") loadOverview(params);
+  else if (name === "analyses") loadAnalyses();
+  else if (name === "session") loadSession(decodeURIComponent(rest.join("/")));
+  else if (name === "finding") loadFinding(rest[0] || "", rest[1] || "");
+  else if (!clusterTimer) {
     loadCluster(true);
     clusterTimer = setInterval(() => loadCluster(false), CLUSTER_EVERY_MS);
   }

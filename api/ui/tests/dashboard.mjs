@@ -5,7 +5,8 @@
 // Environment: DASH_BASE (http://127.0.0.1:PORT), DASH_KEY (a statistics:read key), DASH_CHROMIUM (executable),
 // DASH_ARTIFACTS (screenshot directory), DASH_WINDOW (overview query, e.g. start=..&end=..), DASH_SENSOR (a sensor
 // to switch to), DASH_NODES (comma-separated worker nodes the cluster view must list); optionally DASH_STOP_PID and
-// DASH_STOP_NODE (a worker process to stop at the end, whose row must turn offline without a reload).
+// DASH_STOP_NODE (a worker process to stop at the end, whose row must turn offline without a reload); DASH_WRITE_KEY
+// (a statistics:read,jobs:write key: a longtail analysis is submitted from the form and followed to its result).
 import { chromium } from "playwright-core";
 import { readFileSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -29,9 +30,10 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
 });
 
-async function newPage(colorScheme, viewport = { width: 1280, height: 900 }, loggedIn = false) {
+async function newPage(colorScheme, viewport = { width: 1280, height: 900 }, loggedIn = false, jobs = null) {
   const ctx = await browser.newContext({ colorScheme, viewport, reducedMotion: "reduce" });
-  if (loggedIn) await ctx.addInitScript((k) => sessionStorage.setItem("celeriac.apiKey", k), KEY);
+  if (loggedIn) await ctx.addInitScript((k) => sessionStorage.setItem("celeriac.apiKey", k), loggedIn === true ? KEY : loggedIn);
+  if (jobs) await ctx.addInitScript((j) => sessionStorage.setItem("celeriac.jobs", j), jobs);
   const page = await ctx.newPage();
   page.on("console", (m) => { if (m.type() === "error") report.console_errors.push(`${colorScheme}: ${m.text()}`); });
   page.on("pageerror", (e) => report.console_errors.push(`${colorScheme}: ${e.message}`));
@@ -158,6 +160,140 @@ try {
     await phone.goto(`${BASE}/#/cluster`);
     await waitForNodes(phone);
     await shot(phone, `cluster-phone-${scheme}`);
+  }
+
+  // Analyses (phase 2). A statistics:read key sees the form disabled, with the reason, before any submit.
+  const WRITE_KEY = process.env.DASH_WRITE_KEY;
+  if (WRITE_KEY) {
+    const ro = await newPage("light", undefined, true);
+    await ro.goto(`${BASE}/#/analyses`);
+    await ro.waitForFunction(() => document.body.dataset.analysesReady, null, { timeout: 30000 });
+    report.readonly = await ro.evaluate(() => ({
+      ready: document.body.dataset.analysesReady,
+      fieldset_disabled: document.getElementById("analysis-fields").disabled,
+      submit_enabled: !document.getElementById("a-submit").matches(":disabled"),
+      reason: document.getElementById("analysis-disabled").hidden ? "" : document.getElementById("analysis-disabled").textContent,
+    }));
+    await axe(ro, "analyses-readonly-light");
+    await shot(ro, "analyses-readonly-light");
+
+    // A jobs:write key submits a longtail analysis from the form: all sensors, 2018-01-01 to 2025-01-01.
+    const w = await newPage("light", undefined, WRITE_KEY);
+    await w.goto(`${BASE}/#/analyses`);
+    await w.waitForFunction(() => document.body.dataset.analysesReady === "enabled", null, { timeout: 30000 });
+    await w.selectOption("#a-kind", "longtail");
+    await w.selectOption("#a-sensor", "");
+    await w.selectOption("#a-window", "custom");
+    await w.fill("#a-start", "2018-01-01");
+    await w.fill("#a-end", "2025-01-01");
+    await w.click("#a-submit");
+    const bar = await w.waitForSelector("#jobs li[data-job] progress", { timeout: 30000 });
+    const jobId = await w.evaluate(() => document.querySelector("#jobs li[data-job]").dataset.job);
+    // Every value the bar takes, as the stream moves it.
+    await w.evaluate((id) => {
+      const li = document.querySelector(`#jobs li[data-job="${id}"]`);
+      const p = li.querySelector("progress");
+      window.__bar = [[p.getAttribute("value"), p.getAttribute("max")]];
+      new MutationObserver(() => {
+        const q = document.querySelector(`#jobs li[data-job="${id}"] progress`);
+        window.__bar.push([q.getAttribute("value"), q.getAttribute("max")]);
+      }).observe(document.getElementById("jobs"), { subtree: true, attributes: true, attributeFilter: ["value", "max"] });
+    }, jobId);
+    report.analysis = { job_id: jobId, bar_appeared: !!bar };
+    await w.waitForSelector(`#jobs li[data-job="${jobId}"][data-state="SUCCESS"] table.rare-commands`, { timeout: 180000 });
+    Object.assign(report.analysis, await w.evaluate((id) => {
+      const li = document.querySelector(`#jobs li[data-job="${id}"]`);
+      const p = li.querySelector("progress");
+      return {
+        states: li.dataset.states.split(","),
+        bar_values: window.__bar,
+        bar_final: [Number(p.value), Number(p.max)],
+        rare_commands: [...li.querySelectorAll("table.rare-commands .rare-command")].map((e) => e.dataset.command),
+        outlier_rows: li.querySelectorAll("table.outlier-sessions tbody tr[data-row]").length,
+        session_links: li.querySelectorAll(".result a.session-link").length,
+        stored: JSON.parse(sessionStorage.getItem("celeriac.jobs")).map((j) => j.id),
+      };
+    }, jobId));
+    // Sorting by frequency (a click on the header) orders the rows by it.
+    await w.click(`#jobs li[data-job="${jobId}"] table.rare-commands button.sort[data-key="frequency"]`);
+    report.analysis.sorted_frequencies = await w.evaluate((id) =>
+      [...document.querySelectorAll(`#jobs li[data-job="${id}"] table.rare-commands tbody tr`)].map((tr) => Number(tr.children[1].textContent.replaceAll(",", ""))), jobId);
+    await axe(w, "analyses-light");
+    await shot(w, "analyses-light");
+
+    // Botnet for one sensor, with a threshold: its score, the indicator bars and the recommendation.
+    await w.selectOption("#a-kind", "botnet");
+    await w.selectOption("#a-sensor", SENSOR);
+    await w.click(".thresholds summary");
+    await w.fill("#p-credential_reuse_threshold", "2");
+    await w.click("#a-submit");
+    await w.waitForFunction(() => document.querySelectorAll("#jobs li[data-job]").length === 2, null, { timeout: 30000 });
+    const botnetId = await w.evaluate(() => document.querySelector("#jobs li[data-job]").dataset.job);
+    await w.waitForSelector(`#jobs li[data-job="${botnetId}"][data-state="SUCCESS"] .result.botnet`, { timeout: 120000 });
+    report.botnet = { job_id: botnetId, ...(await w.evaluate((id) => {
+      const li = document.querySelector(`#jobs li[data-job="${id}"]`);
+      return {
+        score: Number(li.querySelector('.result [data-field="score"]').dataset.value),
+        bars: [...li.querySelectorAll(".bars li")].map((b) => [b.dataset.indicator, Number(b.querySelector("[role=meter]").getAttribute("aria-valuenow"))]),
+        recommendation: li.querySelector(".recommendation")?.textContent ?? "",
+      };
+    }, botnetId)) };
+    await shot(w, "analyses-botnet-light");
+
+    // A session link of the result opens the session page with its events.
+    const link = await w.$(`#jobs li[data-job="${jobId}"] table.rare-commands a.session-link`) || await w.$(`#jobs li[data-job="${jobId}"] a.session-link`);
+    const sessionId = await link.getAttribute("data-session");
+    await link.click();
+    await w.waitForFunction((id) => document.body.dataset.sessionLoaded === id, sessionId, { timeout: 30000 });
+    const readSession = (pg) => pg.evaluate(() => ({
+      hash: location.hash,
+      title: document.getElementById("session-title").textContent,
+      events: document.querySelectorAll("#session-events tbody tr[data-event]").length,
+      event_ids: [...document.querySelectorAll("#session-events tbody tr[data-event]")].map((tr) => Number(tr.dataset.event)),
+      commands: [...document.querySelectorAll('#session-events tr[data-type="cowrie.command.input"] td.cmd')].map((td) => td.textContent),
+      summary: Object.fromEntries([...document.querySelectorAll("#session-summary div")].map((d) => [d.querySelector("dt").textContent, d.querySelector("dd").textContent])),
+    }));
+    report.session = { id: sessionId, ...(await readSession(w)) };
+    await axe(w, "session-light");
+    await shot(w, "session-light");
+
+    // The overview's latest longtail finding opens the finding, whose session links open the session page too.
+    await w.goto(`${BASE}/#/overview?${WINDOW}`);
+    await overviewLoaded(w);
+    await w.click('#findings a.finding-link[href^="#/finding/longtail/"]');
+    await w.waitForFunction(() => (document.body.dataset.findingLoaded || "").startsWith("longtail/"), null, { timeout: 30000 });
+    const fl = await w.$("#finding-body a.session-link");
+    report.finding = { loaded: await w.evaluate(() => document.body.dataset.findingLoaded), session_links: await w.$$eval("#finding-body a.session-link", (a) => a.length) };
+    await shot(w, "finding-light");
+    if (fl) {
+      const fid = await fl.getAttribute("data-session");
+      await fl.click();
+      await w.waitForFunction((id) => document.body.dataset.sessionLoaded === id, fid, { timeout: 30000 });
+      report.finding_session = { id: fid, ...(await readSession(w)) };
+    }
+
+    // Dark: the same job (this tab's session storage) followed again over SSE to its result; the session page.
+    const jobs = await w.evaluate(() => sessionStorage.getItem("celeriac.jobs"));
+    const d2 = await newPage("dark", undefined, WRITE_KEY, jobs);
+    await d2.goto(`${BASE}/#/analyses`);
+    await d2.waitForSelector(`#jobs li[data-job="${jobId}"][data-state="SUCCESS"] table.rare-commands`, { timeout: 60000 });
+    await axe(d2, "analyses-dark");
+    await shot(d2, "analyses-dark");
+    await d2.goto(`${BASE}/#/session/${encodeURIComponent(sessionId)}`);
+    await d2.waitForFunction((id) => document.body.dataset.sessionLoaded === id, sessionId, { timeout: 30000 });
+    await axe(d2, "session-dark");
+    await shot(d2, "session-dark");
+
+    // Phone width: the analyses and session views fit.
+    const ph = await newPage("light", { width: 390, height: 844 }, WRITE_KEY, jobs);
+    await ph.goto(`${BASE}/#/analyses`);
+    await ph.waitForSelector(`#jobs li[data-job="${jobId}"][data-state="SUCCESS"] table.rare-commands`, { timeout: 60000 });
+    report.phone_overflow_analyses = await ph.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    await shot(ph, "analyses-phone-light");
+    await ph.goto(`${BASE}/#/session/${encodeURIComponent(sessionId)}`);
+    await ph.waitForFunction((id) => document.body.dataset.sessionLoaded === id, sessionId, { timeout: 30000 });
+    report.phone_overflow_session = await ph.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    await shot(ph, "session-phone-light");
   }
 
   // Stopping the Python worker turns it offline on the open cluster page, without a reload.
