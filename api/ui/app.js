@@ -134,6 +134,8 @@ $("login-form").addEventListener("submit", async (e) => {
 
 $("logout").addEventListener("click", () => {
   sessionStorage.removeItem(KEY);
+  for (const ctl of streams.values()) ctl.abort();
+  mePromise = null;
   showLogin("Signed out.");
 });
 

@@ -1,4 +1,4 @@
-//! The operators' dashboard (issue 11, phase 1): one page at `/` and its assets at `/ui/*`, all embedded in the
+//! The operators' dashboard (issue 11): one page at `/` and its assets at `/ui/*`, all embedded in the
 //! binary with `include_str!` (no CDN, no build step at run time). uPlot is vendored from the npm registry by
 //! `api/ui/vendor.mjs` into `api/ui/vendor/` (pinned by `api/ui/package-lock.json`; `api/tests/dashboard.rs`
 //! checks the vendored files equal what `npm ci` installs). The page calls the REST API with the key the person
