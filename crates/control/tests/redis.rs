@@ -19,9 +19,16 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// A fake worker: answers every request with `{node: {"ok": method}}`, plus one reply under a foreign ticket.
-async fn fake_worker(broker: Broker, nodes: Vec<&'static str>) {
+/// All replies to one request go in one `LPUSH`, so a client that stops after `limit` replies and deletes its list
+/// cannot see the list made again by a reply pushed a moment later (a race that made this test flaky under load).
+async fn fake_worker(broker: Broker, url: String, nodes: Vec<&'static str>) {
     let channel = keys::fanout_channel(broker.db(), keys::PIDBOX_EXCHANGE, "");
     let mut stream = broker.psubscribe(&[channel]).await.unwrap();
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     while let Some(m) = stream.next().await {
         let req =
             ControlRequest::from_message(&Message::decode(&m.payload, false).unwrap()).unwrap();
@@ -29,12 +36,17 @@ async fn fake_worker(broker: Broker, nodes: Vec<&'static str>) {
             continue;
         };
         let queue = keys::reply_queue(&oid);
-        let stray = reply_envelope("stray@x", json!("stray"), "another-ticket", &oid, 1);
-        broker.lpush(&queue, &stray.encode()).await.unwrap();
+        let mut replies =
+            vec![reply_envelope("stray@x", json!("stray"), "another-ticket", &oid, 1).encode()];
         for n in &nodes {
-            let env = reply_envelope(n, json!({"ok": req.method}), &ticket, &oid, 7);
-            broker.lpush(&queue, &env.encode()).await.unwrap();
+            replies.push(reply_envelope(n, json!({"ok": req.method}), &ticket, &oid, 7).encode());
         }
+        let _: i64 = redis::cmd("LPUSH")
+            .arg(&queue)
+            .arg(replies)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
 }
 
@@ -43,7 +55,11 @@ fn broadcast_collects_matching_replies_and_cleans_up() {
     let db = redis_db_or_skip!();
     rt().block_on(async {
         let broker = Broker::connect(&db.url).await.unwrap();
-        let worker = tokio::spawn(fake_worker(broker.clone(), vec!["a@h", "b@h"]));
+        let worker = tokio::spawn(fake_worker(
+            broker.clone(),
+            db.url.clone(),
+            vec!["a@h", "b@h"],
+        ));
         tokio::time::sleep(Duration::from_millis(200)).await;
         let client = ControlClient::new(broker.clone());
         let all = client
