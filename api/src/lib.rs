@@ -9,6 +9,7 @@
 //! - PostgreSQL is reached only through `store` ([`db`] adds the replica fallback); Redis only through `broker`.
 
 pub mod auth;
+pub mod cache;
 pub mod db;
 pub mod error;
 pub mod limits;
@@ -46,6 +47,8 @@ pub struct Settings {
     pub limiter_timeout: Duration,
     /// How long a key look-up is cached in the process.
     pub key_cache_ttl: Duration,
+    /// How long a read's answer is reused (0: never).
+    pub answer_cache_ttl: Duration,
     /// No ingest for this long makes a sensor `stale`.
     pub stale_after: Duration,
     /// Dead letters newer than this make a sensor `failing`.
@@ -78,6 +81,7 @@ impl Settings {
             analyses_limit: limits::RatePolicy::parse("5/minute").expect("default"),
             limiter_timeout: Duration::from_millis(250),
             key_cache_ttl: Duration::from_secs(2),
+            answer_cache_ttl: Duration::from_secs(5),
             stale_after: Duration::from_secs(2 * 3600),
             failing_window: Duration::from_secs(3600),
             migrate: true,
@@ -114,6 +118,7 @@ pub struct AppState {
     /// Job operations, once Redis is connected.
     pub jobs: RwLock<Option<Arc<jobs::Jobs>>>,
     pub keys: auth::KeyCache,
+    pub answers: cache::AnswerCache,
     pub limiter: limits::Limiter,
     pub metrics: Arc<metrics::Metrics>,
     /// Known sensor names and when they were read (refreshed on a miss, at most once a second).
@@ -142,6 +147,7 @@ impl AppState {
                 metrics.clone(),
             ),
             keys: auth::KeyCache::new(settings.key_cache_ttl),
+            answers: cache::AnswerCache::new(settings.answer_cache_ttl),
             jobs: RwLock::new(None),
             sensors: Mutex::new((Vec::new(), None)),
             started: Instant::now(),

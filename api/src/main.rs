@@ -85,6 +85,9 @@ struct ServeArgs {
     /// Seconds a key look-up is cached (a revocation takes effect within it); 0 = no cache.
     #[arg(long, default_value_t = 2.0)]
     key_cache_secs: f64,
+    /// Seconds a read's answer is reused for the same query (0 = every request queries PostgreSQL).
+    #[arg(long, default_value_t = 5.0)]
+    answer_cache_secs: f64,
     /// Seconds without ingest after which a sensor is `stale`.
     #[arg(long, default_value_t = 7200)]
     stale_after_secs: u64,
@@ -151,6 +154,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             statistics_rate_limit: "100/minute".into(),
             analyses_rate_limit: "5/minute".into(),
             key_cache_secs: 2.0,
+            answer_cache_secs: 5.0,
             stale_after_secs: 7200,
             http_workers: 0,
             no_migrate: false,
@@ -185,6 +189,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)
                 .context("--analyses-rate-limit")?;
             settings.key_cache_ttl = Duration::from_secs_f64(a.key_cache_secs.max(0.0));
+            settings.answer_cache_ttl = Duration::from_secs_f64(a.answer_cache_secs.max(0.0));
             settings.stale_after = Duration::from_secs(a.stale_after_secs);
             settings.http_workers = a.http_workers;
             settings.migrate = !a.no_migrate;

@@ -8,6 +8,7 @@
 #   ENDPOINTS="healthz sessions_stats"          # a subset of: healthz sessions_stats sessions_stats_hour
 #                                               #   threats threats_aligned session_detail session_list
 #   BIN=/path/to/release bench/api/run.sh       # use these celeriac-api and cowrie-loader binaries, no build
+#   ANSWER_CACHE_SECS=0 bench/api/run.sh        # the API's answer cache (default 5 s, as the API's own default); 0 = every request queries PostgreSQL
 #
 # What it does:
 # - installs wrk with apt when missing, builds celeriac-api and cowrie-loader (release);
@@ -154,7 +155,7 @@ KEY=$(DATABASE_URL="$DB" "$BIN/celeriac-api" key create --name bench --scopes st
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 BASE="http://127.0.0.1:$PORT"
 DATABASE_URL="$DB" "$BIN/celeriac-api" -b "redis://127.0.0.1:$RPORT/0" --config "$ROOT/worker-config.yaml" -l warn \
-  serve --bind "127.0.0.1:$PORT" --statistics-rate-limit 100000000/minute >"$OUT/api.log" 2>&1 &
+  serve --bind "127.0.0.1:$PORT" --statistics-rate-limit 100000000/minute --answer-cache-secs "${ANSWER_CACHE_SECS:-5}" >"$OUT/api.log" 2>&1 &
 APID=$!
 for _ in $(seq 100); do
   curl -fsS "$BASE/healthz" >/dev/null 2>&1 && break

@@ -35,8 +35,11 @@ pub async fn list(
     kind: Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let q = Query::parse(req.query_string(), service::FINDINGS_PARAMS)?;
-    Ok(HttpResponse::Ok().json(state.list_findings(&kind, &q).await?))
+    super::cached(&state, &req, || async {
+        let q = Query::parse(req.query_string(), service::FINDINGS_PARAMS)?;
+        state.list_findings(&kind, &q).await
+    })
+    .await
 }
 
 /// One finding with its whole stored result (and, for longtail, its detection rows).
@@ -61,7 +64,10 @@ pub async fn detail(
     path: Path<(String, String)>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    Query::parse(req.query_string(), &[])?;
     let (kind, id) = path.into_inner();
-    Ok(HttpResponse::Ok().json(state.finding(&kind, &id).await?))
+    super::cached(&state, &req, || async {
+        Query::parse(req.query_string(), &[])?;
+        state.finding(&kind, &id).await
+    })
+    .await
 }

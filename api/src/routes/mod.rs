@@ -77,6 +77,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// An unknown path is 404; a path of the OpenAPI document asked with a method it does not list is 405 with `Allow`.
+/// Answer a read from the answer cache (`crate::cache`), keyed by the path and the exact query string; the
+/// `Cache-Control` header says how long the answer may be reused.
+pub async fn cached<T, F, Fut>(
+    state: &crate::AppState,
+    req: &HttpRequest,
+    compute: F,
+) -> Result<HttpResponse, ApiError>
+where
+    T: serde::Serialize,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let key = format!("{}?{}", req.path(), req.query_string());
+    let body = state.answers.get_or_compute(key, compute).await?;
+    let age = state.answers.ttl().as_secs();
+    let control = if age == 0 {
+        "no-store".to_string()
+    } else {
+        format!("private, max-age={age}")
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("Cache-Control", control))
+        .body(body))
+}
+
 async fn not_found(req: HttpRequest) -> HttpResponse {
     if let Some(allow) = allowed_methods(req.path())
         && !allow.split(", ").any(|m| m == req.method().as_str())

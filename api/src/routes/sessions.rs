@@ -36,8 +36,11 @@ use crate::service::{self, scoped_query};
     ))]
 #[get("/sessions")]
 pub async fn list(state: Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let q = scoped_query(req.query_string(), service::SESSION_LIST_PARAMS)?;
-    Ok(HttpResponse::Ok().json(state.search_sessions(&q).await?))
+    super::cached(&state, &req, || async {
+        let q = scoped_query(req.query_string(), service::SESSION_LIST_PARAMS)?;
+        state.search_sessions(&q).await
+    })
+    .await
 }
 
 /// One session: its summary and its events in log order.
@@ -62,6 +65,9 @@ pub async fn detail(
     id: Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let q = Query::parse(req.query_string(), service::SESSION_PARAMS)?;
-    Ok(HttpResponse::Ok().json(state.session_detail(&id, &q).await?))
+    super::cached(&state, &req, || async {
+        let q = Query::parse(req.query_string(), service::SESSION_PARAMS)?;
+        state.session_detail(&id, &q).await
+    })
+    .await
 }

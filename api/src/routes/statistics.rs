@@ -30,8 +30,11 @@ use crate::service::{self, scoped_query};
     ))]
 #[get("/statistics/sessions")]
 pub async fn sessions(state: Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let q = scoped_query(req.query_string(), service::SESSIONS_STATS_PARAMS)?;
-    Ok(HttpResponse::Ok().json(state.session_statistics(&q).await?))
+    super::cached(&state, &req, || async {
+        let q = scoped_query(req.query_string(), service::SESSIONS_STATS_PARAMS)?;
+        state.session_statistics(&q).await
+    })
+    .await
 }
 
 /// Top source IPs, credentials, usernames, commands (defanged, with risk scores), downloads, and the latest
@@ -56,8 +59,11 @@ pub async fn sessions(state: Data<AppState>, req: HttpRequest) -> Result<HttpRes
     ))]
 #[get("/statistics/threats")]
 pub async fn threats(state: Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let q = scoped_query(req.query_string(), service::THREATS_PARAMS)?;
-    Ok(HttpResponse::Ok().json(state.threat_statistics(&q).await?))
+    super::cached(&state, &req, || async {
+        let q = scoped_query(req.query_string(), service::THREATS_PARAMS)?;
+        state.threat_statistics(&q).await
+    })
+    .await
 }
 
 /// Per-sensor events, sessions, last ingest, dead letters and status (`ok`, `stale`, `failing`).
@@ -80,6 +86,9 @@ pub async fn threats(state: Data<AppState>, req: HttpRequest) -> Result<HttpResp
     ))]
 #[get("/statistics/sensors")]
 pub async fn sensors(state: Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let q = scoped_query(req.query_string(), service::SENSORS_PARAMS)?;
-    Ok(HttpResponse::Ok().json(state.sensor_statistics(&q).await?))
+    super::cached(&state, &req, || async {
+        let q = scoped_query(req.query_string(), service::SENSORS_PARAMS)?;
+        state.sensor_statistics(&q).await
+    })
+    .await
 }

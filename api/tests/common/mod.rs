@@ -119,6 +119,12 @@ impl Api {
                 "2",
             ])
             .args(extra)
+            // Tests see every change at once unless they turn the answer cache on themselves.
+            .args(if extra.contains(&"--answer-cache-secs") {
+                &[][..]
+            } else {
+                &["--answer-cache-secs", "0"][..]
+            })
             .env_remove("DATABASE_READ_URL")
             .env_remove("CELERY_RESULT_BACKEND");
         for (k, v) in env {
