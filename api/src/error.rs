@@ -53,6 +53,8 @@ pub enum ApiError {
     KeyExpired,
     #[error("the API key lacks the scope `{0}`")]
     MissingScope(&'static str),
+    #[error("MCP accepts browser requests only from localhost origins (DNS-rebinding protection)")]
+    OriginNotAllowed,
     #[error("rate limit exceeded for {class}: {policy}; retry in {retry_after} s")]
     RateLimited {
         class: &'static str,
@@ -111,6 +113,7 @@ impl ApiError {
             KeyRevoked => ("api_key_revoked", StatusCode::UNAUTHORIZED),
             KeyExpired => ("api_key_expired", StatusCode::UNAUTHORIZED),
             MissingScope(_) => ("missing_scope", StatusCode::FORBIDDEN),
+            OriginNotAllowed => ("origin_not_allowed", StatusCode::FORBIDDEN),
             RateLimited { .. } => ("rate_limited", StatusCode::TOO_MANY_REQUESTS),
             RateLimiterUnavailable(_) => {
                 ("rate_limiter_unavailable", StatusCode::SERVICE_UNAVAILABLE)

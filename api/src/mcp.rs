@@ -91,11 +91,7 @@ async fn bridge(
     if let Some(origin) = req.headers().get("origin")
         && !origin.to_str().is_ok_and(origin_allowed)
     {
-        return HttpResponse::Forbidden().json(json!({
-            "code": "origin_not_allowed",
-            "message": "MCP accepts browser requests only from localhost origins (DNS-rebinding protection)",
-            "status": 403,
-        }));
+        return ApiError::OriginNotAllowed.error_response();
     }
     // The middleware authenticated `/mcp` and left the caller here; its absence would be a routing bug.
     let Some(caller) = req.extensions().get::<Caller>().cloned() else {
