@@ -71,6 +71,8 @@ while [ "$(redis-cli -u "$broker" llen celery 2>/dev/null || echo 0)" != "0" ]; 
 end=$(date +%s.%N)
 python3 -c "print('  drained 20000 tasks in %.2f s: %.0f tasks/s (bench/wire-core/run.sh measures the release build beside Python Celery)' % ($end - $start, 20000 / ($end - $start)))"
 echo "== 5. the main job: Cowrie logs -> cowrie-loader -> PostgreSQL -> analysis tasks called from Python"
+# An existing database may be behind this build's schema: the loader never migrates a database in use by itself.
+"$bin/cowrie-loader" migrate --database-url "$database" >/dev/null
 "$bin/cowrie-loader" generate --out "$workdir/cowrie.json" --events 30000 --format 2 --seed 7 --start 2024-01-10T00:00:00Z >/dev/null
 printf '  cowrie-loader bulk --sensor demo-sensor (30,000 generated Cowrie 2.x events): '
 "$bin/cowrie-loader" bulk --sensor demo-sensor --no-progress "$workdir/cowrie.json" | tail -1 | cut -c1-200
