@@ -35,6 +35,8 @@ pub use error::ApiError;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub bind: SocketAddr,
+    /// A second address serving the same application (the dashboard's UI service, 8080 in the K3s manifests).
+    pub ui_bind: Option<SocketAddr>,
     pub db: db::DbSettings,
     pub broker_url: String,
     /// Result backend URL when it differs from the broker.
@@ -66,6 +68,7 @@ impl Settings {
     pub fn new(database_url: &str, broker_url: &str, config_path: PathBuf) -> Settings {
         Settings {
             bind: "0.0.0.0:8081".parse().expect("address"),
+            ui_bind: None,
             db: db::DbSettings {
                 primary_url: database_url.to_string(),
                 replica_url: None,
@@ -246,10 +249,16 @@ pub async fn serve(
     if state.settings.http_workers > 0 {
         server = server.workers(state.settings.http_workers);
     }
-    let server = server
+    let mut server = server
         .listen(listener)
-        .map_err(|source| StartError::Bind { addr, source })?
-        .run();
+        .map_err(|source| StartError::Bind { addr, source })?;
+    if let Some(ui) = state.settings.ui_bind {
+        server = server
+            .bind(ui)
+            .map_err(|source| StartError::Bind { addr: ui, source })?;
+        tracing::info!(addr = %ui, "celeriac-api also listening (dashboard)");
+    }
+    let server = server.run();
     let handle = server.handle();
     tracing::info!(%addr, "celeriac-api listening");
     let stopper = tokio::spawn(async move {

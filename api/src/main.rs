@@ -67,6 +67,9 @@ enum Command {
 struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0:8081")]
     bind: std::net::SocketAddr,
+    /// Also serve on this address (the dashboard's UI service, e.g. 0.0.0.0:8080); same routes and keys.
+    #[arg(long)]
+    ui_bind: Option<std::net::SocketAddr>,
     /// PostgreSQL connections per pool (primary and replica each).
     #[arg(long, default_value_t = 16)]
     pool_size: u32,
@@ -148,6 +151,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or_else(|| {
         Command::Serve(ServeArgs {
             bind: "0.0.0.0:8081".parse().expect("address"),
+            ui_bind: None,
             pool_size: 16,
             statement_timeout_ms: 10_000,
             replica_probe_interval: 2.0,
@@ -173,6 +177,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => {
             let mut settings = Settings::new(&cli.database_url, &cli.broker, cli.config);
             settings.bind = a.bind;
+            settings.ui_bind = a.ui_bind;
             settings.db = db::DbSettings {
                 primary_url: cli.database_url.clone(),
                 replica_url: cli.database_read_url.filter(|u| !u.is_empty()),

@@ -91,3 +91,27 @@ fn answers_are_cached_for_their_ttl() {
     // Errors are not cached, and a key is still needed.
     assert_eq!(get_full(&url, None).status, 401);
 }
+
+#[test]
+fn the_dashboard_is_also_served_on_the_ui_address() {
+    let redis = redis_db_or_skip!();
+    let rt = runtime();
+    let Some(db) = loaded_db(&rt) else { return };
+    let ui = format!("127.0.0.1:{}", free_port());
+    let api = Api::start(&db.url, &redis.url, &["--ui-bind", &ui]);
+    let main = get_full(&api.url("/"), None);
+    let second = get_full(&format!("http://{ui}/"), None);
+    assert_eq!((main.status, second.status), (200, 200));
+    assert_eq!(second.body, main.body, "the same page on both addresses");
+    assert!(second.body.as_str().unwrap_or_default().contains("<html"));
+    let (key, _) = create_key(&db.url, "statistics:read", &[]);
+    let (status, _) = get(
+        &format!("http://{ui}/api/v1/statistics/sensors"),
+        Some(&key),
+    );
+    assert_eq!(status, 200, "the API answers there too, with the same keys");
+    assert_eq!(
+        get(&format!("http://{ui}/api/v1/statistics/sensors"), None).0,
+        401
+    );
+}
