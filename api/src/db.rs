@@ -82,10 +82,6 @@ impl Db {
         }
     }
 
-    pub fn primary(&self) -> &PgPool {
-        &self.primary
-    }
-
     /// True when a replica is configured and reads currently go to it.
     pub fn replica_in_use(&self) -> bool {
         self.replica.is_some() && self.replica_up.load(Ordering::Relaxed)

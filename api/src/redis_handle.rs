@@ -19,18 +19,6 @@ impl RedisHandle {
         }
     }
 
-    /// A handle around an already connected broker (tests).
-    pub fn connected(url: &str, broker: Broker) -> RedisHandle {
-        RedisHandle {
-            url: url.to_string(),
-            current: RwLock::new(Some(broker)),
-        }
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// The broker, once connected.
     pub fn get(&self) -> Option<Broker> {
         self.current.read().expect("redis handle").clone()

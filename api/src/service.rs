@@ -4,7 +4,6 @@
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::stats::{self, BucketSize, FindingKind, Scope};
 
@@ -54,16 +53,23 @@ impl AppState {
         Ok(names)
     }
 
+    /// Every sensor named must be one the database knows (else 404 naming the first unknown one).
+    async fn check_sensors(&self, sensors: &[String]) -> Result<(), ApiError> {
+        if sensors.is_empty() {
+            return Ok(());
+        }
+        let known = self.known_sensors(sensors).await?;
+        match sensors.iter().find(|s| !known.contains(s)) {
+            Some(s) => Err(ApiError::UnknownSensor(s.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// The scope of a query: its window and its sensors, each sensor known (else 404 naming it).
     pub async fn scope(&self, q: &Query) -> Result<Scope, ApiError> {
         let (start, end) = q.window(Utc::now())?;
         let sensors = q.sensors()?;
-        if !sensors.is_empty() {
-            let known = self.known_sensors(&sensors).await?;
-            if let Some(s) = sensors.iter().find(|s| !known.contains(s)) {
-                return Err(ApiError::UnknownSensor(s.clone()));
-            }
-        }
+        self.check_sensors(&sensors).await?;
         Ok(Scope {
             sensors,
             start,
@@ -340,12 +346,7 @@ impl AppState {
             })?),
         };
         let sensors = q.sensors()?;
-        if !sensors.is_empty() {
-            let known = self.known_sensors(&sensors).await?;
-            if let Some(s) = sensors.iter().find(|s| !known.contains(s)) {
-                return Err(ApiError::UnknownSensor(s.clone()));
-            }
-        }
+        self.check_sensors(&sensors).await?;
         let (mut rows, _) = self
             .db
             .read(&move |c| {
@@ -419,10 +420,7 @@ impl AppState {
             message,
         };
         if let Some(s) = &req.sensor {
-            let known = self.known_sensors(std::slice::from_ref(s)).await?;
-            if !known.contains(s) {
-                return Err(ApiError::UnknownSensor(s.clone()));
-            }
+            self.check_sensors(std::slice::from_ref(s)).await?;
         }
         let window = req.time_window.clone().unwrap_or_else(|| Value::from("7d"));
         analysis::window::parse_window(&window, Utc::now())
@@ -632,9 +630,6 @@ pub fn check_params(kind: AnalysisKind, params: &Map<String, Value>) -> Result<(
         AnalysisKind::Botnet => merge::<analysis::BotnetParams>(params),
     }
 }
-
-/// Shared handle type for handlers.
-pub type State = Arc<AppState>;
 
 #[cfg(test)]
 mod tests {
