@@ -36,7 +36,8 @@ impl RedisHandle {
         if let Some(b) = self.get() {
             return Some(b);
         }
-        let mut delay = Duration::from_millis(500);
+        let mut backoff =
+            transport::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
         let mut warned = false;
         loop {
             match Broker::connect(&self.url).await {
@@ -56,10 +57,9 @@ impl RedisHandle {
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = backoff.wait() => {}
                 _ = shutdown.changed() => return None,
             }
-            delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
 }

@@ -1,7 +1,8 @@
 """Drain benchmark, one run: N pre-published no-op tasks drained by one worker; prints one JSON line.
 
 usage: drain.py KIND MODE N
-  KIND: python-solo | python-prefork | rust   (rust = celeriac-worker -c $RUST_CONC, default 2)
+  KIND: python-solo | python-prefork | rust | rust-baseline   (rust = celeriac-worker -c $RUST_CONC, default 2;
+        rust-baseline = the same from $BASELINE_BIN)
   MODE: noresult (celeriac.noop sent with ignore_result) | result (celeriac.noop, result stored)
 Both workers run a task named celeriac.noop (Rust built-in; Python in tests/python/pytasks.py).
 Same procedure as shared/bench/python-celery/bench_drain.py: FLUSHDB; publish N messages (Python-identical
@@ -25,6 +26,8 @@ ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
 PORT = int(os.environ.get('BENCH_REDIS_PORT', '6390'))
 URL = 'redis://127.0.0.1:%d/0' % PORT
 BIN = os.environ.get('CELERIAC_BIN', os.path.join(os.environ.get('CARGO_TARGET_DIR', os.path.join(ROOT, 'target')), 'release'))
+# rust-baseline: the celeriac-worker built from an earlier commit (run.sh's BASELINE_REF), run beside the current one.
+BASELINE_BIN = os.environ.get('BASELINE_BIN', '')
 VENV = os.environ.get('CELERIAC_VENV', os.path.expanduser('~/.cache/celeriac/venv'))
 R = redis.Redis(host='127.0.0.1', port=PORT, db=0)
 QUEUE = 'bench'
@@ -77,8 +80,9 @@ def redis_cpu():
 def start(kind):
     env = dict(os.environ, CELERY_BROKER_URL=URL, CELERY_RESULT_BACKEND=URL, PYTHONUNBUFFERED='1')
     log = open(os.path.join(HERE, 'results', 'worker-%s.log' % kind), 'w')
-    if kind == 'rust':
-        cmd = [os.path.join(BIN, 'celeriac-worker'), '-b', URL, '-Q', QUEUE, '-n', 'bench@%h',
+    if kind in ('rust', 'rust-baseline'):
+        bin_dir = BASELINE_BIN if kind == 'rust-baseline' else BIN
+        cmd = [os.path.join(bin_dir, 'celeriac-worker'), '-b', URL, '-Q', QUEUE, '-n', 'bench@%h',
                '-c', os.environ.get('RUST_CONC', '2'), '--loglevel', 'warn']
         cwd = ROOT
     else:

@@ -5,13 +5,16 @@
 use anyhow::{Context as _, bail};
 use broker::Broker;
 use celeriac_control::ControlClient;
+use celery_proto::command::ControlCommand;
 use clap::Args;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Cli;
 use crate::inspect::print_replies;
+use crate::request::Request;
 
 #[derive(Debug, Args)]
 pub struct ControlArgs {
@@ -33,74 +36,89 @@ pub struct ControlArgs {
     pub signal: String,
 }
 
-fn num(s: &str) -> Value {
-    s.parse::<i64>()
-        .map(Value::from)
-        .or_else(|_| s.parse::<f64>().map(Value::from))
-        .unwrap_or_else(|_| json!(s))
+/// A number word (`float(arg)` / `int(arg)` in Celery's CLI).
+fn number<T: std::str::FromStr>(method: &str, what: &str, word: &str) -> anyhow::Result<T> {
+    word.trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{method}: {what} must be a number, got {word:?}"))
 }
 
-/// The arguments object for a control command from CLI words, as Celery's CLI builds it.
-pub fn control_arguments(a: &ControlArgs) -> anyhow::Result<Map<String, Value>> {
+/// The request for `control <method> [words]`, with the arguments Celery's CLI sends for those words. Names the
+/// CLI has no command for (and commands it cannot build from no words) go out bare.
+pub fn control_request(a: &ControlArgs) -> anyhow::Result<Request> {
+    use ControlCommand as C;
     let w = &a.args;
+    let m = a.method.as_str();
     let need = |n: usize, usage: &str| -> anyhow::Result<()> {
         if w.len() < n {
-            bail!("usage: celeriac control {} {usage}", a.method);
+            bail!("usage: celeriac control {m} {usage}");
         }
         Ok(())
     };
-    let mut m = Map::new();
-    match a.method.as_str() {
+    let command = match m {
         "revoke" => {
             need(1, "TASK_ID...")?;
-            m.insert("task_id".into(), json!(w));
-            if a.terminate {
-                m.insert("terminate".into(), json!(true));
-                m.insert("signal".into(), json!(a.signal));
+            C::Revoke {
+                ids: w.clone(),
+                terminate: a.terminate,
+                signal: a.terminate.then(|| a.signal.clone()),
             }
         }
         "terminate" => {
             need(2, "SIGNAL TASK_ID...")?;
-            m.insert("signal".into(), json!(w[0]));
-            m.insert("task_id".into(), json!(w[1..]));
+            C::Terminate {
+                ids: w[1..].to_vec(),
+                signal: Some(w[0].clone()),
+            }
         }
         "rate_limit" => {
             need(2, "TASK_NAME RATE_LIMIT")?;
-            m.insert("task_name".into(), json!(w[0]));
-            m.insert("rate_limit".into(), json!(w[1]));
+            C::RateLimit {
+                task_name: w[0].clone(),
+                rate_limit: Some(w[1].clone()),
+            }
         }
         "time_limit" => {
             need(2, "TASK_NAME SOFT [HARD]")?;
-            m.insert("task_name".into(), json!(w[0]));
-            m.insert("soft".into(), num(&w[1]));
-            m.insert(
-                "hard".into(),
-                w.get(2).map(|h| num(h)).unwrap_or(Value::Null),
-            );
+            C::TimeLimit {
+                task_name: w[0].clone(),
+                soft: Some(number(m, "SOFT", &w[1])?),
+                hard: w.get(2).map(|h| number(m, "HARD", h)).transpose()?,
+            }
         }
         "add_consumer" => {
             need(1, "QUEUE [EXCHANGE EXCHANGE_TYPE ROUTING_KEY]")?;
-            m.insert("queue".into(), json!(w[0]));
-            for (i, k) in ["exchange", "exchange_type", "routing_key"]
-                .iter()
-                .enumerate()
-            {
-                if let Some(v) = w.get(i + 1) {
-                    m.insert((*k).into(), json!(v));
-                }
+            C::AddConsumer {
+                queue: w[0].clone(),
+                exchange: w.get(1).cloned(),
+                exchange_type: w.get(2).cloned(),
+                routing_key: w.get(3).cloned(),
             }
         }
         "cancel_consumer" => {
             need(1, "QUEUE")?;
-            m.insert("queue".into(), json!(w[0]));
+            C::CancelConsumer {
+                queue: w[0].clone(),
+            }
         }
         "pool_grow" | "pool_shrink" => {
-            m.insert("n".into(), w.first().map(|n| num(n)).unwrap_or(json!(1)));
+            let n = w
+                .first()
+                .map(|n| number(m, "N", n))
+                .transpose()?
+                .unwrap_or(1);
+            if m == "pool_grow" {
+                C::PoolGrow { n }
+            } else {
+                C::PoolShrink { n }
+            }
         }
         "autoscale" => {
             need(2, "MAX MIN")?;
-            m.insert("max".into(), num(&w[0]));
-            m.insert("min".into(), num(&w[1]));
+            C::Autoscale {
+                max: Some(number(m, "MAX", &w[0])?),
+                min: Some(number(m, "MIN", &w[1])?),
+            }
         }
         "revoke_by_stamped_headers" => {
             need(1, "KEY=VALUE...")?;
@@ -109,49 +127,144 @@ pub fn control_arguments(a: &ControlArgs) -> anyhow::Result<Map<String, Value>> 
                 let (k, v) = kv
                     .split_once('=')
                     .with_context(|| format!("{kv}: expected KEY=VALUE"))?;
-                headers.insert(k.into(), json!(v));
+                headers.insert(k.into(), Value::from(v));
             }
-            m.insert("headers".into(), Value::Object(headers));
-            m.insert("terminate".into(), json!(a.terminate));
-            m.insert("signal".into(), json!(a.signal));
+            C::RevokeByStampedHeaders {
+                headers,
+                terminate: a.terminate,
+                signal: Some(a.signal.clone()),
+            }
         }
-        _ => {}
-    }
-    Ok(m)
+        other => {
+            return Ok(Request::new(
+                other,
+                ControlCommand::parse(other, &Map::new()).ok(),
+            ));
+        }
+    };
+    Ok(Request::new(m, Some(command)))
 }
 
 pub async fn control(cli: &Cli, a: &ControlArgs) -> anyhow::Result<ExitCode> {
-    let arguments = control_arguments(a)?;
+    let request = control_request(a)?;
     let broker = Broker::connect(&cli.broker)
         .await
         .context("connecting to the broker")?;
-    let client = ControlClient::new(broker);
+    let client = ControlClient::new(Arc::new(broker));
     let dest = (!a.destination.is_empty()).then(|| a.destination.clone());
     let timeout = Duration::from_secs_f64(a.timeout.max(0.01));
-    if a.method == "shutdown" {
-        // Workers do not reply to shutdown (it is a SystemExit in Celery).
-        client
-            .broadcast(
-                &a.method,
-                Value::Object(arguments),
-                dest,
-                false,
-                timeout,
-                None,
-            )
-            .await?;
-        println!("shutdown sent");
+    let replies = request.send(&client, dest, timeout).await?;
+    if !request.replies() {
+        // Workers do not reply to shutdown (a SystemExit in Celery) or election.
+        println!("{} sent", request.method);
         return Ok(ExitCode::SUCCESS);
     }
-    let replies = client
-        .broadcast(
-            &a.method,
-            Value::Object(arguments),
-            dest,
-            true,
-            timeout,
-            None,
-        )
-        .await?;
     Ok(print_replies(cli.json, &replies, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn sent(words: &[&str]) -> anyhow::Result<(String, String, bool)> {
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            a: ControlArgs,
+        }
+        let t = T::try_parse_from(std::iter::once("control").chain(words.iter().copied()))?;
+        let r = control_request(&t.a)?;
+        Ok((
+            r.method.clone(),
+            Value::Object(r.arguments()).to_string(),
+            r.replies(),
+        ))
+    }
+
+    fn want(m: &str, a: &str) -> (String, String, bool) {
+        (m.to_string(), a.to_string(), true)
+    }
+
+    #[test]
+    fn control_requests_like_celery() {
+        let ok = |w: &[&str]| sent(w).unwrap();
+        assert_eq!(
+            ok(&["revoke", "a", "b"]),
+            want("revoke", r#"{"task_id":["a","b"]}"#)
+        );
+        assert_eq!(
+            ok(&["revoke", "a", "--terminate"]),
+            want(
+                "revoke",
+                r#"{"task_id":["a"],"terminate":true,"signal":"SIGTERM"}"#
+            )
+        );
+        assert_eq!(
+            ok(&["terminate", "SIGKILL", "a"]),
+            want("terminate", r#"{"signal":"SIGKILL","task_id":["a"]}"#)
+        );
+        assert_eq!(
+            ok(&["rate_limit", "celeriac.add", "10/m"]),
+            want(
+                "rate_limit",
+                r#"{"task_name":"celeriac.add","rate_limit":"10/m"}"#
+            )
+        );
+        assert_eq!(
+            ok(&["time_limit", "celeriac.sleep", "0.5", "1"]),
+            want(
+                "time_limit",
+                r#"{"task_name":"celeriac.sleep","soft":0.5,"hard":1.0}"#
+            )
+        );
+        assert_eq!(
+            ok(&["time_limit", "t", "2"]),
+            want("time_limit", r#"{"task_name":"t","soft":2.0,"hard":null}"#)
+        );
+        assert_eq!(
+            ok(&["add_consumer", "q", "ex", "direct"]),
+            want(
+                "add_consumer",
+                r#"{"queue":"q","exchange":"ex","exchange_type":"direct"}"#
+            )
+        );
+        assert_eq!(
+            ok(&["cancel_consumer", "q"]),
+            want("cancel_consumer", r#"{"queue":"q"}"#)
+        );
+        assert_eq!(ok(&["pool_grow", "2"]), want("pool_grow", r#"{"n":2}"#));
+        assert_eq!(ok(&["pool_shrink"]), want("pool_shrink", r#"{"n":1}"#));
+        assert_eq!(
+            ok(&["autoscale", "4", "1"]),
+            want("autoscale", r#"{"max":4,"min":1}"#)
+        );
+        assert_eq!(
+            ok(&["revoke_by_stamped_headers", "mystamp=v1"]),
+            want(
+                "revoke_by_stamped_headers",
+                r#"{"headers":{"mystamp":"v1"},"terminate":false,"signal":"SIGTERM"}"#
+            )
+        );
+        for m in [
+            "enable_events",
+            "disable_events",
+            "heartbeat",
+            "pool_restart",
+            "ping",
+            "nonexistent_cmd",
+        ] {
+            assert_eq!(ok(&[m]), want(m, "{}"));
+        }
+        assert_eq!(ok(&["shutdown"]), ("shutdown".into(), "{}".into(), false));
+        assert!(
+            sent(&["revoke"])
+                .unwrap_err()
+                .to_string()
+                .starts_with("usage: ")
+        );
+        assert!(sent(&["time_limit", "t", "soon"]).is_err());
+        assert!(sent(&["pool_grow", "many"]).is_err());
+        assert!(sent(&["revoke_by_stamped_headers", "novalue"]).is_err());
+    }
 }

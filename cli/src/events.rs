@@ -5,6 +5,7 @@
 use anyhow::Context as _;
 use broker::Broker;
 use celeriac_control::{ClusterState, ControlClient, Event, EventReceiver};
+use celery_proto::event::EventKind;
 use celery_proto::pyrepr::repr;
 use chrono::{DateTime, Utc};
 use clap::Args;
@@ -12,7 +13,9 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use transport::SharedTransport;
 
 use crate::Cli;
 
@@ -40,12 +43,13 @@ fn py_str(v: &Value) -> String {
     }
 }
 
-fn human_type(t: &str) -> String {
-    match t {
-        "worker-offline" => "shutdown".into(),
-        "worker-online" => "started".into(),
-        "worker-heartbeat" => "heartbeat".into(),
-        other => other.to_lowercase().replace('-', " "),
+/// How the dumper names an event type: Celery's words for worker events, else the type with spaces.
+fn human_type(kind: Option<EventKind>, event_type: &str) -> String {
+    match kind {
+        Some(EventKind::WorkerOffline) => "shutdown".into(),
+        Some(EventKind::WorkerOnline) => "started".into(),
+        Some(EventKind::WorkerHeartbeat) => "heartbeat".into(),
+        _ => event_type.to_lowercase().replace('-', " "),
     }
 }
 
@@ -67,18 +71,20 @@ pub fn dump_line(ev: &Event, names: &mut HashMap<String, String>) -> String {
         .remove("timestamp")
         .and_then(|v| v.as_f64())
         .unwrap_or(ev.received_at);
-    let kind = body
+    let event_type = body
         .remove("type")
         .map(|v| py_str(&v).to_lowercase())
         .unwrap_or_default();
+    let kind = EventKind::parse(&event_type);
     let host = body
         .remove("hostname")
         .map(|v| py_str(&v))
         .unwrap_or_default();
     let mut task = None;
-    if kind.starts_with("task-") {
+    // Like Celery's dumper, any `task-*` type (an app's custom `task-progress` too) is shown with its task.
+    if event_type.starts_with("task-") {
         let uuid = body.remove("uuid").map(|v| py_str(&v)).unwrap_or_default();
-        if kind == "task-received" || kind == "task-sent" {
+        if matches!(kind, Some(EventKind::TaskReceived | EventKind::TaskSent)) {
             let mut take = |k: &str| {
                 body.remove(k)
                     .map(|v| py_str(&v))
@@ -108,12 +114,12 @@ pub fn dump_line(ev: &Event, names: &mut HashMap<String, String>) -> String {
         Some(t) => format!(
             "{host} [{}] {}{sep} {t} {fields}",
             py_datetime(ts),
-            human_type(&kind)
+            human_type(kind, &event_type)
         ),
         None => format!(
             "{host} [{}] {}{sep} {fields}",
             py_datetime(ts),
-            human_type(&kind)
+            human_type(kind, &event_type)
         ),
     }
 }
@@ -154,9 +160,10 @@ pub async fn events(cli: &Cli, a: &EventsArgs) -> anyhow::Result<ExitCode> {
     let broker = Broker::connect(&cli.broker)
         .await
         .context("connecting to the broker")?;
-    let mut rx = EventReceiver::new(&broker).await?;
+    let transport: SharedTransport = Arc::new(broker);
+    let mut rx = EventReceiver::new(&transport).await?;
     if !a.no_wakeup {
-        let client = ControlClient::new(broker.clone());
+        let client = ControlClient::new(transport.clone());
         client
             .broadcast(
                 "heartbeat",
@@ -238,6 +245,28 @@ mod tests {
         assert_eq!(
             line,
             "w1@vm [2026-11-22 05:41:54.538548+00:00] heartbeat: clock=3, freq=2.0, loadavg=[1.86, 1.06, 0.48], local_received=1.5"
+        );
+    }
+
+    #[test]
+    fn dumps_unknown_types_like_celery() {
+        let mut names = HashMap::new();
+        names.insert(
+            "u1".to_string(),
+            "tasks.add(u1) args=(2, 3) kwargs={}".to_string(),
+        );
+        let progress = json!({"hostname": "w1@vm", "uuid": "u1", "done": 3, "timestamp": 2.0, "type": "task-progress"});
+        let ev = Event::new(progress.as_object().unwrap().clone(), 2.5);
+        assert_eq!(ev.kind(), None);
+        assert_eq!(
+            dump_line(&ev, &mut names),
+            "w1@vm [1970-01-01 00:00:02+00:00] task progress: tasks.add(u1) args=(2, 3) kwargs={} done=3, local_received=2.5"
+        );
+        let custom = json!({"hostname": "w1@vm", "timestamp": 2.0, "type": "Worker-Custom"});
+        let ev = Event::new(custom.as_object().unwrap().clone(), 2.5);
+        assert_eq!(
+            dump_line(&ev, &mut names),
+            "w1@vm [1970-01-01 00:00:02+00:00] worker custom: local_received=2.5"
         );
     }
 }

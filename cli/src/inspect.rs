@@ -4,14 +4,17 @@
 use anyhow::Context as _;
 use broker::Broker;
 use celeriac_control::ControlClient;
+use celery_proto::command::ControlCommand;
 use celery_proto::pyrepr::repr;
 use clap::Args;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Cli;
+use crate::request::Request;
 
 /// Celery's `EX_UNAVAILABLE`, used when no node replied.
 pub const EX_UNAVAILABLE: u8 = 69;
@@ -31,39 +34,47 @@ pub struct InspectArgs {
     pub destination: Vec<String>,
 }
 
-/// The arguments object Celery's CLI sends for an inspect method.
-pub fn inspect_arguments(method: &str, args: &[String]) -> Map<String, Value> {
-    let mut m = Map::new();
-    match method {
-        "query_task" => {
-            m.insert("ids".into(), json!(args));
-        }
-        "registered" | "dump_tasks" => {
-            m.insert("taskinfoitems".into(), json!(args));
-        }
-        "active" if !args.is_empty() => {
-            m.insert("safe".into(), json!(args[0] == "safe" || args[0] == "true"));
-        }
-        _ => {}
-    }
-    m
+/// The request for `inspect <method> [args]`: the inspect commands typed, with the arguments Celery's CLI sends
+/// (`query_task` ids, `registered` attribute names, `active safe`); any other name bare.
+pub fn inspect_request(method: &str, args: &[String]) -> Request {
+    use ControlCommand as C;
+    let command = match method {
+        "query_task" => Some(C::QueryTask { ids: args.to_vec() }),
+        "registered" | "dump_tasks" => Some(C::Registered {
+            taskinfoitems: args.to_vec(),
+            builtins: false,
+        }),
+        "active" if !args.is_empty() => Some(C::Active {
+            safe: Some(args[0] == "safe" || args[0] == "true"),
+        }),
+        other => ControlCommand::parse(other, &Map::new()).ok().filter(|c| {
+            matches!(
+                c,
+                C::Ping
+                    | C::Stats
+                    | C::Active { .. }
+                    | C::Reserved { .. }
+                    | C::Scheduled { .. }
+                    | C::Revoked
+                    | C::ActiveQueues
+                    | C::Conf
+                    | C::Report
+                    | C::Clock
+            )
+        }),
+    };
+    Request::new(method, command)
 }
 
 pub async fn inspect(cli: &Cli, a: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let request = inspect_request(&a.method, &a.args);
     let broker = Broker::connect(&cli.broker)
         .await
         .context("connecting to the broker")?;
-    let client = ControlClient::new(broker);
+    let client = ControlClient::new(Arc::new(broker));
     let dest = (!a.destination.is_empty()).then(|| a.destination.clone());
-    let replies = client
-        .broadcast(
-            &a.method,
-            Value::Object(inspect_arguments(&a.method, &a.args)),
-            dest,
-            true,
-            Duration::from_secs_f64(a.timeout.max(0.01)),
-            None,
-        )
+    let replies = request
+        .send(&client, dest, Duration::from_secs_f64(a.timeout.max(0.01)))
         .await?;
     Ok(print_replies(cli.json, &replies, true))
 }
@@ -161,6 +172,7 @@ pub fn indent(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn pretty_like_celery() {
@@ -179,9 +191,65 @@ mod tests {
             pretty(&json!({"b": 1, "a": {"d": 2.0, "c": []}})).1,
             "{\n    \"a\": {\n        \"c\": [],\n        \"d\": 2.0\n    },\n    \"b\": 1\n}"
         );
+    }
+
+    #[test]
+    fn inspect_requests_like_celery() {
+        let sent = |method: &str, args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let r = inspect_request(method, &args);
+            (
+                r.method.clone(),
+                Value::Object(r.arguments()).to_string(),
+                r.replies(),
+            )
+        };
+        let want = |m: &str, a: &str| (m.to_string(), a.to_string(), true);
         assert_eq!(
-            inspect_arguments("query_task", &["x".into()]),
-            json!({"ids": ["x"]}).as_object().unwrap().clone()
+            sent("query_task", &["x", "y"]),
+            want("query_task", r#"{"ids":["x","y"]}"#)
         );
+        assert_eq!(
+            sent("registered", &[]),
+            want("registered", r#"{"taskinfoitems":[]}"#)
+        );
+        assert_eq!(
+            sent("dump_tasks", &["acks_late"]),
+            want("dump_tasks", r#"{"taskinfoitems":["acks_late"]}"#)
+        );
+        assert_eq!(sent("active", &[]), want("active", "{}"));
+        assert_eq!(
+            sent("active", &["safe"]),
+            want("active", r#"{"safe":true}"#)
+        );
+        assert_eq!(
+            sent("active", &["false"]),
+            want("active", r#"{"safe":false}"#)
+        );
+        for m in [
+            "ping",
+            "stats",
+            "reserved",
+            "scheduled",
+            "revoked",
+            "active_queues",
+            "conf",
+            "report",
+            "clock",
+        ] {
+            assert_eq!(sent(m, &[]), want(m, "{}"));
+            assert!(inspect_request(m, &[]).command.is_some(), "{m}");
+        }
+        // Other names go out bare, replies awaited, as before.
+        for m in [
+            "nonexistent_cmd",
+            "pool_grow",
+            "shutdown",
+            "revoke",
+            "hello",
+        ] {
+            assert_eq!(sent(m, &["x"]), want(m, "{}"));
+            assert!(inspect_request(m, &[]).command.is_none(), "{m}");
+        }
     }
 }

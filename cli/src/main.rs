@@ -5,6 +5,7 @@ mod call;
 mod control;
 mod events;
 mod inspect;
+mod request;
 
 use clap::{Parser, Subcommand};
 

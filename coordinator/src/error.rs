@@ -5,7 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Value, json};
 
-use ::jobs::{JobError, StoreError};
+use ::jobs::{JobError, JobStoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -100,10 +100,10 @@ impl From<broker::BrokerError> for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<JobStoreError> for ApiError {
+    fn from(e: JobStoreError) -> Self {
         match e {
-            StoreError::Broker(b) => ApiError::BrokerUnavailable(b.to_string()),
+            JobStoreError::Broker(b) => ApiError::BrokerUnavailable(b.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

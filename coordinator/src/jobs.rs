@@ -114,7 +114,8 @@ async fn move_held(state: &AppState, raw: &[u8], from_node: &str) -> Result<(), 
             ),
         ),
     };
-    let rewritten = readdress(raw, &target).unwrap_or_else(|| raw.to_vec());
+    let rewritten =
+        celery_proto::kombu_redis::readdress(raw, &target).unwrap_or_else(|| raw.to_vec());
     state
         .jobs
         .broker
@@ -139,20 +140,4 @@ async fn move_held(state: &AppState, raw: &[u8], from_node: &str) -> Result<(), 
         state.jobs.store.put_job(&rec).await?;
     }
     Ok(())
-}
-
-/// The envelope with `delivery_info.routing_key` set to the new queue and a fresh delivery tag, as kombu writes
-/// at publish.
-pub fn readdress(raw: &[u8], queue: &str) -> Option<Vec<u8>> {
-    let mut v: Value = serde_json::from_slice(raw).ok()?;
-    let props = v.get_mut("properties")?.as_object_mut()?;
-    props.insert(
-        "delivery_info".into(),
-        serde_json::json!({"exchange": "", "routing_key": queue}),
-    );
-    props.insert(
-        "delivery_tag".into(),
-        Value::String(uuid::Uuid::new_v4().to_string()),
-    );
-    Some(celery_proto::json::to_py_json(&v))
 }

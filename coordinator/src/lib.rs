@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-pub use ::jobs::{ConfigHandle, Registry, Reload, Store, config_handle, registry, store};
+pub use ::jobs::{ConfigHandle, JobStore, Reload, WorkerRegistry, config_handle, registry, store};
 pub use error::ApiError;
 pub use metrics::Metrics;
 
@@ -168,7 +168,7 @@ impl AppState {
                 Ok(keys) => {
                     let reg = self.jobs.registry.lock().expect("registry");
                     for k in keys {
-                        let q = celery_proto::keys::queue_of_key(&k);
+                        let q = celery_proto::kombu_redis::queue_of_key(&k);
                         if let Some(node) = q.strip_suffix(".dq2")
                             && !reg.alive(node, now)
                             && !nodes.iter().any(|n| n == node)

@@ -1,7 +1,7 @@
 //! `celeriac-coordinator`: flags and subcommands only; the service is `celeriac_coordinator::run`.
 
 use anyhow::Context as _;
-use celeriac_coordinator::{Settings, Store};
+use celeriac_coordinator::{JobStore, Settings};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -162,7 +162,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             let broker = broker::Broker::connect(&cli.broker)
                 .await
                 .context("connecting to the broker")?;
-            let store = Store::new(broker, 0);
+            let store = JobStore::new(broker, 0);
             match action {
                 TokenAction::Create { name, ttl_secs } => {
                     let t = store.create_token(&name, ttl_secs, None).await?;

@@ -231,7 +231,8 @@ routing:
 
     // Watch every task event, to count runs.
     let seen: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
-    let broker = broker::Broker::connect(&db.url).await.unwrap();
+    let broker: transport::SharedTransport =
+        Arc::new(broker::Broker::connect(&db.url).await.unwrap());
     let mut rx = celeriac_control::EventReceiver::new(&broker).await.unwrap();
     let sink = seen.clone();
     let watcher = tokio::spawn(async move {
@@ -239,7 +240,7 @@ routing:
             if let Some(u) = ev.uuid() {
                 sink.lock().unwrap().push((
                     u.to_string(),
-                    ev.kind().to_string(),
+                    ev.event_type().to_string(),
                     ev.hostname().to_string(),
                 ));
             }

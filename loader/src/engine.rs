@@ -102,7 +102,7 @@ where
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
     let started = Instant::now();
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = transport::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         match f().await {
             Ok(v) => return Ok(v),
@@ -115,9 +115,9 @@ where
                     });
                 }
                 *retries += 1;
-                tracing::warn!(error = %e, ?backoff, "PostgreSQL unavailable, retrying");
-                tokio::time::sleep(backoff.min(max_wait.saturating_sub(waited))).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, backoff = ?delay, "PostgreSQL unavailable, retrying");
+                tokio::time::sleep(delay.min(max_wait.saturating_sub(waited))).await;
             }
             Err(e) => return Err(e.into()),
         }

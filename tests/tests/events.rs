@@ -150,8 +150,9 @@ fn event_receiver_tracks_rust_worker_and_event_switches() {
     let mut rs = rust_worker(&db.url, "rsstate@evhost", &["--heartbeat-interval", "1"]);
     block_on(async {
         let broker = broker::Broker::connect(&db.url).await.unwrap();
-        let mut rx = EventReceiver::new(&broker).await.unwrap();
-        let control = celeriac_control::ControlClient::new(broker.clone());
+        let transport: transport::SharedTransport = std::sync::Arc::new(broker.clone());
+        let mut rx = EventReceiver::new(&transport).await.unwrap();
+        let control = celeriac_control::ControlClient::new(transport.clone());
         let mut state = ClusterState::default();
         let node = "rsstate@evhost";
         // Heartbeats arrive with the real fields.
@@ -227,7 +228,7 @@ fn event_receiver_tracks_rust_worker_and_event_switches() {
                 kinds_for_first += 1;
             }
             state.apply(&ev);
-            if ev.uuid() == Some(second_id.as_str()) && ev.kind() == "task-succeeded" {
+            if ev.uuid() == Some(second_id.as_str()) && ev.event_type() == "task-succeeded" {
                 assert_eq!(ev.str("result"), Some("3"));
                 assert_eq!(
                     ev.routing_key, "task.multi",
@@ -282,7 +283,7 @@ fn event_receiver_tracks_rust_worker_and_event_switches() {
                 Some(third_id.as_str()),
                 "task event sent while disabled: {ev:?}"
             );
-            if ev.kind() == "worker-heartbeat" && ev.hostname() == node {
+            if ev.event_type() == "worker-heartbeat" && ev.hostname() == node {
                 beats += 1;
             }
             state.apply(&ev);
@@ -296,7 +297,7 @@ fn event_receiver_tracks_rust_worker_and_event_switches() {
                 .expect("offline in time")
                 .unwrap();
             state.apply(&ev);
-            if ev.kind() == "worker-offline" && ev.hostname() == node {
+            if ev.event_type() == "worker-offline" && ev.hostname() == node {
                 break;
             }
         }

@@ -439,7 +439,7 @@ except Exception as e:
     rc_common::block_on(async {
         let b = broker::Broker::connect(&db.url).await.unwrap();
         let req = celery_proto::control::ControlRequest::new("ping", Default::default());
-        let channel = celery_proto::keys::fanout_channel(b.db(), "celery.pidbox", "");
+        let channel = celery_proto::kombu_redis::fanout_channel(b.db(), "celery.pidbox", "");
         b.publish_fanout(&channel, &req.envelope(100_000, 0.0).encode())
             .await
             .unwrap();

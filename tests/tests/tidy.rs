@@ -36,11 +36,96 @@ fn normal_deps(p: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Every package `pkg` needs at run time on this platform, directly or not, after feature resolution
+/// (`cargo tree -e normal`: no dev or build dependencies; works offline with what the build downloaded).
+fn reachable(pkg: &str) -> Vec<String> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            pkg,
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+            "--offline",
+        ])
+        .current_dir(testkit::repo_root())
+        .output()
+        .expect("cargo tree");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| *n != pkg)
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn the_runtime_and_the_seam_know_no_domain_and_no_client_library() {
+    // Checked on the resolved tree: an indirect path (runtime -> control -> broker -> redis) fails too.
+    let rules: &[(&str, &[&str])] = &[
+        (
+            "worker-runtime",
+            &[
+                "store",
+                "analysis",
+                "cowrie-tasks",
+                "broker",
+                "redis",
+                "lapin",
+                "diesel",
+                "diesel-async",
+                "actix-web",
+            ],
+        ),
+        (
+            "transport",
+            &["broker", "redis", "lapin", "diesel", "store"],
+        ),
+        (
+            "celeriac-control",
+            &["broker", "redis", "lapin", "diesel", "store"],
+        ),
+        (
+            "celery-proto",
+            &["tokio", "redis", "lapin", "diesel", "transport"],
+        ),
+    ];
+    // The check sees indirect dependencies: the worker binary reaches redis only through broker.
+    assert!(reachable("celeriac-worker").iter().any(|r| r == "redis"));
+    for (pkg, banned) in rules {
+        let reach = reachable(pkg);
+        assert!(
+            reach.iter().any(|r| r == "serde_json"),
+            "cargo tree of {pkg} looks empty: {reach:?}"
+        );
+        for b in *banned {
+            assert!(
+                !reach.iter().any(|r| r == b),
+                "{pkg} reaches {b} through its dependencies (see ARCHITECTURE.md invariants)"
+            );
+        }
+    }
+}
+
 #[test]
 fn outside_systems_stay_behind_their_crate() {
     // (dependency, packages allowed to depend on it normally)
     let rules: &[(&str, &[&str])] = &[
+        // Only transport implementations know their client library.
         ("redis", &["broker", "testkit"]),
+        ("lapin", &["broker-amqp"]),
         ("diesel", &["store"]),
         ("diesel-async", &["store"]),
         ("actix-web", &["celeriac-coordinator", "celeriac-api"]),

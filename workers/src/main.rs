@@ -1,11 +1,16 @@
 //! `celeriac-worker`: the command line of `celery worker`, for Rust tasks. Parses flags, sets up logging and
-//! signals, and runs the library's worker.
+//! signals, connects to the broker (Redis), registers the built-in tasks and the Cowrie analyses
+//! (`cowrie-tasks`), and runs the runtime's worker (`worker-runtime`). A user's own worker binary does the same
+//! with its own tasks (see `examples/custom-tasks`).
 
 use anyhow::Context as _;
-use celeriac_worker::config::expand_node_name;
-use celeriac_worker::{Shutdown, Worker, WorkerConfig};
 use clap::Parser;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
+use transport::{Backoff, SharedBackend, SharedTransport};
+use worker_runtime::config::expand_node_name;
+use worker_runtime::{RuntimeConfig, Shutdown, Worker};
 
 /// mimalloc instead of glibc's malloc: the worker allocates many small, short-lived buffers per message, and glibc
 /// malloc was about a quarter of its CPU per task in `bench/wire-core` (see docs/benchmarks.md).
@@ -125,7 +130,7 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("writing pidfile {}", p.display()))?;
     }
     let host = celery_proto::hostname();
-    let mut config = WorkerConfig::new(&cli.broker, &expand_node_name(&cli.node_name, &host));
+    let mut config = RuntimeConfig::new(&cli.broker, &expand_node_name(&cli.node_name, &host));
     config.result_backend = cli
         .result_backend
         .clone()
@@ -169,17 +174,28 @@ fn main() -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(Shutdown::Running);
         let tx = std::sync::Arc::new(tx);
         tokio::spawn(signals(tx.clone()));
-        let mut registry = celeriac_worker::default_registry();
-        // The cowrieprocessor analyses; the pool connects lazily, so a worker without PostgreSQL still starts
-        // and those tasks fail with a clear OperationalError until the database answers.
-        let db = celeriac_worker::analysis_tasks::AnalysisDb::new(
-            &database_url,
-            database_read_url.as_deref(),
-        );
-        celeriac_worker::analysis_tasks::register(&mut registry, db);
-        let worker = Worker::connect(config, registry, rx).await?;
+        let mut registry = worker_runtime::default_registry();
+        // The cowrieprocessor analyses; the pool connects lazily and the schema is prepared in the background, so
+        // a worker without PostgreSQL still starts and those tasks fail with a clear OperationalError until the
+        // database answers.
+        let db = cowrie_tasks::AnalysisDb::new(&database_url, database_read_url.as_deref());
+        cowrie_tasks::register(&mut registry, db.clone());
+        cowrie_tasks::spawn_prepare(db);
+        let broker = connect_with_retry(&config.broker_url, &rx)
+            .await
+            .context("connecting to the broker")?;
+        let backend = if config.result_backend == config.broker_url {
+            broker.clone()
+        } else {
+            connect_with_retry(&config.result_backend, &rx)
+                .await
+                .context("connecting to the result backend")?
+        };
+        let transport: SharedTransport = Arc::new(broker);
+        let backend: SharedBackend = Arc::new(backend);
+        let worker = Worker::new(config, registry, transport, backend, rx);
         // The `shutdown` control command asks for a warm shutdown.
-        let mut asked = worker.state.shutdown_request.subscribe();
+        let mut asked = worker.state().shutdown_requests();
         tokio::spawn(async move {
             if asked.wait_for(|v| *v).await.is_ok() {
                 tx.send_if_modified(|s| {
@@ -195,6 +211,24 @@ fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(p);
     }
     result
+}
+
+/// Connect, retrying with backoff while Redis is down, until connected or shut down.
+async fn connect_with_retry(
+    url: &str,
+    shutdown: &watch::Receiver<Shutdown>,
+) -> anyhow::Result<broker::Broker> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        match broker::Broker::connect(url).await {
+            Ok(b) => return Ok(b),
+            Err(e) if e.is_transient() && *shutdown.borrow() == Shutdown::Running => {
+                tracing::warn!(url = %transport::redact_url(url), error = %e, retry_in = ?backoff.peek(), "cannot reach Redis; retrying");
+                backoff.wait().await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// SIGTERM/SIGINT: warm shutdown; a second one or SIGQUIT: cold. SIGHUP: nothing to reload yet, say so.

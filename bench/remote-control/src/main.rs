@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -153,7 +154,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn ping(cli: &Cli, workers: usize, rounds: usize, python: bool) -> anyhow::Result<Value> {
     let broker = Broker::connect(&cli.broker).await?;
-    let client = ControlClient::new(broker);
+    let client = ControlClient::new(Arc::new(broker));
     let mut procs = Procs(Vec::new());
     let n = if python { 1 } else { workers };
     for i in 0..n {
@@ -196,7 +197,7 @@ async fn ping(cli: &Cli, workers: usize, rounds: usize, python: bool) -> anyhow:
 
 async fn events(cli: &Cli, kind: &str, task_events: bool, n: usize) -> anyhow::Result<Value> {
     let broker = Broker::connect(&cli.broker).await?;
-    let client = ControlClient::new(broker.clone());
+    let client = ControlClient::new(Arc::new(broker.clone()));
     let node = format!("ev-{kind}@rc");
     let queue = format!("bench-ev-{kind}");
     let task = if kind == "rust" {

@@ -6,7 +6,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{Broker, BrokerError};
 
-type Reply = oneshot::Sender<Result<(), String>>;
+type Reply = oneshot::Sender<Result<(), BrokerError>>;
 
 /// A handle to the ack batcher (cheap to clone).
 #[derive(Clone)]
@@ -35,7 +35,7 @@ impl Acker {
                         Err(_) => break,
                     }
                 }
-                let res = broker.ack(&tags).await.map_err(|e| e.to_string());
+                let res = broker.ack(&tags).await;
                 for r in replies.drain(..) {
                     let _ = r.send(res.clone());
                 }
@@ -48,16 +48,9 @@ impl Acker {
     /// Acknowledge one delivery tag; resolves once it is removed from `unacked` and `unacked_index`.
     pub async fn ack(&self, tag: &str) -> Result<(), BrokerError> {
         let (reply, wait) = oneshot::channel();
-        let closed = || BrokerError::Sentinel("ack batcher stopped".into());
         self.tx
             .send((tag.to_string(), reply))
-            .map_err(|_| closed())?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(BrokerError::Redis(redis::RedisError::from(
-                std::io::Error::other(e),
-            ))),
-            Err(_) => Err(closed()),
-        }
+            .map_err(|_| BrokerError::Closed)?;
+        wait.await.unwrap_or(Err(BrokerError::Closed))
     }
 }

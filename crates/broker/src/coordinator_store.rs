@@ -7,7 +7,7 @@
 //! A coordinator that dies between the steps leaves the message in the holding list, from which the next start
 //! moves it again ([`Broker::held`]); nothing is lost, and no consumer can pop it twice.
 
-use celery_proto::keys;
+use celery_proto::kombu_redis;
 use redis::AsyncCommands;
 
 use crate::{Broker, Result};
@@ -82,7 +82,7 @@ impl Broker {
     /// Lengths of a queue's four priority lists, bucket 0 first.
     pub async fn queue_bucket_lens(&self, queue: &str) -> Result<[u64; 4]> {
         let mut pipe = redis::pipe();
-        for k in keys::queue_keys(queue) {
+        for k in kombu_redis::queue_keys(queue) {
             pipe.llen(k);
         }
         let lens: Vec<u64> = pipe.query_async(&mut self.conn()).await?;
@@ -95,7 +95,7 @@ impl Broker {
 
     /// Step one of a move: the oldest waiting message of `queue` (highest priority bucket first) into `holding`.
     pub async fn take_to_holding(&self, queue: &str, holding: &str) -> Result<Option<Vec<u8>>> {
-        for k in keys::queue_keys(queue) {
+        for k in kombu_redis::queue_keys(queue) {
             let got: Option<Vec<u8>> = redis::cmd("RPOPLPUSH")
                 .arg(&k)
                 .arg(holding)
@@ -120,7 +120,7 @@ impl Broker {
         self.declare_queue(queue).await?;
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .lpush(keys::queue_key(queue, priority), rewritten)
+            .lpush(kombu_redis::queue_key(queue, priority), rewritten)
             .ignore()
             .lrem(holding, 1, original)
             .ignore();

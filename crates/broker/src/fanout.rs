@@ -8,9 +8,6 @@ use tokio::sync::mpsc;
 
 use crate::{Broker, Result};
 
-/// A connection for blocking commands, from [`Broker::blocking_connection`] (so callers need not name `redis`).
-pub type BlockingConn = ConnectionManager;
-
 /// A message received on a pattern subscription.
 #[derive(Debug, Clone)]
 pub struct FanoutMessage {
@@ -71,7 +68,7 @@ impl Broker {
 
     /// `BRPOP keys timeout` without recording the message as unacked (for pidbox reply queues).
     /// Returns the key it came from and the raw bytes, or `None` after `timeout` seconds.
-    pub async fn brpop_raw(
+    pub(crate) async fn brpop_raw(
         &self,
         conn: &mut ConnectionManager,
         keys: &[String],

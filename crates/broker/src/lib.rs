@@ -15,10 +15,11 @@ pub mod acks;
 pub mod coordinator_store;
 pub mod fanout;
 pub mod rate_limit;
+mod redis_transport;
 pub mod subscribe;
 pub mod url;
 
-use celery_proto::keys::{self, UNACKED, UNACKED_INDEX, UNACKED_MUTEX};
+use celery_proto::kombu_redis::{self, UNACKED, UNACKED_INDEX, UNACKED_MUTEX};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::HashSet;
@@ -27,55 +28,56 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use ::transport::redact_url as redact;
 pub use acks::Acker;
 pub use rate_limit::RateDecision;
-pub use redis::aio::PubSub;
 pub use subscribe::Subscriber;
-pub use url::{BrokerUrl, redact};
+pub use url::BrokerUrl;
 
-/// What can go wrong talking to Redis.
-#[derive(Debug, thiserror::Error)]
+/// What can go wrong talking to Redis. No `redis` type appears here: the client library stays inside this crate.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     #[error("invalid broker URL {url}: {why}")]
     BadUrl { url: String, why: String },
     #[error("sentinel: {0}")]
     Sentinel(String),
+    /// Redis cannot be reached now (refused, reset, timed out, loading its data set).
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    /// Redis answered a command with an error.
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Command(String),
+    /// The ack batcher is gone (the process is stopping).
+    #[error("ack batcher stopped")]
+    Closed,
+}
+
+impl From<redis::RedisError> for BrokerError {
+    fn from(e: redis::RedisError) -> BrokerError {
+        let transient = e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_timeout()
+            || e.is_connection_refusal()
+            || matches!(
+                e.kind(),
+                redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+            );
+        if transient {
+            BrokerError::Unavailable(e.to_string())
+        } else {
+            BrokerError::Command(e.to_string())
+        }
+    }
 }
 
 impl BrokerError {
     /// True when retrying later can help (connection refused, reset, timeout, loading).
     pub fn is_transient(&self) -> bool {
-        match self {
-            BrokerError::Redis(e) => {
-                e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_timeout()
-                    || e.is_connection_refusal()
-                    || matches!(
-                        e.kind(),
-                        redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
-                    )
-            }
-            BrokerError::Sentinel(_) => true,
-            BrokerError::BadUrl { .. } => false,
-        }
+        matches!(self, BrokerError::Unavailable(_) | BrokerError::Sentinel(_))
     }
 }
 
 pub type Result<T> = std::result::Result<T, BrokerError>;
-
-/// A message taken from a queue.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    /// The queue (without priority suffix) it came from.
-    pub queue: String,
-    /// The envelope bytes exactly as they were in the list.
-    pub raw: Vec<u8>,
-    /// True when it was recorded in `unacked` (it had a readable delivery tag).
-    pub recorded: bool,
-}
 
 struct Scripts {
     pop_and_record: redis::Script,
@@ -112,6 +114,11 @@ struct Inner {
     declared: Mutex<HashSet<String>>,
     reconnects: Arc<AtomicU64>,
     scripts: Scripts,
+    /// The consumer's connection for BRPOP when idle (see `transport.rs`).
+    consumer_conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    /// Idle connections for popping mailbox replies.
+    reply_conns: Mutex<Vec<ConnectionManager>>,
+    acker: std::sync::OnceLock<Acker>,
 }
 
 /// A handle on the broker (cheap to clone; commands from clones are pipelined on one connection).
@@ -152,6 +159,9 @@ impl Broker {
                 declared: Mutex::new(HashSet::new()),
                 reconnects,
                 scripts: Scripts::new(),
+                consumer_conn: tokio::sync::Mutex::new(None),
+                reply_conns: Mutex::new(Vec::new()),
+                acker: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -169,8 +179,12 @@ impl Broker {
     /// Count a transient connection error (the connection manager reconnects by itself on the next command).
     pub fn note_connection_error(&self, err: &BrokerError) {
         if err.is_transient() {
-            self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
+            self.count_reconnect();
         }
+    }
+
+    fn count_reconnect(&self) {
+        self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -178,7 +192,7 @@ impl Broker {
     }
 
     /// A separate connection for blocking commands (BRPOP), so they do not stall pipelined traffic.
-    pub async fn blocking_connection(&self) -> Result<ConnectionManager> {
+    pub(crate) async fn blocking_connection(&self) -> Result<ConnectionManager> {
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(None)
             .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -191,7 +205,7 @@ impl Broker {
     }
 
     /// A pub/sub connection (for the pidbox, events and result waits).
-    pub async fn pubsub(&self) -> Result<PubSub> {
+    pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub> {
         Ok(self.inner.client.get_async_pubsub().await?)
     }
 
@@ -204,14 +218,14 @@ impl Broker {
     /// Declare a queue the way kombu 5.7 does: measure its four lists, then bind it on the anonymous/direct
     /// exchange of the same name in `_kombu.binding.<q>` and `_kombu.binding_permanent.<q>`.
     pub async fn declare_queue(&self, queue: &str) -> Result<()> {
-        let member = keys::binding_member(queue, "", queue);
+        let member = kombu_redis::binding_member(queue, "", queue);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for k in keys::queue_keys(queue) {
+        for k in kombu_redis::queue_keys(queue) {
             pipe.llen(k).ignore();
         }
-        pipe.sadd(keys::binding_key(queue), &member).ignore();
-        pipe.sadd(keys::binding_permanent_key(queue), &member)
+        pipe.sadd(kombu_redis::binding_key(queue), &member).ignore();
+        pipe.sadd(kombu_redis::binding_permanent_key(queue), &member)
             .ignore();
         let () = pipe.query_async(&mut self.conn()).await?;
         self.inner
@@ -230,13 +244,13 @@ impl Broker {
         queue: &str,
         ttl_ms: u64,
     ) -> Result<()> {
-        let member = keys::binding_member(routing_key, "", queue);
+        let member = kombu_redis::binding_member(routing_key, "", queue);
         let () = self
             .inner
             .scripts
             .bind_expiring
-            .key(keys::binding_key(exchange))
-            .key(keys::BINDING_DEADLINES)
+            .key(kombu_redis::binding_key(exchange))
+            .key(kombu_redis::BINDING_DEADLINES)
             .arg(member)
             .arg(exchange)
             .arg(ttl_ms)
@@ -253,20 +267,24 @@ impl Broker {
         routing_key: &str,
         queue: &str,
     ) -> Result<()> {
-        let member = keys::binding_member(routing_key, "", queue);
+        let member = kombu_redis::binding_member(routing_key, "", queue);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        pipe.srem(keys::binding_key(exchange), &member).ignore();
-        pipe.srem(keys::binding_permanent_key(exchange), &member)
+        pipe.srem(kombu_redis::binding_key(exchange), &member)
             .ignore();
-        pipe.del(keys::queue_keys(queue).to_vec()).ignore();
+        pipe.srem(kombu_redis::binding_permanent_key(exchange), &member)
+            .ignore();
+        pipe.del(kombu_redis::queue_keys(queue).to_vec()).ignore();
         let () = pipe.query_async(&mut self.conn()).await?;
         Ok(())
     }
 
     /// Members of an exchange's binding set.
     pub async fn bindings(&self, exchange: &str) -> Result<Vec<String>> {
-        Ok(self.conn().smembers(keys::binding_key(exchange)).await?)
+        Ok(self
+            .conn()
+            .smembers(kombu_redis::binding_key(exchange))
+            .await?)
     }
 
     /// Publish an envelope to `queue` at `priority` on the anonymous exchange (declaring the queue once).
@@ -282,7 +300,7 @@ impl Broker {
         }
         let () = self
             .conn()
-            .lpush(keys::queue_key(queue, priority), payload)
+            .lpush(kombu_redis::queue_key(queue, priority), payload)
             .await
             .map(|_: i64| ())?;
         Ok(())
@@ -300,8 +318,12 @@ impl Broker {
         Ok(())
     }
 
-    /// Pop up to `max` messages from `keys` (priority-major order) and record them as unacked, atomically.
-    pub async fn fetch(&self, keys: &[String], max: usize) -> Result<Vec<Delivery>> {
+    /// The pop-and-record script: (list key, envelope bytes) pairs; those with a string delivery tag are recorded.
+    pub(crate) async fn pop_and_record(
+        &self,
+        keys: &[String],
+        max: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
         let mut inv = self.inner.scripts.pop_and_record.key(UNACKED);
         inv.key(UNACKED_INDEX);
         for k in keys {
@@ -312,56 +334,19 @@ impl Broker {
         let mut out = Vec::with_capacity(flat.len() / 2);
         let mut it = flat.into_iter();
         while let (Some(key), Some(raw)) = (it.next(), it.next()) {
-            let key = String::from_utf8_lossy(&key).into_owned();
-            let recorded = has_delivery_tag(&raw);
-            out.push(Delivery {
-                queue: keys::queue_of_key(&key).to_string(),
-                raw,
-                recorded,
-            });
+            out.push((String::from_utf8_lossy(&key).into_owned(), raw));
         }
         Ok(out)
     }
 
-    /// Block up to `timeout` for one message on `conn` (from [`Broker::blocking_connection`]), then record it.
-    pub async fn brpop(
+    pub(crate) async fn record(
         &self,
-        conn: &mut ConnectionManager,
-        keys: &[String],
-        timeout: f64,
-    ) -> Result<Option<Delivery>> {
-        let reply: Option<(String, Vec<u8>)> = redis::cmd("BRPOP")
-            .arg(keys)
-            .arg(timeout)
-            .query_async(conn)
-            .await?;
-        let Some((key, raw)) = reply else {
-            return Ok(None);
-        };
-        let recorded = match celery_proto::Message::decode(&raw, true) {
-            Ok(msg) => {
-                self.record(&msg.delivery_tag, &raw, &msg.exchange, &msg.routing_key)
-                    .await?;
-                true
-            }
-            Err(_) => false,
-        };
-        Ok(Some(Delivery {
-            queue: keys::queue_of_key(&key).to_string(),
-            raw,
-            recorded,
-        }))
-    }
-
-    async fn record(&self, tag: &str, raw: &[u8], exchange: &str, routing_key: &str) -> Result<()> {
-        let mut value = Vec::with_capacity(raw.len() + 64);
-        value.push(b'[');
-        value.extend_from_slice(raw);
-        value.extend_from_slice(b", ");
-        value.extend_from_slice(&celery_proto::json::to_py_json(exchange));
-        value.extend_from_slice(b", ");
-        value.extend_from_slice(&celery_proto::json::to_py_json(routing_key));
-        value.push(b']');
+        tag: &str,
+        raw: &[u8],
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<()> {
+        let value = kombu_redis::unacked_entry(raw, exchange, routing_key);
         let _: i64 = self
             .inner
             .scripts
@@ -427,26 +412,10 @@ impl Broker {
 
     /// Where a stored `[message, exchange, routing_key]` goes back to, and the message with `redelivered` set.
     async fn restore_target(&self, stored: &[u8]) -> Result<Option<(Vec<u8>, String)>> {
-        let Ok(serde_json::Value::Array(parts)) =
-            serde_json::from_slice::<serde_json::Value>(stored)
-        else {
+        let Some(entry) = kombu_redis::UnackedEntry::parse(stored) else {
             return Ok(None);
         };
-        let (Some(msg), Some(exchange), Some(rk)) = (parts.first(), parts.get(1), parts.get(2))
-        else {
-            return Ok(None);
-        };
-        let (exchange, rk) = (exchange.as_str().unwrap_or(""), rk.as_str().unwrap_or(""));
-        let raw = celery_proto::json::to_py_json(msg);
-        let Ok(marked) = celery_proto::envelope::mark_redelivered(&raw) else {
-            return Ok(None);
-        };
-        let priority = msg
-            .get("properties")
-            .and_then(|p| p.get("priority"))
-            .and_then(serde_json::Value::as_i64)
-            .map(keys::clamp_priority)
-            .unwrap_or(0);
+        let (exchange, rk) = (entry.exchange.as_str(), entry.routing_key.as_str());
         let queue = if exchange.is_empty() {
             rk.to_string()
         } else {
@@ -454,12 +423,15 @@ impl Broker {
             let members = self.bindings(exchange).await?;
             members
                 .iter()
-                .filter_map(|m| keys::parse_binding_member(m))
+                .filter_map(|m| kombu_redis::parse_binding_member(m))
                 .find(|(k, _, _)| *k == rk)
                 .map(|(_, _, q)| q.to_string())
                 .unwrap_or_else(|| rk.to_string())
         };
-        Ok(Some((marked, keys::queue_key(&queue, priority))))
+        Ok(Some((
+            entry.message,
+            kombu_redis::queue_key(&queue, entry.priority),
+        )))
     }
 
     /// kombu's `restore_visible`: under `unacked_mutex`, put back every unacked message older than
@@ -515,7 +487,7 @@ impl Broker {
             .inner
             .scripts
             .store_result
-            .key(keys::result_key(task_id))
+            .key(kombu_redis::result_key(task_id))
             .arg(meta)
             .arg(expires_secs)
             .invoke_async(&mut self.conn())
@@ -591,13 +563,13 @@ impl Broker {
 
     /// The stored meta of a task, if any.
     pub async fn get_result(&self, task_id: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.conn().get(keys::result_key(task_id)).await?)
+        Ok(self.conn().get(kombu_redis::result_key(task_id)).await?)
     }
 
     /// Length of a queue over its four priority lists.
     pub async fn queue_len(&self, queue: &str) -> Result<u64> {
         let mut pipe = redis::pipe();
-        for k in keys::queue_keys(queue) {
+        for k in kombu_redis::queue_keys(queue) {
             pipe.llen(k);
         }
         let lens: Vec<u64> = pipe.query_async(&mut self.conn()).await?;
@@ -607,7 +579,10 @@ impl Broker {
     /// Delete a queue's four lists; returns how many messages they held.
     pub async fn purge(&self, queue: &str) -> Result<u64> {
         let n = self.queue_len(queue).await?;
-        let _: i64 = self.conn().del(keys::queue_keys(queue).to_vec()).await?;
+        let _: i64 = self
+            .conn()
+            .del(kombu_redis::queue_keys(queue).to_vec())
+            .await?;
         Ok(n)
     }
 
@@ -665,20 +640,4 @@ fn open_client(parsed: &BrokerUrl, resolved: &str) -> std::result::Result<redis:
     }
     let _ = parsed;
     redis::Client::open(resolved).map_err(|e| e.to_string())
-}
-
-/// Cheap check that an envelope has a string delivery tag (mirrors the Lua script's rule).
-fn has_delivery_tag(raw: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Props {
-        delivery_tag: Option<serde_json::Value>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Env {
-        properties: Option<Props>,
-    }
-    matches!(
-        serde_json::from_slice::<Env>(raw),
-        Ok(Env { properties: Some(Props { delivery_tag: Some(serde_json::Value::String(s)) }) }) if !s.is_empty()
-    )
 }

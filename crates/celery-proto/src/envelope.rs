@@ -1,16 +1,10 @@
-//! The kombu message envelope: the JSON object stored in a queue list or published on a channel.
-//!
-//! Decoding follows kombu's order: body encoding (base64), then `headers.compression`, and the content type is
-//! checked against what Celery accepts by default (`json` only).
-//! Encoding writes the keys in the order Python writes them, with Python's separators (see [`crate::json`]).
+//! The transport-neutral message: [`Envelope`] (what a client publishes: body, headers, properties, exchange,
+//! routing key, priority, delivery tag) and [`Message`] (what a consumer received, body decompressed), with the
+//! checks every transport shares: `headers.compression`, and the content type Celery accepts by default (`json`).
+//! How a transport lays them out on the wire is its own module: [`crate::kombu_redis`] for Redis.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::io::Read;
-
-use crate::json::to_py_json;
-use crate::keys::clamp_priority;
 
 /// The only content type Celery's default `accept_content` lets through.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
@@ -60,84 +54,6 @@ pub struct Message {
 }
 
 impl Message {
-    /// Decode an envelope as stored in a queue or published on a channel.
-    /// A missing delivery tag is tolerated only when `require_tag` is false (pub/sub messages).
-    pub fn decode(raw: &[u8], require_tag: bool) -> Result<Message, EnvelopeError> {
-        let value: Value =
-            serde_json::from_slice(raw).map_err(|e| EnvelopeError::InvalidJson(e.to_string()))?;
-        let Value::Object(mut obj) = value else {
-            return Err(EnvelopeError::NotAnObject);
-        };
-        let properties = match obj.remove("properties") {
-            Some(Value::Object(p)) => p,
-            _ => return Err(EnvelopeError::MissingProperties),
-        };
-        let delivery_tag = match properties.get("delivery_tag") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ if require_tag => return Err(EnvelopeError::MissingDeliveryTag),
-            _ => String::new(),
-        };
-        let headers = match obj.remove("headers") {
-            Some(Value::Object(h)) => h,
-            _ => Map::new(),
-        };
-        let content_type = str_field(&obj, "content-type")
-            .unwrap_or(CONTENT_TYPE_JSON)
-            .to_string();
-        let content_encoding = str_field(&obj, "content-encoding")
-            .unwrap_or("utf-8")
-            .to_string();
-        let body_text = match obj.get("body") {
-            Some(Value::String(s)) => s.as_str(),
-            Some(Value::Null) | None => return Err(EnvelopeError::MissingBody),
-            Some(_) => return Err(EnvelopeError::MissingBody),
-        };
-        let body = match properties.get("body_encoding").and_then(Value::as_str) {
-            Some(enc) if enc.eq_ignore_ascii_case("base64") => B64
-                .decode(body_text.trim())
-                .map_err(|e| EnvelopeError::BadBase64(e.to_string()))?,
-            Some(enc) if !enc.eq_ignore_ascii_case("utf-8") => {
-                return Err(EnvelopeError::UnsupportedBodyEncoding(enc.to_string()));
-            }
-            _ => body_text.as_bytes().to_vec(),
-        };
-        let body = match headers.get("compression").and_then(Value::as_str) {
-            Some(kind) => decompress(kind, &body)?,
-            None => body,
-        };
-        let priority = properties.get("priority").map(priority_of).unwrap_or(0);
-        let info = properties.get("delivery_info").and_then(Value::as_object);
-        let exchange = info
-            .and_then(|i| str_field(i, "exchange"))
-            .unwrap_or("")
-            .to_string();
-        let routing_key = info
-            .and_then(|i| str_field(i, "routing_key"))
-            .unwrap_or("")
-            .to_string();
-        let redelivered = headers
-            .get("redelivered")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-            || info
-                .and_then(|i| i.get("redelivered"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-        Ok(Message {
-            headers,
-            properties,
-            content_type,
-            content_encoding,
-            body,
-            delivery_tag,
-            priority,
-            exchange,
-            routing_key,
-            redelivered,
-        })
-    }
-
     /// Parse the body as JSON, refusing content types Celery does not accept by default.
     pub fn json_body(&self) -> Result<Value, EnvelopeError> {
         let ct = self.content_type.split(';').next().unwrap_or("").trim();
@@ -148,24 +64,7 @@ impl Message {
     }
 }
 
-fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    obj.get(key).and_then(Value::as_str)
-}
-
-/// kombu's `_get_message_priority`: `int()` of the value, clamped; anything else is 0.
-fn priority_of(v: &Value) -> u8 {
-    match v {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_f64().map(|f| f as i64))
-            .map(clamp_priority)
-            .unwrap_or(0),
-        Value::String(s) => s.trim().parse::<i64>().map(clamp_priority).unwrap_or(0),
-        _ => 0,
-    }
-}
-
-fn decompress(kind: &str, data: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+pub(crate) fn decompress(kind: &str, data: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
     let mut out = Vec::new();
     let res = match kind {
         "application/x-gzip" | "gzip" | "zlib" => {
@@ -215,56 +114,15 @@ impl Envelope {
             delivery_tag: uuid::Uuid::new_v4().to_string(),
         }
     }
-
-    /// The envelope as a JSON value with kombu's key order.
-    pub fn to_value(&self) -> Value {
-        let mut props = self.leading_properties.clone();
-        props.insert("delivery_mode".into(), json!(self.delivery_mode));
-        if let Some(ms) = self.expiration_ms {
-            props.insert("expiration".into(), json!(ms.to_string()));
-        }
-        props.insert(
-            "delivery_info".into(),
-            json!({"exchange": self.exchange, "routing_key": self.routing_key}),
-        );
-        props.insert("priority".into(), json!(self.priority));
-        props.insert("body_encoding".into(), json!("base64"));
-        props.insert("delivery_tag".into(), json!(self.delivery_tag));
-        let mut env = Map::new();
-        env.insert("body".into(), json!(B64.encode(&self.body)));
-        env.insert("content-encoding".into(), json!("utf-8"));
-        env.insert("content-type".into(), json!(CONTENT_TYPE_JSON));
-        env.insert("headers".into(), Value::Object(self.headers.clone()));
-        env.insert("properties".into(), Value::Object(props));
-        Value::Object(env)
-    }
-
-    /// The bytes to LPUSH or PUBLISH.
-    pub fn encode(&self) -> Vec<u8> {
-        to_py_json(&self.to_value())
-    }
-}
-
-/// Add the `redelivered` flags kombu sets when it puts a message back (`headers.redelivered` and
-/// `properties.delivery_info.redelivered`, each only if that object exists). Returns the new bytes.
-pub fn mark_redelivered(raw: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
-    let mut value: Value =
-        serde_json::from_slice(raw).map_err(|e| EnvelopeError::InvalidJson(e.to_string()))?;
-    let obj = value.as_object_mut().ok_or(EnvelopeError::NotAnObject)?;
-    if let Some(Value::Object(h)) = obj.get_mut("headers") {
-        h.insert("redelivered".into(), Value::Bool(true));
-    }
-    if let Some(Value::Object(p)) = obj.get_mut("properties")
-        && let Some(Value::Object(info)) = p.get_mut("delivery_info")
-    {
-        info.insert("redelivered".into(), Value::Bool(true));
-    }
-    Ok(to_py_json(&value))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kombu_redis::mark_redelivered;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use serde_json::json;
 
     fn env(body: &str, props: &str) -> Vec<u8> {
         format!(r#"{{"body": {body}, "content-type": "application/json", "headers": {{}}, "properties": {props}}}"#)

@@ -5,11 +5,13 @@
 //! Its types change only together with golden tests against real Celery output (`tests/golden.rs`).
 
 pub mod clock;
+pub mod command;
 pub mod control;
 pub mod envelope;
 pub mod event;
 pub mod json;
 pub mod keys;
+pub mod kombu_redis;
 pub mod pyrepr;
 pub mod result;
 pub mod state;
@@ -20,7 +22,7 @@ pub use clock::LamportClock;
 pub use envelope::{Envelope, EnvelopeError, Message};
 pub use result::{ExceptionInfo, Extended, ResultMeta};
 pub use state::State;
-pub use task::{Embed, Signature, TaskError, TaskMessage, TaskRequest};
+pub use task::{Embed, InvalidTask, Signature, TaskMessage, TaskRequest};
 
 /// This machine's host name, as Python's `socket.gethostname()` gives it.
 pub fn hostname() -> String {

@@ -13,7 +13,7 @@ use crate::time::{isoformat, parse_iso};
 
 /// Why a message is not a valid task (Celery: `InvalidTaskError`, or an unknown message).
 #[derive(Debug, thiserror::Error)]
-pub enum TaskError {
+pub enum InvalidTask {
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     #[error("message names no task (neither headers.task nor body.task)")]
@@ -105,14 +105,14 @@ fn opt_string(v: Option<&Value>) -> Option<String> {
     }
 }
 
-fn opt_time(v: Option<&Value>, field: &'static str) -> Result<Option<DateTime<Utc>>, TaskError> {
+fn opt_time(v: Option<&Value>, field: &'static str) -> Result<Option<DateTime<Utc>>, InvalidTask> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => parse_iso(s).map(Some).ok_or(TaskError::BadTime {
+        Some(Value::String(s)) => parse_iso(s).map(Some).ok_or(InvalidTask::BadTime {
             field,
             value: s.clone(),
         }),
-        Some(other) => Err(TaskError::BadTime {
+        Some(other) => Err(InvalidTask::BadTime {
             field,
             value: other.to_string(),
         }),
@@ -125,20 +125,20 @@ fn opt_f64(v: Option<&Value>) -> Option<f64> {
 
 impl TaskMessage {
     /// Decode a task from a broker message (v2 if `headers.task` exists, v1 otherwise).
-    pub fn from_message(msg: &Message) -> Result<TaskMessage, TaskError> {
+    pub fn from_message(msg: &Message) -> Result<TaskMessage, InvalidTask> {
         let body = msg.json_body()?;
         if msg.headers.get("task").and_then(Value::as_str).is_some() {
             Self::from_v2(msg.headers.clone(), body)
         } else if body.get("task").and_then(Value::as_str).is_some() {
             Self::from_v1(&msg.headers, body)
         } else {
-            Err(TaskError::NoTaskName)
+            Err(InvalidTask::NoTaskName)
         }
     }
 
-    fn from_v2(headers: Map<String, Value>, body: Value) -> Result<TaskMessage, TaskError> {
+    fn from_v2(headers: Map<String, Value>, body: Value) -> Result<TaskMessage, InvalidTask> {
         let Value::Array(parts) = body else {
-            return Err(TaskError::BadBody(
+            return Err(InvalidTask::BadBody(
                 "protocol 2 body must be [args, kwargs, embed]".into(),
             ));
         };
@@ -147,7 +147,7 @@ impl TaskMessage {
             Some(Value::Array(a)) => a,
             Some(Value::Null) | None => Vec::new(),
             Some(other) => {
-                return Err(TaskError::BadBody(format!(
+                return Err(InvalidTask::BadBody(format!(
                     "args must be a list, got {other}"
                 )));
             }
@@ -156,7 +156,7 @@ impl TaskMessage {
             Some(Value::Object(k)) => k,
             Some(Value::Null) | None => Map::new(),
             Some(other) => {
-                return Err(TaskError::BadBody(format!(
+                return Err(InvalidTask::BadBody(format!(
                     "kwargs must be an object, got {other}"
                 )));
             }
@@ -165,9 +165,9 @@ impl TaskMessage {
         Self::from_parts(2, headers, args, kwargs, embed)
     }
 
-    fn from_v1(msg_headers: &Map<String, Value>, body: Value) -> Result<TaskMessage, TaskError> {
+    fn from_v1(msg_headers: &Map<String, Value>, body: Value) -> Result<TaskMessage, InvalidTask> {
         let Value::Object(b) = body else {
-            return Err(TaskError::BadBody(
+            return Err(InvalidTask::BadBody(
                 "protocol 1 body must be an object".into(),
             ));
         };
@@ -175,7 +175,7 @@ impl TaskMessage {
             Some(Value::Array(a)) => a.clone(),
             Some(Value::Null) | None => Vec::new(),
             Some(other) => {
-                return Err(TaskError::BadBody(format!(
+                return Err(InvalidTask::BadBody(format!(
                     "args must be a list, got {other}"
                 )));
             }
@@ -184,7 +184,7 @@ impl TaskMessage {
             Some(Value::Object(k)) => k.clone(),
             Some(Value::Null) | None => Map::new(),
             Some(other) => {
-                return Err(TaskError::BadBody(format!(
+                return Err(InvalidTask::BadBody(format!(
                     "kwargs must be an object, got {other}"
                 )));
             }
@@ -229,11 +229,11 @@ impl TaskMessage {
         args: Vec<Value>,
         kwargs: Map<String, Value>,
         embed: Embed,
-    ) -> Result<TaskMessage, TaskError> {
-        let name = opt_string(headers.get("task")).ok_or(TaskError::NoTaskName)?;
+    ) -> Result<TaskMessage, InvalidTask> {
+        let name = opt_string(headers.get("task")).ok_or(InvalidTask::NoTaskName)?;
         let id = match headers.get("id") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => return Err(TaskError::BadBody("task message has no id".into())),
+            _ => return Err(InvalidTask::BadBody("task message has no id".into())),
         };
         let eta = opt_time(headers.get("eta"), "eta")?;
         let expires = opt_time(headers.get("expires"), "expires")?;
@@ -539,7 +539,7 @@ mod tests {
         let raw = String::from_utf8(req.envelope().encode()).unwrap();
         let err = TaskMessage::from_message(&msg(&raw)).unwrap_err();
         assert!(
-            matches!(err, TaskError::BadTime { field: "eta", .. }),
+            matches!(err, InvalidTask::BadTime { field: "eta", .. }),
             "{err}"
         );
     }
@@ -550,7 +550,7 @@ mod tests {
             "properties": {"delivery_tag": "t", "body_encoding": "base64"}});
         assert!(matches!(
             TaskMessage::from_message(&msg(&raw.to_string())),
-            Err(TaskError::NoTaskName)
+            Err(InvalidTask::NoTaskName)
         ));
     }
 

@@ -68,7 +68,7 @@ impl Client {
         let rx = if req.ignore_result == Some(true) {
             None
         } else {
-            let channel = celery_proto::keys::result_key(&req.id);
+            let channel = celery_proto::kombu_redis::result_key(&req.id);
             Some(self.subscriber().await?.subscribe(&channel).await?)
         };
         self.broker
@@ -100,7 +100,7 @@ impl Client {
     ) -> Result<ResultMeta, ClientError> {
         let deadline = Instant::now() + timeout;
         if res.rx.is_none() {
-            let channel = celery_proto::keys::result_key(&res.id);
+            let channel = celery_proto::kombu_redis::result_key(&res.id);
             res.rx = Some(self.subscriber().await?.subscribe(&channel).await?);
         }
         let outcome = async {
@@ -134,7 +134,7 @@ impl Client {
         }
         .await;
         if let Ok(s) = self.subscriber().await {
-            s.unsubscribe(&celery_proto::keys::result_key(&res.id))
+            s.unsubscribe(&celery_proto::kombu_redis::result_key(&res.id))
                 .await;
         }
         outcome

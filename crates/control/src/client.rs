@@ -1,50 +1,51 @@
-//! The remote-control client: kombu's `Mailbox` broadcast and reply collection over Redis.
+//! The remote-control client: kombu's `Mailbox` broadcast and reply collection, over any [`Transport`].
 //!
-//! Wire sequence (celery-wire.md 6.2 and 11): bind `<oid>.reply.celery.pidbox` (SADD plus kombu 5.7's deadline),
-//! `PUBLISH /{db}.celery.pidbox <request>`, `BRPOP` the reply queue's four lists until `timeout` passes with no
-//! reply or `limit` replies arrived, then SREM the binding and DEL the lists (always, also on errors).
+//! Sequence (celery-wire.md 6.2 and 11): bind the reply queue `<oid>.reply.celery.pidbox` to `reply.celery.pidbox`
+//! with routing key `<oid>` (kombu 5.7's one-hour expiry), broadcast the request on `celery.pidbox`, pop the reply
+//! queue until `timeout` passes with no reply or `limit` replies arrived, then unbind and delete the reply queue
+//! (always, also on errors). On Redis this is SADD plus the deadline entry, `PUBLISH /{db}.celery.pidbox`, `BRPOP`
+//! on the reply queue's four lists, SREM and DEL.
 
-use broker::{Broker, BrokerError};
+use celery_proto::command::ControlCommand;
 use celery_proto::control::ControlRequest;
 use celery_proto::keys::{self, PIDBOX_EXCHANGE, REPLY_EXCHANGE};
 use celery_proto::{LamportClock, Message};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+use transport::{Binding, SharedTransport, TransportError};
 
 /// `celery inspect`'s default: one second of silence ends the collection.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// kombu 5.7 gives reply-queue bindings a deadline one hour ahead.
-const REPLY_BINDING_TTL_MS: u64 = 3_600_000;
+const REPLY_BINDING_TTL: Duration = Duration::from_millis(3_600_000);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error(transparent)]
-    Broker(#[from] BrokerError),
+    Transport(#[from] TransportError),
     #[error("control arguments must be a JSON object, got {0}")]
     BadArguments(String),
 }
 
 /// A remote-control client. Cheap to share behind an `Arc`; concurrent broadcasts use separate reply queues.
 pub struct ControlClient {
-    broker: Broker,
+    transport: SharedTransport,
     clock: Arc<LamportClock>,
-    idle: Mutex<Vec<broker::fanout::BlockingConn>>,
 }
 
 impl ControlClient {
-    pub fn new(broker: Broker) -> ControlClient {
+    pub fn new(transport: SharedTransport) -> ControlClient {
         ControlClient {
-            broker,
+            transport,
             clock: Arc::new(LamportClock::new()),
-            idle: Mutex::new(Vec::new()),
         }
     }
 
-    pub fn broker(&self) -> &Broker {
-        &self.broker
+    pub fn transport(&self) -> &SharedTransport {
+        &self.transport
     }
 
     /// This client's Lamport clock (forwarded on every request, adjusted by reply clocks).
@@ -74,6 +75,20 @@ impl ControlClient {
         self.send(request, reply, timeout, limit).await
     }
 
+    /// Broadcast a typed command (its `method()` and `arguments()`), collecting replies as [`Self::broadcast`] does
+    /// when the command has any (`shutdown` and `election` have none: this returns at once, empty).
+    pub async fn send_command(
+        &self,
+        command: &ControlCommand,
+        destination: Option<Vec<String>>,
+        timeout: Duration,
+        limit: Option<usize>,
+    ) -> Result<Vec<(String, Value)>, ControlError> {
+        let mut request = ControlRequest::new(command.method(), command.arguments());
+        request.destination = destination;
+        self.send(request, command.replies(), timeout, limit).await
+    }
+
     /// Send a fully built request (use this for `pattern`/`matcher` addressing).
     pub async fn send(
         &self,
@@ -82,63 +97,58 @@ impl ControlClient {
         timeout: Duration,
         limit: Option<usize>,
     ) -> Result<Vec<(String, Value)>, ControlError> {
-        let channel = keys::fanout_channel(self.broker.db(), PIDBOX_EXCHANGE, "");
-        let expires = broker::now_f64() + timeout.as_secs_f64();
+        let expires = transport::now_f64() + timeout.as_secs_f64();
         if !reply {
             request.ticket = None;
             request.reply_to = None;
             let env = request.envelope(self.clock.forward(), expires);
-            self.broker.publish_fanout(&channel, &env.encode()).await?;
+            self.transport.broadcast(PIDBOX_EXCHANGE, "", &env).await?;
             return Ok(Vec::new());
         }
         let limit = limit.or_else(|| request.destination.as_ref().map(Vec::len));
         let oid = uuid::Uuid::new_v4().to_string();
         let ticket = uuid::Uuid::new_v4().to_string();
-        let queue = keys::reply_queue(&oid);
+        let binding = Binding::new(
+            REPLY_EXCHANGE,
+            &oid,
+            &keys::reply_queue(&oid),
+            REPLY_BINDING_TTL,
+        );
         request.ticket = Some(ticket.clone());
         request.reply_to = Some(oid.clone());
-        self.broker
-            .bind_expiring(REPLY_EXCHANGE, &oid, &queue, REPLY_BINDING_TTL_MS)
-            .await?;
+        self.transport.bind(&binding).await?;
         let collected = self
-            .publish_and_collect(&request, &channel, expires, &queue, &ticket, timeout, limit)
+            .publish_and_collect(&request, expires, &binding.queue, &ticket, timeout, limit)
             .await;
-        let cleanup = self
-            .broker
-            .unbind_and_delete(REPLY_EXCHANGE, &oid, &queue)
-            .await;
+        let cleanup = self.transport.unbind(&binding).await;
         let replies = collected?;
         cleanup?;
         Ok(replies)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Broadcast the request, then pop replies, each pop waiting up to `timeout` (a quiet period, as kombu's
+    /// `drain_events(timeout=...)` per reply), until one finds nothing or `limit` replies arrived.
     async fn publish_and_collect(
         &self,
         request: &ControlRequest,
-        channel: &str,
         expires: f64,
         queue: &str,
         ticket: &str,
         timeout: Duration,
         limit: Option<usize>,
     ) -> Result<Vec<(String, Value)>, ControlError> {
-        let mut conn = self.take_conn().await?;
         let env = request.envelope(self.clock.forward(), expires);
-        self.broker.publish_fanout(channel, &env.encode()).await?;
-        let reply_keys = keys::queue_keys(queue).to_vec();
-        let wait = timeout.as_secs_f64().max(0.01);
+        self.transport.broadcast(PIDBOX_EXCHANGE, "", &env).await?;
+        let wait = timeout.max(Duration::from_millis(10));
         let mut replies = Vec::new();
         loop {
             if limit.is_some_and(|l| replies.len() >= l) {
                 break;
             }
-            let got = match self.broker.brpop_raw(&mut conn, &reply_keys, wait).await {
-                Ok(g) => g,
-                Err(e) => return Err(e.into()),
+            let Some(incoming) = self.transport.pop(queue, wait).await? else {
+                break;
             };
-            let Some((_, raw)) = got else { break };
-            match decode_reply(&raw, ticket) {
+            match incoming.message.ok().and_then(|m| reply_of(&m, ticket)) {
                 Some((clock, pairs)) => {
                     if let Some(c) = clock {
                         self.clock.adjust(c);
@@ -146,21 +156,12 @@ impl ControlClient {
                     replies.extend(pairs);
                 }
                 None => tracing::warn!(
-                    bytes = raw.len(),
+                    bytes = incoming.raw.len(),
                     "ignoring a reply that is not for this request or not readable"
                 ),
             }
         }
-        self.idle.lock().expect("idle connections").push(conn);
         Ok(replies)
-    }
-
-    async fn take_conn(&self) -> Result<broker::fanout::BlockingConn, ControlError> {
-        let pooled = self.idle.lock().expect("idle connections").pop();
-        match pooled {
-            Some(c) => Ok(c),
-            None => Ok(self.broker.blocking_connection().await?),
-        }
     }
 
     /// An inspect call: broadcast with reply and merge answers into `{node: value}` (Celery's `flatten_reply`).
@@ -192,8 +193,13 @@ impl ControlClient {
 pub type Replies = Vec<(String, Value)>;
 
 /// Decode one reply envelope: `(headers.clock, [(node, value)])` if its ticket matches.
+#[cfg(test)]
 fn decode_reply(raw: &[u8], ticket: &str) -> Option<(Option<u64>, Replies)> {
-    let msg = Message::decode(raw, false).ok()?;
+    reply_of(&Message::decode(raw, false).ok()?, ticket)
+}
+
+/// A decoded reply's `(headers.clock, [(node, value)])` if its ticket matches.
+fn reply_of(msg: &Message, ticket: &str) -> Option<(Option<u64>, Replies)> {
     if msg.headers.get("ticket").and_then(Value::as_str) != Some(ticket) {
         return None;
     }
@@ -207,6 +213,10 @@ fn decode_reply(raw: &[u8], ticket: &str) -> Option<(Option<u64>, Replies)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use celery_proto::control::reply_envelope;
+    use serde_json::json;
+    use transport::Transport;
+    use transport::memory::MemoryBroker;
 
     #[test]
     fn decodes_the_captured_ping_reply() {
@@ -224,5 +234,133 @@ mod tests {
         );
         assert!(decode_reply(&raw, "another-ticket").is_none());
         assert!(decode_reply(b"garbage", "x").is_none());
+    }
+
+    /// A fake worker on the in-memory transport: answers every request with `{node: {"ok": method}}` under the
+    /// request's ticket, after one reply under a foreign ticket; records the reply routing keys it saw.
+    async fn fake_worker(
+        t: MemoryBroker,
+        mut sub: transport::Subscription,
+        nodes: Vec<&'static str>,
+        oids: Arc<std::sync::Mutex<Vec<String>>>,
+    ) {
+        while let Some(m) = sub.next().await {
+            let req = ControlRequest::from_message(&m.message.unwrap()).unwrap();
+            let (Some(ticket), Some(oid)) = (req.ticket.clone(), req.reply_to.clone()) else {
+                continue;
+            };
+            oids.lock().unwrap().push(oid.clone());
+            let stray = reply_envelope("stray@x", json!("stray"), "other", &oid, 1);
+            t.send_direct(REPLY_EXCHANGE, &oid, &stray).await.unwrap();
+            for n in &nodes {
+                let env = reply_envelope(n, json!({"ok": req.method}), &ticket, &oid, 7);
+                t.send_direct(REPLY_EXCHANGE, &oid, &env).await.unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn collects_matching_replies_over_any_transport_and_cleans_up() {
+        let mem = MemoryBroker::new();
+        let mailbox = Binding::new(PIDBOX_EXCHANGE, "", "w.celery.pidbox", REPLY_BINDING_TTL);
+        let sub = mem.subscribe(&mailbox).await.unwrap();
+        let oids = Arc::default();
+        let worker = tokio::spawn(fake_worker(
+            mem.clone(),
+            sub,
+            vec!["a@h", "b@h"],
+            Arc::clone(&oids),
+        ));
+        let client = ControlClient::new(Arc::new(mem.clone()));
+        let all = client
+            .inspect("ping", json!({}), None, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert_eq!(all["a@h"], json!({"ok": "ping"}));
+        assert!(!all.contains_key("stray@x"), "foreign tickets are ignored");
+        assert!(client.clock().value() >= 8, "reply clocks adjust ours");
+        let one = client
+            .broadcast(
+                "stats",
+                json!({}),
+                None,
+                true,
+                Duration::from_secs(5),
+                Some(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(one.len(), 1, "limit ends the collection");
+        let dest = client
+            .broadcast(
+                "clock",
+                json!({}),
+                Some(vec!["b@h".into()]),
+                true,
+                Duration::from_secs(5),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            dest.len(),
+            1,
+            "limit defaults to the number of destinations"
+        );
+        assert!(matches!(
+            client
+                .broadcast("x", json!([1]), None, true, Duration::from_millis(10), None)
+                .await,
+            Err(ControlError::BadArguments(_))
+        ));
+        mem.fail_next(1);
+        assert!(matches!(
+            client.ping(None, Duration::from_millis(10)).await,
+            Err(ControlError::Transport(_))
+        ));
+        let fire = client
+            .broadcast(
+                "heartbeat",
+                json!({}),
+                None,
+                false,
+                Duration::from_secs(1),
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(fire.is_empty());
+        let typed = client
+            .send_command(
+                &ControlCommand::Clock,
+                Some(vec!["a@h".into()]),
+                Duration::from_secs(5),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(typed, vec![("a@h".to_string(), json!({"ok": "clock"}))]);
+        let none = client
+            .send_command(
+                &ControlCommand::Shutdown,
+                None,
+                Duration::from_secs(5),
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "shutdown wants no reply");
+        worker.abort();
+        let oids = oids.lock().unwrap().clone();
+        assert_eq!(oids.len(), 4, "one reply queue per broadcast with reply");
+        let probe = reply_envelope("late@h", json!(1), "t", "x", 1);
+        for oid in &oids {
+            assert_eq!(
+                mem.send_direct(REPLY_EXCHANGE, oid, &probe).await.unwrap(),
+                0,
+                "reply queue {oid} unbound"
+            );
+        }
     }
 }

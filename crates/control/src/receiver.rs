@@ -1,18 +1,20 @@
-//! The event receiver: what `celery events` and Flower do on Redis. It binds `celeryev.<uuid>` with routing key
-//! `#` (informational; kombu 5.7 deadline entry), `PSUBSCRIBE /{db}.celeryev/*`, and yields every event of
-//! every message, splitting `task.multi` list bodies. Unreadable messages are logged, counted and skipped.
+//! The event receiver: what `celery events` and Flower do. It subscribes `celeryev.<uuid>` to the `celeryev` topic
+//! exchange with binding key `#` (on Redis: an informational binding with kombu 5.7's deadline entry and
+//! `PSUBSCRIBE /{db}.celeryev/*`), and yields every event of every message, splitting `task.multi` list bodies.
+//! Unreadable messages are logged, counted and skipped.
 
-use broker::Broker;
-use broker::fanout::PatternStream;
 use celery_proto::Message;
-use celery_proto::event::events_of;
-use celery_proto::keys::{self, EVENT_EXCHANGE};
+use celery_proto::event::{EventKind, events_of};
+use celery_proto::keys::EVENT_EXCHANGE;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
+use std::time::Duration;
+use transport::{Binding, SharedTransport, Subscription};
 
 use crate::client::ControlError;
 
-const RECEIVER_BINDING_TTL_MS: u64 = 3_600_000;
+/// kombu 5.7 gives the receiver's binding a deadline one hour ahead.
+const RECEIVER_BINDING_TTL: Duration = Duration::from_millis(3_600_000);
 
 /// One decoded event.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,9 +42,15 @@ impl Event {
         }
     }
 
-    /// The event type, e.g. `worker-heartbeat` or `task-succeeded` (empty if missing).
-    pub fn kind(&self) -> &str {
+    /// The event's `type` string as sent, e.g. `worker-heartbeat` or `task-succeeded` (empty if missing).
+    pub fn event_type(&self) -> &str {
         self.str("type").unwrap_or("")
+    }
+
+    /// The kind of event; `None` for a missing `type` or one Celery does not define (e.g. an app's custom
+    /// `task-progress`), for which [`Event::event_type`] still has the string.
+    pub fn kind(&self) -> Option<EventKind> {
+        EventKind::parse(self.event_type())
     }
 
     /// The sender's node name (empty if missing).
@@ -63,6 +71,29 @@ impl Event {
             .unwrap_or(self.received_at)
     }
 
+    /// A worker event's heartbeat interval in seconds (`freq`).
+    pub fn freq(&self) -> Option<f64> {
+        self.body.get("freq").and_then(Value::as_f64)
+    }
+
+    /// A worker event's number of running tasks (`active`).
+    pub fn active(&self) -> Option<u64> {
+        self.body.get("active").and_then(Value::as_u64)
+    }
+
+    /// A worker event's number of tasks run so far (`processed`).
+    pub fn processed(&self) -> Option<u64> {
+        self.body.get("processed").and_then(Value::as_u64)
+    }
+
+    /// A worker event's load averages (`loadavg`; non-numbers left out), if it has a list.
+    pub fn loadavg(&self) -> Option<Vec<f64>> {
+        match self.body.get("loadavg") {
+            Some(Value::Array(l)) => Some(l.iter().filter_map(Value::as_f64).collect()),
+            _ => None,
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.body.get(key)
     }
@@ -74,27 +105,24 @@ impl Event {
 
 /// A live event subscription.
 pub struct EventReceiver {
-    broker: Broker,
-    stream: PatternStream,
+    transport: SharedTransport,
+    subscription: Subscription,
     pending: VecDeque<Event>,
-    queue: String,
+    binding: Binding,
     bad: u64,
 }
 
 impl EventReceiver {
-    /// Subscribe to every event on the broker's database.
-    pub async fn new(broker: &Broker) -> Result<EventReceiver, ControlError> {
+    /// Subscribe to every event on the transport (on Redis: the broker's database).
+    pub async fn new(transport: &SharedTransport) -> Result<EventReceiver, ControlError> {
         let queue = format!("{EVENT_EXCHANGE}.{}", uuid::Uuid::new_v4());
-        broker
-            .bind_expiring(EVENT_EXCHANGE, "#", &queue, RECEIVER_BINDING_TTL_MS)
-            .await?;
-        let pattern = keys::fanout_channel(broker.db(), EVENT_EXCHANGE, "*");
-        let stream = broker.psubscribe(&[pattern]).await?;
+        let binding = Binding::new(EVENT_EXCHANGE, "#", &queue, RECEIVER_BINDING_TTL);
+        let subscription = transport.subscribe(&binding).await?;
         Ok(EventReceiver {
-            broker: broker.clone(),
-            stream,
+            transport: transport.clone(),
+            subscription,
             pending: VecDeque::new(),
-            queue,
+            binding,
             bad: 0,
         })
     }
@@ -105,9 +133,13 @@ impl EventReceiver {
             if let Some(ev) = self.pending.pop_front() {
                 return Some(ev);
             }
-            let msg = self.stream.next().await?;
-            let received_at = broker::now_f64();
-            match decode_events(&msg.payload) {
+            let msg = self.subscription.next().await?;
+            let received_at = transport::now_f64();
+            let decoded = msg
+                .message
+                .map_err(|e| e.to_string())
+                .and_then(events_of_message);
+            match decoded {
                 Ok((rk, events)) => self.pending.extend(events.into_iter().map(|body| Event {
                     routing_key: rk.clone(),
                     body,
@@ -115,7 +147,7 @@ impl EventReceiver {
                 })),
                 Err(why) => {
                     self.bad += 1;
-                    tracing::warn!(channel = %msg.channel, bytes = msg.payload.len(), why, "dropping unreadable event message");
+                    tracing::warn!(routing_key = %msg.routing_key, bytes = msg.raw.len(), why, "dropping unreadable event message");
                 }
             }
         }
@@ -128,11 +160,7 @@ impl EventReceiver {
 
     /// Remove this receiver's binding (the subscription closes when the receiver is dropped).
     pub async fn close(self) {
-        if let Err(e) = self
-            .broker
-            .unbind_and_delete(EVENT_EXCHANGE, "#", &self.queue)
-            .await
-        {
+        if let Err(e) = self.transport.unbind(&self.binding).await {
             tracing::warn!(error = %e, "could not remove the event receiver binding");
         }
     }
@@ -140,7 +168,11 @@ impl EventReceiver {
 
 /// Decode an event message into its routing key and event bodies (`task.multi` lists give several).
 pub fn decode_events(raw: &[u8]) -> Result<(String, Vec<Map<String, Value>>), String> {
-    let msg = Message::decode(raw, false).map_err(|e| e.to_string())?;
+    events_of_message(Message::decode(raw, false).map_err(|e| e.to_string())?)
+}
+
+/// The routing key and event bodies of a decoded event message (`task.multi` lists give several).
+fn events_of_message(msg: Message) -> Result<(String, Vec<Map<String, Value>>), String> {
     let body = msg.json_body().map_err(|e| e.to_string())?;
     let events: Vec<Map<String, Value>> = events_of(body)
         .into_iter()
@@ -178,5 +210,36 @@ mod tests {
         assert_eq!(evs.len(), 1);
         assert_eq!(evs[0]["hostname"], "w1@vm");
         assert!(decode_events(b"{not json").is_err());
+    }
+
+    #[tokio::test]
+    async fn receives_over_any_transport_splitting_batches_and_counting_garbage() {
+        use celery_proto::event::event_envelope;
+        use serde_json::json;
+        use transport::Transport;
+        let mem = transport::memory::MemoryBroker::new();
+        let shared: SharedTransport = std::sync::Arc::new(mem.clone());
+        let mut rx = EventReceiver::new(&shared).await.unwrap();
+        let garbage = event_envelope("w@h", "task.multi", &json!({"no": "type"}));
+        mem.broadcast(EVENT_EXCHANGE, "task.multi", &garbage)
+            .await
+            .unwrap();
+        let batch = json!([
+            {"type": "task-received", "hostname": "w@h"},
+            {"type": "task-started", "hostname": "w@h"},
+        ]);
+        let env = event_envelope("w@h", "task.multi", &batch);
+        mem.broadcast(EVENT_EXCHANGE, "task.multi", &env)
+            .await
+            .unwrap();
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let ev = rx.next().await.unwrap();
+            assert_eq!(ev.routing_key, "task.multi");
+            kinds.push(ev.event_type().to_string());
+        }
+        assert_eq!(kinds, ["task-received", "task-started"]);
+        assert_eq!(rx.bad_messages(), 1);
+        rx.close().await;
     }
 }

@@ -2,6 +2,7 @@
 //! last heartbeat, `freq`, `active`, `processed`, `loadavg` and software fields, with Flower's liveness rule
 //! (a heartbeat within `2 * freq`), and a bounded map of recent tasks with their latest state.
 
+use celery_proto::event::EventKind;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -54,20 +55,6 @@ pub struct TaskView {
     pub timestamp: f64,
 }
 
-fn state_of(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "task-sent" => "PENDING",
-        "task-received" => "RECEIVED",
-        "task-started" => "STARTED",
-        "task-succeeded" => "SUCCESS",
-        "task-failed" => "FAILURE",
-        "task-retried" => "RETRY",
-        "task-revoked" => "REVOKED",
-        "task-rejected" => "REJECTED",
-        _ => return None,
-    })
-}
-
 fn precedence(state: &str) -> u8 {
     match state {
         "PENDING" => 0,
@@ -106,60 +93,33 @@ impl ClusterState {
         }
     }
 
-    /// Apply one event.
+    /// Apply one event. Every event counts in `events_seen`; worker events update their worker, task events their
+    /// task (and the sending worker's liveness and counters). A `type` Celery does not define (`kind()` is `None`)
+    /// updates a worker's fields if it is a `worker-*` one, and is otherwise only counted.
     pub fn apply(&mut self, ev: &Event) {
         self.events_seen += 1;
-        let kind = ev.kind();
         let host = ev.hostname();
         if host.is_empty() {
             return;
         }
-        if kind.starts_with("worker-") {
-            let w = self.worker_mut(host);
-            let num = |k: &str| ev.get(k).and_then(Value::as_u64);
-            if let Some(f) = ev.get("freq").and_then(Value::as_f64) {
-                w.freq = f;
-            }
-            if let Some(a) = num("active") {
-                w.active = a;
-            }
-            if let Some(p) = num("processed") {
-                w.processed = p;
-            }
-            if let Some(Value::Array(l)) = ev.get("loadavg") {
-                w.loadavg = l.iter().filter_map(Value::as_f64).collect();
-            }
-            for (key, slot) in [
-                ("sw_ident", &mut w.sw_ident),
-                ("sw_ver", &mut w.sw_ver),
-                ("sw_sys", &mut w.sw_sys),
-            ] {
-                if let Some(s) = ev.str(key) {
-                    *slot = Some(s.to_string());
-                }
-            }
-            if let Some(p) = num("pid") {
-                w.pid = Some(p);
-            }
-            if let Some(c) = num("clock") {
-                w.clock = w.clock.max(c);
-            }
-            if kind == "worker-offline" {
-                w.online = false;
-                w.last_heartbeat = None;
-            } else if kind == "worker-online" || kind == "worker-heartbeat" {
-                w.online = true;
-                w.last_heartbeat = Some(ev.received_at);
+        let Some(kind) = ev.kind() else {
+            // Celery's own `worker-*` types are all known; an unknown one still carries worker fields.
+            if ev.event_type().starts_with("worker-") {
+                self.apply_worker_event(ev, None, host);
             }
             return;
-        }
-        let Some(state) = state_of(kind) else { return };
-        if kind != "task-sent" {
+        };
+        let Some(state) = kind.task_state() else {
+            self.apply_worker_event(ev, Some(kind), host);
+            return;
+        };
+        let sent = kind == EventKind::TaskSent;
+        if !sent {
             let ts = ev.timestamp();
             let w = self.worker_mut(host);
             w.online = true;
             w.last_heartbeat = Some(w.last_heartbeat.map_or(ts, |t| t.max(ts)));
-            *w.task_events.entry(kind.to_string()).or_default() += 1;
+            *w.task_events.entry(kind.as_str().to_string()).or_default() += 1;
         }
         let Some(uuid) = ev.uuid() else { return };
         if !self.tasks.contains_key(uuid) {
@@ -176,7 +136,7 @@ impl ClusterState {
             t.state = state.to_string();
             t.timestamp = ev.timestamp();
         }
-        if kind != "task-sent" {
+        if !sent {
             t.worker = Some(host.to_string());
         }
         let s = |k: &str| ev.str(k).map(str::to_string);
@@ -200,6 +160,50 @@ impl ClusterState {
         }
         if let Some(r) = ev.get("runtime").and_then(Value::as_f64) {
             t.runtime = Some(r);
+        }
+    }
+
+    /// A worker event (`kind` is `None` for a `worker-*` type Celery does not define: fields only).
+    fn apply_worker_event(&mut self, ev: &Event, kind: Option<EventKind>, host: &str) {
+        let w = self.worker_mut(host);
+        let num = |k: &str| ev.get(k).and_then(Value::as_u64);
+        if let Some(f) = ev.freq() {
+            w.freq = f;
+        }
+        if let Some(a) = ev.active() {
+            w.active = a;
+        }
+        if let Some(p) = ev.processed() {
+            w.processed = p;
+        }
+        if let Some(l) = ev.loadavg() {
+            w.loadavg = l;
+        }
+        for (key, slot) in [
+            ("sw_ident", &mut w.sw_ident),
+            ("sw_ver", &mut w.sw_ver),
+            ("sw_sys", &mut w.sw_sys),
+        ] {
+            if let Some(s) = ev.str(key) {
+                *slot = Some(s.to_string());
+            }
+        }
+        if let Some(p) = num("pid") {
+            w.pid = Some(p);
+        }
+        if let Some(c) = num("clock") {
+            w.clock = w.clock.max(c);
+        }
+        match kind {
+            Some(EventKind::WorkerOffline) => {
+                w.online = false;
+                w.last_heartbeat = None;
+            }
+            Some(EventKind::WorkerOnline | EventKind::WorkerHeartbeat) => {
+                w.online = true;
+                w.last_heartbeat = Some(ev.received_at);
+            }
+            _ => {}
         }
     }
 
@@ -277,5 +281,39 @@ mod tests {
         ));
         assert!(!s.tasks.contains_key("a"), "bounded: oldest task forgotten");
         assert_eq!(s.workers["w@h"].task_events["task-received"], 3);
+    }
+
+    #[test]
+    fn unknown_event_types_are_counted_and_otherwise_ignored() {
+        let mut s = ClusterState::default();
+        let progress = ev(
+            json!({"hostname": "w@h", "type": "task-progress", "uuid": "a", "name": "t.add", "timestamp": 1.0}),
+            1.0,
+        );
+        assert_eq!(progress.kind(), None);
+        s.apply(&progress);
+        assert_eq!(s.events_seen, 1);
+        assert!(
+            s.tasks.is_empty() && s.workers.is_empty(),
+            "no task state, no worker"
+        );
+        let custom = ev(
+            json!({"hostname": "w@h", "type": "worker-custom", "freq": 5.0, "active": 2, "timestamp": 2.0}),
+            2.0,
+        );
+        assert_eq!(custom.kind(), None);
+        s.apply(&custom);
+        let w = &s.workers["w@h"];
+        assert_eq!(
+            (w.freq, w.active),
+            (5.0, 2),
+            "an unknown worker-* event still updates the fields"
+        );
+        assert!(
+            !w.online && w.last_heartbeat.is_none(),
+            "but is no sign of life"
+        );
+        assert!(w.task_events.is_empty());
+        assert_eq!(s.events_seen, 2);
     }
 }

@@ -7,9 +7,12 @@ use celeriac_control::{ControlClient, EventReceiver};
 use celery_proto::Message;
 use celery_proto::control::{ControlRequest, reply_envelope};
 use celery_proto::keys;
+use celery_proto::kombu_redis;
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 use testkit::redis_db_or_skip;
+use transport::SharedTransport;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -22,7 +25,7 @@ fn rt() -> tokio::runtime::Runtime {
 /// All replies to one request go in one `LPUSH`, so a client that stops after `limit` replies and deletes its list
 /// cannot see the list made again by a reply pushed a moment later (a race that made this test flaky under load).
 async fn fake_worker(broker: Broker, url: String, nodes: Vec<&'static str>) {
-    let channel = keys::fanout_channel(broker.db(), keys::PIDBOX_EXCHANGE, "");
+    let channel = kombu_redis::fanout_channel(broker.db(), keys::PIDBOX_EXCHANGE, "");
     let mut stream = broker.psubscribe(&[channel]).await.unwrap();
     let mut conn = redis::Client::open(url)
         .unwrap()
@@ -61,7 +64,7 @@ fn broadcast_collects_matching_replies_and_cleans_up() {
             vec!["a@h", "b@h"],
         ));
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let client = ControlClient::new(broker.clone());
+        let client = ControlClient::new(Arc::new(broker.clone()) as SharedTransport);
         let all = client
             .inspect("ping", json!({}), None, Duration::from_millis(500))
             .await
@@ -143,8 +146,9 @@ fn receiver_splits_captured_batches_and_counts_garbage() {
     .unwrap();
     rt().block_on(async {
         let broker = Broker::connect(&db.url).await.unwrap();
-        let mut rx = EventReceiver::new(&broker).await.unwrap();
-        let ch = keys::fanout_channel(broker.db(), keys::EVENT_EXCHANGE, "task.multi");
+        let transport: SharedTransport = Arc::new(broker.clone());
+        let mut rx = EventReceiver::new(&transport).await.unwrap();
+        let ch = kombu_redis::fanout_channel(broker.db(), keys::EVENT_EXCHANGE, "task.multi");
         broker.publish_fanout(&ch, b"garbage").await.unwrap();
         broker.publish_fanout(&ch, &fixture).await.unwrap();
         let mut kinds = Vec::new();
@@ -154,7 +158,7 @@ fn receiver_splits_captured_batches_and_counts_garbage() {
                 .unwrap()
                 .unwrap();
             assert_eq!(ev.routing_key, "task.multi");
-            kinds.push(ev.kind().to_string());
+            kinds.push(ev.event_type().to_string());
         }
         assert_eq!(kinds, ["task-received", "task-started", "task-succeeded"]);
         assert_eq!(rx.bad_messages(), 1);

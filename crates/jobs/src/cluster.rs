@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use transport::Backoff;
 
 use crate::Jobs;
 
@@ -52,8 +53,9 @@ impl Jobs {
 }
 
 /// Start the background loops shared by the coordinator and the API: the event subscription feeding the registry
-/// (resubscribing when lost) and an inspect round every `inspect_interval`. `on_refresh` is called after each
-/// round with (online, known), so the caller can set its gauges. Both loops end when `shutdown` changes.
+/// (resubscribing when lost; after a failed attempt it waits 1 s, doubling up to 5 s) and an inspect round every
+/// `inspect_interval`. `on_refresh` is called after each round with (online, known), so the caller can set its
+/// gauges. Both loops end when `shutdown` changes.
 pub fn spawn_cluster_watch(
     jobs: Arc<Jobs>,
     inspect_interval: Duration,
@@ -65,17 +67,19 @@ pub fn spawn_cluster_watch(
         let jobs = jobs.clone();
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
+            let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
             loop {
-                let mut rx = match EventReceiver::new(&jobs.broker).await {
+                let mut rx = match EventReceiver::new(jobs.control.transport()).await {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot subscribe to events; retrying");
                         tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = backoff.wait() => continue,
                             _ = stop.changed() => return,
                         }
                     }
                 };
+                backoff.reset();
                 loop {
                     tokio::select! {
                         ev = rx.next() => match ev {

@@ -1,12 +1,13 @@
 //! `jobs`: the one implementation of job records and routing decisions, shared by `celeriac-coordinator` and
 //! `celeriac-api`, so a job submitted through either goes through the same routing, record and publish path.
 //!
-//! - [`Jobs`] holds the broker, the result backend, the records ([`Store`]), the live config ([`ConfigHandle`]),
+//! - [`Jobs`] holds the broker, the result backend, the records ([`JobStore`]), the live config ([`ConfigHandle`]),
 //!   the worker [`Registry`] and the remote-control client; its methods decide, submit, view, revoke and watch
 //!   jobs, and run one inspect round ([`Jobs::refresh`]); [`Jobs::queue_depths`] reads the known queues' depths.
 //! - [`spawn_cluster_watch`] keeps the registry current: the Celery event subscription and periodic inspect rounds.
-//! - Decisions come from the pure `routing` crate; Redis is reached only through `broker`. There is no HTTP here:
-//!   each service maps [`JobError`] to its own error table.
+//! - Decisions come from the pure `routing` crate; Redis is reached only through `broker` (remote control and
+//!   events through its `transport::Transport` implementation). There is no HTTP here: each service maps
+//!   [`JobError`] to its own error table.
 
 pub mod cluster;
 pub mod config_handle;
@@ -25,10 +26,10 @@ use std::time::Duration;
 pub use cluster::spawn_cluster_watch;
 pub use config_handle::{ConfigHandle, Reload};
 pub use queues::QueueDepth;
-pub use registry::{InspectInfo, Registry, WorkerRow};
+pub use registry::{InspectInfo, WorkerRegistry, WorkerRow};
 pub use store::{
-    HOLDING_KEY, IssuedToken, JobRecord, Registration, Reroute, Store, StoreError, TokenCheck,
-    TokenRecord, hash_token,
+    HOLDING_KEY, IssuedToken, JobRecord, JobStore, JobStoreError, Registration, Reroute,
+    TokenCheck, TokenRecord, hash_token,
 };
 pub use submit::{JobRequest, Validated, parse_requirements, validate};
 pub use view::{JobUpdate, JobView};
@@ -66,10 +67,10 @@ impl From<BrokerError> for JobError {
     }
 }
 
-impl From<StoreError> for JobError {
-    fn from(e: StoreError) -> Self {
+impl From<JobStoreError> for JobError {
+    fn from(e: JobStoreError) -> Self {
         match e {
-            StoreError::Broker(b) => JobError::BrokerUnavailable(b.to_string()),
+            JobStoreError::Broker(b) => JobError::BrokerUnavailable(b.to_string()),
             other => JobError::Internal(other.to_string()),
         }
     }
@@ -81,9 +82,9 @@ pub struct Jobs {
     pub broker: Broker,
     /// The Celery result backend (the broker itself unless configured apart).
     pub backend: Broker,
-    pub store: Store,
+    pub store: JobStore,
     pub config: Arc<ConfigHandle>,
-    pub registry: Arc<Mutex<Registry>>,
+    pub registry: Arc<Mutex<WorkerRegistry>>,
     pub control: Arc<ControlClient>,
 }
 
@@ -98,9 +99,9 @@ impl Jobs {
         inspect_window: f64,
     ) -> Jobs {
         Jobs {
-            store: Store::new(broker.clone(), job_ttl.as_secs()),
-            registry: Arc::new(Mutex::new(Registry::new(inspect_window))),
-            control: Arc::new(ControlClient::new(broker.clone())),
+            store: JobStore::new(broker.clone(), job_ttl.as_secs()),
+            registry: Arc::new(Mutex::new(WorkerRegistry::new(inspect_window))),
+            control: Arc::new(ControlClient::new(Arc::new(broker.clone()))),
             config,
             broker,
             backend,

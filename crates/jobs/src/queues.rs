@@ -56,7 +56,7 @@ impl Jobs {
         let mut out = Vec::new();
         for name in self.known_queues() {
             let lens = self.broker.queue_bucket_lens(&name).await?;
-            let buckets: Vec<(u8, u64)> = celery_proto::keys::PRIORITY_STEPS
+            let buckets: Vec<(u8, u64)> = celery_proto::kombu_redis::PRIORITY_STEPS
                 .iter()
                 .copied()
                 .zip(lens)

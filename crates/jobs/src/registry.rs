@@ -7,6 +7,7 @@
 //! worker offline at once.
 
 use celeriac_control::{ClusterState, Event};
+use celery_proto::event::EventKind;
 use routing::{Capabilities, LiveWorker, WorkerConfig};
 use serde::Serialize;
 use serde_json::Value;
@@ -24,7 +25,7 @@ pub struct InspectInfo {
     pub sw_ident: Option<String>,
 }
 
-pub struct Registry {
+pub struct WorkerRegistry {
     pub cluster: ClusterState,
     pub inspect: BTreeMap<String, InspectInfo>,
     pub registrations: BTreeMap<String, Registration>,
@@ -60,9 +61,9 @@ pub struct WorkerRow {
     pub heartbeats: bool,
 }
 
-impl Registry {
-    pub fn new(inspect_window: f64) -> Registry {
-        Registry {
+impl WorkerRegistry {
+    pub fn new(inspect_window: f64) -> WorkerRegistry {
+        WorkerRegistry {
             cluster: ClusterState::new(10_000),
             inspect: BTreeMap::new(),
             registrations: BTreeMap::new(),
@@ -74,16 +75,18 @@ impl Registry {
     }
 
     pub fn apply_event(&mut self, ev: &Event) {
-        if !ev.hostname().is_empty() && ev.kind() != "task-sent" {
+        let kind = ev.kind();
+        // Any event but `task-sent` (which the client sends) is a sign of life, unknown types included.
+        if !ev.hostname().is_empty() && kind != Some(EventKind::TaskSent) {
             let t = self.heard.entry(ev.hostname().to_string()).or_default();
             *t = t.max(ev.received_at);
         }
-        match ev.kind() {
-            "worker-offline" => {
+        match kind {
+            Some(EventKind::WorkerOffline) => {
                 self.offline_at
                     .insert(ev.hostname().to_string(), ev.received_at);
             }
-            "worker-online" | "worker-heartbeat" => {
+            Some(EventKind::WorkerOnline | EventKind::WorkerHeartbeat) => {
                 self.offline_at.remove(ev.hostname());
                 self.beating.insert(ev.hostname().to_string());
             }
@@ -295,7 +298,7 @@ mod tests {
 
     #[test]
     fn inspect_stats_tell_rust_and_python_workers_apart() {
-        let mut r = Registry::new(5.0);
+        let mut r = WorkerRegistry::new(5.0);
         let replies: BTreeMap<String, Value> = [
             ("rs@h".to_string(), json!({"pool": {"implementation": "celeriac.worker:TokioPool", "max-concurrency": 2}})),
             ("py@h".to_string(), json!({"pool": {"implementation": "celery.concurrency.prefork:TaskPool", "max-concurrency": 4}})),
@@ -310,7 +313,7 @@ mod tests {
 
     #[test]
     fn heartbeats_keep_a_worker_alive_for_two_freq() {
-        let mut r = Registry::new(5.0);
+        let mut r = WorkerRegistry::new(5.0);
         r.apply_event(&event("worker-heartbeat", "w@h", 100.0, 2.0));
         assert!(r.alive("w@h", 103.9));
         assert!(
@@ -325,7 +328,7 @@ mod tests {
 
     #[test]
     fn inspect_replies_do_not_keep_a_silent_heartbeat_worker_alive() {
-        let mut r = Registry::new(30.0);
+        let mut r = WorkerRegistry::new(30.0);
         r.apply_event(&event("worker-heartbeat", "w@h", 100.0, 1.0));
         r.apply_stats(&[("w@h".to_string(), json!({}))].into(), 100.5);
         assert!(r.alive("w@h", 101.5));
@@ -337,7 +340,7 @@ mod tests {
 
     #[test]
     fn worker_offline_event_is_immediate_and_a_new_heartbeat_revives() {
-        let mut r = Registry::new(5.0);
+        let mut r = WorkerRegistry::new(5.0);
         r.apply_event(&event("worker-online", "w@h", 100.0, 2.0));
         r.apply_event(&event("worker-offline", "w@h", 101.0, 2.0));
         assert!(!r.alive("w@h", 101.1));
@@ -348,7 +351,7 @@ mod tests {
 
     #[test]
     fn inspect_replies_count_for_workers_without_heartbeats() {
-        let mut r = Registry::new(5.0);
+        let mut r = WorkerRegistry::new(5.0);
         let queues = json!([{"name": "celery"}, {"name": "w@h.dq2"}]);
         r.apply_active_queues(&[("w@h".to_string(), queues)].into(), 50.0);
         r.apply_stats(
@@ -369,7 +372,7 @@ mod tests {
 
     #[test]
     fn never_seen_is_not_offline() {
-        let mut r = Registry::new(5.0);
+        let mut r = WorkerRegistry::new(5.0);
         r.set_registrations(vec![Registration {
             node: "reg@h".into(),
             queues: vec!["q".into()],

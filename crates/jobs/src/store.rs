@@ -32,7 +32,7 @@ fn worker_key(node: &str) -> String {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum JobStoreError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error("stored record {key} is not readable: {why}")]
@@ -125,14 +125,14 @@ pub fn hash_token(token: &str) -> String {
 
 /// The record store.
 #[derive(Clone)]
-pub struct Store {
+pub struct JobStore {
     broker: Broker,
     job_ttl: u64,
 }
 
-impl Store {
-    pub fn new(broker: Broker, job_ttl_secs: u64) -> Store {
-        Store {
+impl JobStore {
+    pub fn new(broker: Broker, job_ttl_secs: u64) -> JobStore {
+        JobStore {
             broker,
             job_ttl: job_ttl_secs,
         }
@@ -145,19 +145,21 @@ impl Store {
     async fn get_json<T: for<'de> Deserialize<'de>>(
         &self,
         key: &str,
-    ) -> Result<Option<T>, StoreError> {
+    ) -> Result<Option<T>, JobStoreError> {
         match self.broker.kv_get(key).await? {
             None => Ok(None),
-            Some(raw) => serde_json::from_slice(&raw)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    key: key.to_string(),
-                    why: e.to_string(),
-                }),
+            Some(raw) => {
+                serde_json::from_slice(&raw)
+                    .map(Some)
+                    .map_err(|e| JobStoreError::Corrupt {
+                        key: key.to_string(),
+                        why: e.to_string(),
+                    })
+            }
         }
     }
 
-    pub async fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+    pub async fn put_job(&self, job: &JobRecord) -> Result<(), JobStoreError> {
         let raw = serde_json::to_vec(job).expect("job record serializes");
         self.broker
             .kv_set(&job_key(&job.id), &raw, Some(self.job_ttl))
@@ -165,7 +167,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+    pub async fn job(&self, id: &str) -> Result<Option<JobRecord>, JobStoreError> {
         self.get_json(&job_key(id)).await
     }
 
@@ -175,7 +177,7 @@ impl Store {
         name: &str,
         ttl_secs: u64,
         rotated_from: Option<String>,
-    ) -> Result<IssuedToken, StoreError> {
+    ) -> Result<IssuedToken, JobStoreError> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let secret = format!(
             "crt_{}{}",
@@ -212,12 +214,12 @@ impl Store {
         })
     }
 
-    pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>, JobStoreError> {
         self.get_json(&token_key(id)).await
     }
 
     /// Every token still on record (revoked and recently expired ones included).
-    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, JobStoreError> {
         let mut out = Vec::new();
         for key in self.broker.kv_scan("celeriac:regtoken:*").await? {
             if let Some(t) = self.get_json::<TokenRecord>(&key).await? {
@@ -229,7 +231,7 @@ impl Store {
     }
 
     /// Revoke a token; false if it does not exist (or already expired).
-    pub async fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn revoke_token(&self, id: &str) -> Result<bool, JobStoreError> {
         let Some(mut rec) = self.token(id).await? else {
             return Ok(false);
         };
@@ -241,7 +243,7 @@ impl Store {
     }
 
     /// Replace a token by a new one with the same name and lifetime; the old one is revoked.
-    pub async fn rotate_token(&self, id: &str) -> Result<Option<IssuedToken>, StoreError> {
+    pub async fn rotate_token(&self, id: &str) -> Result<Option<IssuedToken>, JobStoreError> {
         let Some(rec) = self.token(id).await? else {
             return Ok(None);
         };
@@ -254,7 +256,7 @@ impl Store {
     }
 
     /// Check a presented token.
-    pub async fn check_token(&self, token: &str) -> Result<TokenCheck, StoreError> {
+    pub async fn check_token(&self, token: &str) -> Result<TokenCheck, JobStoreError> {
         let hash = hash_token(token);
         let Some(id) = self.broker.kv_get(&token_hash_key(&hash)).await? else {
             return Ok(TokenCheck::Unknown);
@@ -275,7 +277,7 @@ impl Store {
         Ok(TokenCheck::Valid(rec))
     }
 
-    pub async fn put_registration(&self, reg: &Registration) -> Result<(), StoreError> {
+    pub async fn put_registration(&self, reg: &Registration) -> Result<(), JobStoreError> {
         let raw = serde_json::to_vec(reg).expect("registration serializes");
         self.broker
             .kv_set(&worker_key(&reg.node), &raw, None)
@@ -283,7 +285,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn registrations(&self) -> Result<Vec<Registration>, StoreError> {
+    pub async fn registrations(&self) -> Result<Vec<Registration>, JobStoreError> {
         let mut out = Vec::new();
         for key in self.broker.kv_scan("celeriac:worker:*").await? {
             match self.get_json::<Registration>(&key).await {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::store::{JobRecord, Reroute, Store};
+use crate::store::{JobRecord, JobStore, Reroute};
 use crate::{JobError, Jobs};
 
 /// How long a watch waits for a change before it yields [`JobUpdate::KeepAlive`].
@@ -98,7 +98,7 @@ impl JobView {
 }
 
 /// Read record and result meta; `NotFound` if neither exists.
-async fn load(store: &Store, backend: &Broker, id: &str) -> Result<JobView, JobError> {
+async fn load(store: &JobStore, backend: &Broker, id: &str) -> Result<JobView, JobError> {
     let record = store.job(id).await?;
     let meta = match backend.get_result(id).await? {
         Some(raw) => Some(
@@ -129,7 +129,7 @@ impl Jobs {
     ) -> Result<impl Stream<Item = JobUpdate> + Send + 'static, JobError> {
         let first = self.view(id).await?;
         let sub = Subscriber::new(&self.backend).await?;
-        let channel = celery_proto::keys::result_key(id);
+        let channel = celery_proto::kombu_redis::result_key(id);
         let updates = sub.subscribe(&channel).await?;
         let watch = Watch {
             store: self.store.clone(),
@@ -156,7 +156,7 @@ enum Phase {
 
 /// The state of one [`Jobs::watch`] stream.
 struct Watch {
-    store: Store,
+    store: JobStore,
     backend: Broker,
     id: String,
     sub: Subscriber,

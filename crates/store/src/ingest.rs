@@ -141,6 +141,7 @@ pub async fn load_cursor(
         .optional()?)
 }
 
+#[cfg(feature = "bench")]
 #[derive(QueryableByName)]
 struct CommitCounts {
     #[diesel(sql_type = BigInt)]
@@ -153,6 +154,7 @@ struct CommitCounts {
     offsets: Vec<i64>,
 }
 
+#[cfg(feature = "bench")]
 const INSERT_EVENTS_SQL: &str = r#"
 WITH src AS (
   SELECT * FROM unnest(
@@ -326,6 +328,7 @@ pub async fn commit_batch(
 
 /// The same effect as [`commit_batch`], with the session counters computed by
 /// PostgreSQL in a single statement (kept for the insert-strategy benchmark).
+#[cfg(feature = "bench")]
 pub async fn commit_batch_sql_aggregate(
     conn: &mut AsyncPgConnection,
     batch: &Batch,
@@ -657,6 +660,7 @@ async fn insert_dead_letters(
     Ok(n as u64)
 }
 
+#[cfg(feature = "bench")]
 async fn commit_in_tx(
     conn: &mut AsyncPgConnection,
     batch: &Batch,
@@ -724,6 +728,7 @@ async fn commit_in_tx(
 
 /// Inserts only the `raw_events` rows of a batch with the same `unnest` statement shape
 /// as [`commit_batch`], without sessions, files or cursor (benchmarks compare with it).
+#[cfg(feature = "bench")]
 pub async fn insert_raw_events_only(
     conn: &mut AsyncPgConnection,
     batch: &Batch,

@@ -31,6 +31,7 @@ pub mod inspect;
 pub mod rollups;
 pub mod schema;
 pub mod stats;
+#[cfg(feature = "test-support")]
 pub mod test_support;
 
 use diesel_async::AsyncPgConnection;

@@ -84,7 +84,7 @@ pub fn inspect(
 ) -> std::collections::BTreeMap<String, Value> {
     block_on(async {
         let b = broker::Broker::connect(broker).await.expect("broker");
-        ControlClient::new(b)
+        ControlClient::new(std::sync::Arc::new(b))
             .inspect(method, args, dest, Duration::from_secs(2))
             .await
             .expect("inspect")

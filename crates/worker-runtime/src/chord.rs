@@ -6,21 +6,31 @@
 use celery_proto::{ExceptionInfo, ResultMeta, Signature, State, TaskMessage};
 use serde_json::{Value, json};
 
-use crate::worker::Worker;
+use transport::{ChordPart, ResultBackend, Transport};
 
-/// Called after a header task's result was stored.
-pub(crate) async fn part_return(w: &Worker, req: &TaskMessage, state: &State, result: &Value) {
+/// Called after a header task's result was stored; results expire after `expires` seconds.
+pub(crate) async fn part_return(
+    backend: &dyn ResultBackend,
+    broker: &dyn Transport,
+    expires: u64,
+    req: &TaskMessage,
+    state: &State,
+    result: &Value,
+) {
     let (Some(body), Some(gid)) = (&req.embed.chord, &req.group) else {
         return;
     };
     let value = celery_proto::json::to_py_json(&json!([1, req.id, state.as_str(), result]));
     let token = uuid::Uuid::new_v4().simple().to_string();
-    let expires = w.config.result_expires;
-    let claimed = match w
-        .backend
-        .chord_join(gid, &req.id, &value, req.group_index, expires, &token)
-        .await
-    {
+    let part = ChordPart {
+        group_id: gid,
+        task_id: &req.id,
+        value: &value,
+        group_index: req.group_index,
+        expires_secs: expires,
+        token: &token,
+    };
+    let claimed = match backend.chord_join(part).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(group = %gid, id = %req.id, error = %e, "chord join failed");
@@ -34,7 +44,7 @@ pub(crate) async fn part_return(w: &Worker, req: &TaskMessage, state: &State, re
         tracing::error!(group = %gid, "chord body is not a signature: {body}");
         return;
     };
-    let parts = match w.backend.chord_results(gid).await {
+    let parts = match backend.chord_results(gid).await {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(group = %gid, error = %e, "could not read the chord's results");
@@ -72,27 +82,19 @@ pub(crate) async fn part_return(w: &Worker, req: &TaskMessage, state: &State, re
                 format!("Dependency {tid} raised {exc}"),
             );
             let meta = ResultMeta::new(&body_id, State::Failure, err.to_value());
-            if let Err(e) = w
-                .backend
-                .store_result(&body_id, &meta.encode(), expires)
-                .await
-            {
+            if let Err(e) = backend.store(&body_id, &meta.encode(), expires).await {
                 tracing::error!(group = %gid, error = %e, "could not store the chord error");
             }
         }
         None => {
             let next = sig.to_request(Some(&Value::Array(values)), "celery");
-            if let Err(e) = w
-                .broker
-                .publish(&next.queue, next.priority, &next.envelope().encode())
-                .await
-            {
+            if let Err(e) = broker.publish(&next.queue, &next.envelope()).await {
                 tracing::error!(group = %gid, error = %e, "could not apply the chord body; the chord stays claimed until its claim expires");
                 return;
             }
         }
     }
-    if let Err(e) = w.backend.chord_done(gid, &token, expires).await {
+    if let Err(e) = backend.chord_done(gid, &token, expires).await {
         tracing::warn!(group = %gid, error = %e, "could not clean up the chord's join keys");
     }
 }

@@ -162,11 +162,13 @@ impl TaskContext {
     }
 }
 
-/// A parameter of a task signature; `default` makes it optional.
+/// A parameter of a task signature; `default` makes it optional; `rest` collects the remaining keyword arguments
+/// (Python's `**kwargs`) into one object.
 #[derive(Debug, Clone)]
 pub struct Param {
     pub name: &'static str,
     pub default: Option<Value>,
+    pub rest: bool,
 }
 
 /// Per-task options, mirroring Celery's task attributes.
@@ -206,8 +208,9 @@ impl std::fmt::Debug for Task {
 }
 
 impl Task {
-    /// A task whose parameters are named (`"x"`, or `"exc_type=ValueError"` with a JSON default) and whose
-    /// arguments arrive as one deserialised tuple or struct `A`.
+    /// A task whose parameters are named (`"x"`, `"exc_type=\"ValueError\""` with a JSON default, or a last
+    /// `"**options"` that collects the other keyword arguments into an object) and whose arguments arrive as one
+    /// deserialised tuple or struct `A`, bound like a Python signature with Python's `TypeError` messages.
     pub fn new<A, F, Fut>(name: &str, params: &[&'static str], f: F) -> Task
     where
         A: DeserializeOwned + Send + 'static,
@@ -266,16 +269,7 @@ impl Task {
         let f = Arc::new(f);
         Task::new(name, params, move |ctx, args: A| {
             let f = f.clone();
-            async move {
-                tokio::task::spawn_blocking(move || f(ctx, args))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(TaskError::fail(
-                            "RuntimeError",
-                            format!("task panicked: {e}"),
-                        ))
-                    })
-            }
+            async move { run_blocking(move || f(ctx, args)).await }
         })
     }
 
@@ -295,6 +289,13 @@ impl Task {
 }
 
 fn parse_param(spec: &'static str) -> Param {
+    if let Some(name) = spec.strip_prefix("**") {
+        return Param {
+            name,
+            default: None,
+            rest: true,
+        };
+    }
     match spec.split_once('=') {
         Some((name, default)) => Param {
             name,
@@ -302,10 +303,12 @@ fn parse_param(spec: &'static str) -> Param {
                 serde_json::from_str(default)
                     .unwrap_or_else(|_| Value::String(default.to_string())),
             ),
+            rest: false,
         },
         None => Param {
             name: spec,
             default: None,
+            rest: false,
         },
     }
 }
@@ -317,6 +320,10 @@ pub fn bind_args(
     args: Vec<Value>,
     mut kwargs: Map<String, Value>,
 ) -> Result<Vec<Value>, TaskError> {
+    let (params, rest) = match params.split_last() {
+        Some((last, named)) if last.rest => (named, Some(last)),
+        _ => (params, None),
+    };
     if args.len() > params.len() {
         return Err(TaskError::type_error(format!(
             "{task}() takes {} positional arguments but {} were given",
@@ -346,7 +353,9 @@ pub fn bind_args(
             )));
         }
     }
-    if let Some(k) = kwargs.keys().next() {
+    if rest.is_some() {
+        out.push(Value::Object(kwargs));
+    } else if let Some(k) = kwargs.keys().next() {
         return Err(TaskError::type_error(format!(
             "{task}() got an unexpected keyword argument '{k}'"
         )));
@@ -354,15 +363,27 @@ pub fn bind_args(
     Ok(out)
 }
 
+/// Run CPU-bound work on the blocking pool (off the async runtime); a panic becomes a `RuntimeError` failure.
+pub async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TaskError> + Send + 'static,
+) -> Result<T, TaskError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(TaskError::fail(
+            "RuntimeError",
+            format!("task panicked: {e}"),
+        ))
+    })
+}
+
 /// The tasks a worker can run, by name.
 #[derive(Debug, Clone, Default)]
-pub struct Registry {
+pub struct TaskRegistry {
     tasks: HashMap<String, Arc<Task>>,
 }
 
-impl Registry {
-    pub fn new() -> Registry {
-        Registry::default()
+impl TaskRegistry {
+    pub fn new() -> TaskRegistry {
+        TaskRegistry::default()
     }
 
     pub fn register(&mut self, task: Task) {
@@ -441,6 +462,21 @@ mod tests {
         assert_eq!(
             err(bind_args("t", &p, vec![json!(1)], kw(json!({"nope": 2})))),
             "t() got an unexpected keyword argument 'nope'"
+        );
+        // `**rest` collects what no named parameter took, and does not count as a positional parameter.
+        let p = params(&["sensor=null", "window=\"7d\"", "**thresholds"]);
+        assert_eq!(
+            bind_args("t", &p, vec![json!("s")], kw(json!({"min_count": 3}))).unwrap(),
+            vec![json!("s"), json!("7d"), json!({"min_count": 3})]
+        );
+        assert_eq!(
+            err(bind_args(
+                "t",
+                &p,
+                vec![json!(1), json!(2), json!(3)],
+                Map::new()
+            )),
+            "t() takes 2 positional arguments but 3 were given"
         );
     }
 

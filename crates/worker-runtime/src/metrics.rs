@@ -11,7 +11,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::worker::Worker;
+use celery_proto::event::EventKind;
+use std::sync::Arc;
+use transport::SharedTransport;
+
+use crate::state::WorkerState;
 
 /// The worker's metrics (one set per process).
 pub struct Metrics {
@@ -90,23 +94,9 @@ impl Metrics {
     }
 }
 
-/// Map a task event type to the Celery state it means.
-fn state_of(event_type: &str) -> Option<&'static str> {
-    Some(match event_type {
-        "task-received" => "RECEIVED",
-        "task-started" => "STARTED",
-        "task-succeeded" => "SUCCESS",
-        "task-failed" => "FAILURE",
-        "task-retried" => "RETRY",
-        "task-revoked" => "REVOKED",
-        "task-rejected" => "REJECTED",
-        _ => return None,
-    })
-}
-
 /// Count a task event; `runtime` is observed for finished tasks.
-pub fn on_task_event(event_type: &str, task: &str, runtime: Option<f64>) {
-    let Some(state) = state_of(event_type) else {
+pub fn on_task_event(kind: EventKind, task: &str, runtime: Option<f64>) {
+    let Some(state) = kind.task_state() else {
         return;
     };
     METRICS.tasks.with_label_values(&[task, state]).inc();
@@ -115,19 +105,22 @@ pub fn on_task_event(event_type: &str, task: &str, runtime: Option<f64>) {
     }
 }
 
+/// What the gauges are read from at scrape time.
+#[derive(Clone)]
+pub struct Sources {
+    pub state: Arc<WorkerState>,
+    pub transport: SharedTransport,
+}
+
 /// The text exposition of all metrics, with gauges refreshed from the worker.
-pub fn render(worker: &Worker) -> String {
+pub fn render(src: &Sources) -> String {
     let m = &*METRICS;
     m.prefetch_in_use
-        .set(worker.state.held.lock().expect("held").len() as i64);
-    m.active.set(worker.state.active_count() as i64);
-    m.broker_reconnects.set(worker.broker.reconnects() as i64);
-    m.task_events_enabled.set(i64::from(
-        worker
-            .state
-            .task_events
-            .load(std::sync::atomic::Ordering::Relaxed),
-    ));
+        .set(src.state.requests.held_count() as i64);
+    m.active.set(src.state.active_count() as i64);
+    m.broker_reconnects.set(src.transport.reconnects() as i64);
+    m.task_events_enabled
+        .set(i64::from(src.state.task_events()));
     let mut buf = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&m.registry.gather(), &mut buf) {
         tracing::warn!(error = %e, "could not encode metrics");
@@ -136,7 +129,7 @@ pub fn render(worker: &Worker) -> String {
 }
 
 /// Bind `0.0.0.0:port` (port 0 picks a free one) and serve until the task is aborted. Returns the bound address.
-pub async fn serve(worker: Worker, port: u16) -> std::io::Result<std::net::SocketAddr> {
+pub async fn serve(sources: Sources, port: u16) -> std::io::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind(("0.0.0.0", port)).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "metrics on http://{addr}/metrics");
@@ -150,7 +143,7 @@ pub async fn serve(worker: Worker, port: u16) -> std::io::Result<std::net::Socke
                     continue;
                 }
             };
-            let w = worker.clone();
+            let w = sources.clone();
             tokio::spawn(async move {
                 let mut head = Vec::with_capacity(1024);
                 let mut chunk = [0u8; 1024];

@@ -3,11 +3,11 @@
 use serde_json::{Value, json};
 use std::time::Duration;
 
-use crate::task::{Registry, Task, TaskError};
+use crate::task::{Task, TaskError, TaskRegistry};
 
 /// Register `celeriac.ping`, `celeriac.echo`, `celeriac.add`, `celeriac.sleep`, `celeriac.fail`, plus
 /// `celeriac.noop` (benchmarks) and `celeriac.flaky` (retry demos).
-pub fn register(reg: &mut Registry) {
+pub fn register(reg: &mut TaskRegistry) {
     reg.register(Task::new("celeriac.ping", &[], |_ctx, (): ()| async {
         Ok(json!("pong"))
     }));
@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn every_documented_builtin_is_registered() {
-        let mut reg = Registry::new();
+        let mut reg = TaskRegistry::new();
         register(&mut reg);
         for name in [
             "celeriac.ping",

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
-pub struct WorkerConfig {
+pub struct RuntimeConfig {
     pub broker_url: String,
     pub result_backend: String,
     pub queues: Vec<String>,
@@ -28,9 +28,9 @@ pub struct WorkerConfig {
     pub metrics_port: Option<u16>,
 }
 
-impl WorkerConfig {
-    pub fn new(broker_url: &str, node_name: &str) -> WorkerConfig {
-        WorkerConfig {
+impl RuntimeConfig {
+    pub fn new(broker_url: &str, node_name: &str) -> RuntimeConfig {
+        RuntimeConfig {
             broker_url: broker_url.to_string(),
             result_backend: broker_url.to_string(),
             queues: vec!["celery".to_string()],

@@ -6,12 +6,12 @@
 //! nothing waits for a timer. Worker events go through the same queue, each on its own routing key, after the
 //! task events queued before them; their senders wait until they are on the wire (so `worker-offline` is).
 
-use broker::Broker;
-use celery_proto::event::{event_body, event_envelope, routing_key};
+use celery_proto::event::{EventKind, TaskEvent, event_body, event_envelope};
+use celery_proto::keys::EVENT_EXCHANGE;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
+use transport::{SharedTransport, now_f64};
 
 use crate::state::WorkerState;
 
@@ -25,46 +25,47 @@ enum Out {
     Worker(String, Map<String, Value>, oneshot::Sender<()>),
 }
 
+/// The worker's event sink: typed task and worker events in, Celery's event messages out (cheap to clone).
 #[derive(Clone)]
-pub struct Events {
-    broker: Broker,
+pub struct EventSink {
+    transport: SharedTransport,
     state: Arc<WorkerState>,
     pid: u32,
     tx: Option<mpsc::UnboundedSender<Out>>,
 }
 
-impl Events {
-    /// Create the dispatcher; inside a tokio runtime it starts the background publisher, elsewhere every event is
+impl EventSink {
+    /// Create the sink; inside a tokio runtime it starts the background publisher, elsewhere every event is
     /// published directly.
-    pub fn new(broker: Broker, state: Arc<WorkerState>) -> Events {
+    pub fn new(transport: SharedTransport, state: Arc<WorkerState>) -> EventSink {
         let tx = tokio::runtime::Handle::try_current().ok().map(|h| {
             let (tx, rx) = mpsc::unbounded_channel();
-            h.spawn(publisher(broker.clone(), state.hostname.clone(), rx));
+            h.spawn(publisher(transport.clone(), state.hostname.clone(), rx));
             tx
         });
-        Events {
-            broker,
+        EventSink {
+            transport,
             state,
             pid: std::process::id(),
             tx,
         }
     }
 
-    fn body(&self, event_type: &str, fields: Map<String, Value>) -> Map<String, Value> {
+    fn body(&self, kind: EventKind, fields: Map<String, Value>) -> Map<String, Value> {
         let clock = self.state.clock.forward();
         event_body(
-            event_type,
+            kind.as_str(),
             &self.state.hostname,
             self.pid,
             clock,
             fields,
-            broker::now_f64(),
+            now_f64(),
         )
     }
 
-    async fn publish(&self, event_type: &str, fields: Map<String, Value>) {
-        let body = self.body(event_type, fields);
-        let rk = routing_key(event_type);
+    async fn publish(&self, kind: EventKind, fields: Map<String, Value>) {
+        let body = self.body(kind, fields);
+        let rk = kind.routing_key();
         if let Some(tx) = &self.tx {
             let (done, wait) = oneshot::channel();
             if tx.send(Out::Worker(rk.clone(), body.clone(), done)).is_ok() {
@@ -73,7 +74,7 @@ impl Events {
             }
         }
         publish_one(
-            &self.broker,
+            &*self.transport,
             &self.state.hostname,
             &rk,
             &Value::Object(body),
@@ -81,23 +82,22 @@ impl Events {
         .await;
     }
 
-    /// A task event, sent only while task events are enabled.
-    pub async fn task(&self, event_type: &str, uuid: &str, fields: Value) {
-        self.count(event_type, uuid, &fields);
-        if !self.state.task_events.load(Ordering::Relaxed) {
+    /// A task event, sent only while task events are enabled (counted in the metrics always).
+    pub async fn task(&self, uuid: &str, event: TaskEvent) {
+        self.count(uuid, &event);
+        if !self.state.task_events() {
             return;
         }
+        let kind = event.kind();
         let mut m = Map::new();
         m.insert("uuid".into(), json!(uuid));
-        if let Value::Object(f) = fields {
-            m.extend(f);
-        }
-        let body = self.body(event_type, m);
+        m.extend(event.fields());
+        let body = self.body(kind, m);
         match &self.tx {
             Some(tx) => {
                 if let Err(mpsc::error::SendError(Out::Task(body))) = tx.send(Out::Task(body)) {
                     publish_one(
-                        &self.broker,
+                        &*self.transport,
                         &self.state.hostname,
                         "task.multi",
                         &json!([body]),
@@ -106,9 +106,9 @@ impl Events {
                 }
             }
             None => {
-                let rk = routing_key(event_type);
+                let rk = kind.routing_key();
                 publish_one(
-                    &self.broker,
+                    &*self.transport,
                     &self.state.hostname,
                     &rk,
                     &Value::Object(body),
@@ -119,46 +119,30 @@ impl Events {
     }
 
     /// Feed the Prometheus counters (every task outcome passes here, with or without task events).
-    fn count(&self, event_type: &str, uuid: &str, fields: &Value) {
-        let (name, started) = {
-            let reqs = self.state.requests.lock().expect("requests");
-            match reqs.get(uuid) {
-                Some(t) => (t.info.name.clone(), t.info.time_start),
-                None => (
-                    fields
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("unknown")
-                        .to_string(),
-                    None,
-                ),
-            }
+    fn count(&self, uuid: &str, event: &TaskEvent) {
+        let kind = event.kind();
+        let (name, started) = match (self.state.requests.name_and_start(uuid), event) {
+            (Some(found), _) => found,
+            (None, TaskEvent::Received { name, .. }) => (name.clone(), None),
+            (None, _) => ("unknown".to_string(), None),
         };
-        let finished = matches!(
-            event_type,
-            "task-succeeded" | "task-failed" | "task-revoked"
-        );
-        let runtime = fields
-            .get("runtime")
-            .and_then(Value::as_f64)
-            .or_else(|| started.filter(|_| finished).map(|t| broker::now_f64() - t));
-        crate::metrics::on_task_event(event_type, &name, runtime);
+        let runtime = event
+            .runtime()
+            .or_else(|| started.filter(|_| kind.ends_run()).map(|t| now_f64() - t));
+        crate::metrics::on_task_event(kind, &name, runtime);
     }
 
     /// worker-online / worker-heartbeat / worker-offline with the real numbers.
-    pub async fn worker(&self, event_type: &str, freq: f64) {
+    pub async fn worker(&self, kind: EventKind, freq: f64) {
         let mut m = Map::new();
         m.insert("freq".into(), json!(freq));
         m.insert("active".into(), json!(self.state.active_count()));
-        m.insert(
-            "processed".into(),
-            json!(self.state.processed.load(Ordering::Relaxed)),
-        );
+        m.insert("processed".into(), json!(self.state.processed()));
         m.insert("loadavg".into(), json!(loadavg()));
         m.insert("sw_ident".into(), json!(SW_IDENT));
         m.insert("sw_ver".into(), json!(env!("CARGO_PKG_VERSION")));
         m.insert("sw_sys".into(), json!(sw_sys()));
-        self.publish(event_type, m).await;
+        self.publish(kind, m).await;
     }
 
     /// The reply to the `heartbeat` control command: a heartbeat with only the software fields.
@@ -168,7 +152,7 @@ impl Events {
         m.insert("sw_ident".into(), json!(SW_IDENT));
         m.insert("sw_ver".into(), json!(env!("CARGO_PKG_VERSION")));
         m.insert("sw_sys".into(), json!(sw_sys()));
-        self.publish("worker-heartbeat", m).await;
+        self.publish(EventKind::WorkerHeartbeat, m).await;
     }
 }
 
@@ -193,18 +177,20 @@ pub fn loadavg() -> [f64; 3] {
     out
 }
 
-async fn publish_one(broker: &Broker, hostname: &str, rk: &str, body: &Value) {
-    let channel =
-        celery_proto::keys::fanout_channel(broker.db(), celery_proto::keys::EVENT_EXCHANGE, rk);
+async fn publish_one(transport: &dyn transport::Transport, hostname: &str, rk: &str, body: &Value) {
     let env = event_envelope(hostname, rk, body);
-    if let Err(e) = broker.publish_fanout(&channel, &env.encode()).await {
-        broker.note_connection_error(&e);
+    if let Err(e) = transport.broadcast(EVENT_EXCHANGE, rk, &env).await {
+        transport.note_error(&e);
         tracing::warn!(routing_key = rk, error = %e, "could not publish event");
     }
 }
 
 /// The background publisher: task events waiting together go out as one `task.multi` list.
-async fn publisher(broker: Broker, hostname: String, mut rx: mpsc::UnboundedReceiver<Out>) {
+async fn publisher(
+    transport: SharedTransport,
+    hostname: String,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+) {
     let mut batch: Vec<Value> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
@@ -213,25 +199,25 @@ async fn publisher(broker: Broker, hostname: String, mut rx: mpsc::UnboundedRece
                 Out::Task(m) => {
                     batch.push(Value::Object(m));
                     if batch.len() >= MULTI_MAX {
-                        flush(&broker, &hostname, &mut batch).await;
+                        flush(&*transport, &hostname, &mut batch).await;
                     }
                 }
                 Out::Worker(rk, m, done) => {
-                    flush(&broker, &hostname, &mut batch).await;
-                    publish_one(&broker, &hostname, &rk, &Value::Object(m)).await;
+                    flush(&*transport, &hostname, &mut batch).await;
+                    publish_one(&*transport, &hostname, &rk, &Value::Object(m)).await;
                     let _ = done.send(());
                 }
             }
             next = rx.try_recv().ok();
         }
-        flush(&broker, &hostname, &mut batch).await;
+        flush(&*transport, &hostname, &mut batch).await;
     }
 }
 
-async fn flush(broker: &Broker, hostname: &str, batch: &mut Vec<Value>) {
+async fn flush(transport: &dyn transport::Transport, hostname: &str, batch: &mut Vec<Value>) {
     if batch.is_empty() {
         return;
     }
     let body = Value::Array(std::mem::take(batch));
-    publish_one(broker, hostname, "task.multi", &body).await;
+    publish_one(transport, hostname, "task.multi", &body).await;
 }

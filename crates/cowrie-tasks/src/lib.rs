@@ -1,15 +1,33 @@
 //! The cowrieprocessor analyses as Celery tasks, under the names Python users already call:
 //! `cowrieprocessor.workers.longtail_analysis`, `.snowshoe_detection` and `.botnet_detection`.
 //!
-//! Arguments are `(sensor, time_window)` (`sensor` may be null for all sensors; `time_window` is `"7d"`, `"24h"`,
-//! `"90m"` or `{"start": iso, "end": iso}`), thresholds come as keyword arguments named like the original's.
-//! Sessions are read from PostgreSQL (the read replica when `DATABASE_READ_URL` is set and answers), the CPU work
-//! runs on the blocking pool, progress is published as Celery `PROGRESS` state (`AsyncResult.info`), results are
-//! stored in the detection tables and returned as the original's result objects.
+//! This crate owns those three tasks (their signatures, results, progress and errors), where they read and write
+//! ([`AnalysisDb`]: the primary, an optional read replica, and whether the analysis schema is ready), and the
+//! background preparation of that schema ([`spawn_prepare`]). It builds on `worker-runtime`'s public task API only;
+//! the runtime knows nothing of Cowrie or PostgreSQL. A binary wires it in with:
+//!
+//! ```ignore
+//! let db = cowrie_tasks::AnalysisDb::new(&database_url, database_read_url.as_deref());
+//! cowrie_tasks::register(&mut registry, db.clone());
+//! cowrie_tasks::spawn_prepare(db);
+//! ```
+//!
+//! Arguments are `(sensor=None, time_window="7d", **thresholds)`: `sensor` may be null, `""` or `"*"` for all
+//! sensors; `time_window` is `"7d"`, `"24h"`, `"90m"` or `{"start": iso, "end": iso}`; thresholds are keyword
+//! arguments named like the original's. Sessions are read from PostgreSQL (the read replica when
+//! `DATABASE_READ_URL` is set and answers), the CPU work runs on the blocking pool, progress is published as Celery
+//! `PROGRESS` state (`AsyncResult.info`), results are stored in the detection tables and returned as the original's
+//! result objects.
+//!
+//! Migrations never run inside a task: [`spawn_prepare`] migrates in the background, retrying with backoff, so a
+//! worker without PostgreSQL still starts. Until the schema is ready the tasks fail with
+//! `sqlalchemy.exc.OperationalError("database unavailable: analysis schema not ready: <last error>")`.
 //!
 //! Longtail is incremental: each full UTC day of the window is reduced to an `analysis::DayAggregate` cached in
 //! `longtail_day_cache`, keyed by a fingerprint of that day's sessions; a re-run recomputes only changed days and
 //! says in its result how much it reused.
+
+mod readiness;
 
 use analysis::{BotnetParams, DayAggregate, LongtailParams, Progress, Session, SnowshoeParams};
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
@@ -18,23 +36,35 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::OnceCell;
+use worker_runtime::task::run_blocking;
+use worker_runtime::{Task, TaskContext, TaskError, TaskOptions, TaskRegistry};
 
-use crate::task::{Registry, Task, TaskContext, TaskError, TaskOptions};
+use readiness::Readiness;
+pub use readiness::SchemaState;
 
 pub const LONGTAIL: &str = "cowrieprocessor.workers.longtail_analysis";
 pub const SNOWSHOE: &str = "cowrieprocessor.workers.snowshoe_detection";
 pub const BOTNET: &str = "cowrieprocessor.workers.botnet_detection";
 
-/// Where the analysis tasks read and write.
+/// The signature of the three tasks: `(sensor=None, time_window="7d", **thresholds)`.
+const PARAMS: &[&str] = &["sensor=null", "time_window=\"7d\"", "**thresholds"];
+
+/// How long a task waits for the schema to become ready before failing with `OperationalError`.
+const READY_WAIT: Duration = Duration::from_secs(30);
+
+/// Where the analysis tasks read and write, and whether the schema there is ready.
 pub struct AnalysisDb {
     primary_url: String,
     primary: store::PgPool,
     replica: Option<store::PgPool>,
-    migrated: OnceCell<()>,
+    readiness: Readiness,
+    /// One preparation at a time.
+    preparing: tokio::sync::Mutex<()>,
 }
 
 impl AnalysisDb {
+    /// Pools on the primary and the optional read replica. Nothing connects here: the pools connect on first use,
+    /// and the schema is prepared by [`AnalysisDb::prepare`] (in the background: [`spawn_prepare`]).
     pub fn new(primary_url: &str, read_url: Option<&str>) -> Arc<AnalysisDb> {
         let timeout = Duration::from_secs(5);
         Arc::new(AnalysisDb {
@@ -43,24 +73,43 @@ impl AnalysisDb {
             replica: read_url
                 .filter(|u| *u != primary_url)
                 .map(|u| store::build_pool(u, 4, timeout)),
-            migrated: OnceCell::new(),
+            readiness: Readiness::new(),
+            preparing: tokio::sync::Mutex::new(()),
         })
     }
 
-    async fn ensure_schema(&self) -> Result<(), TaskError> {
-        self.migrated
-            .get_or_try_init(|| async {
-                store::run_migrations(&self.primary_url)
-                    .await
-                    .map(|_| ())
-                    .map_err(db_error)
-            })
+    /// Run the migrations on the primary (once it succeeded, again is a no-op). The outcome is recorded: the tasks
+    /// work from the first success on, and until then fail with the last error.
+    pub async fn prepare(&self) -> Result<(), store::StoreError> {
+        let _one_at_a_time = self.preparing.lock().await;
+        if self.readiness.state().is_ready() {
+            return Ok(());
+        }
+        let outcome = store::run_migrations(&self.primary_url).await.map(|_| ());
+        self.readiness
+            .record(outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        outcome
+    }
+
+    /// Where the schema stands (ready, or pending with the last preparation error).
+    pub fn schema_state(&self) -> SchemaState {
+        self.readiness.state()
+    }
+
+    /// True once the schema is prepared.
+    pub fn is_ready(&self) -> bool {
+        self.readiness.state().is_ready()
+    }
+
+    async fn ensure_ready(&self) -> Result<(), TaskError> {
+        self.readiness
+            .wait(READY_WAIT)
             .await
-            .map(|_| ())
+            .map_err(|why| db_unavailable(&why))
     }
 
     async fn write(&self) -> Result<store::PooledConnOwned, TaskError> {
-        self.ensure_schema().await?;
+        self.ensure_ready().await?;
         self.primary
             .get_owned()
             .await
@@ -69,7 +118,7 @@ impl AnalysisDb {
 
     /// A connection to the read replica, or to the primary when there is none or it does not answer.
     async fn read(&self) -> Result<store::PooledConnOwned, TaskError> {
-        self.ensure_schema().await?;
+        self.ensure_ready().await?;
         if let Some(r) = &self.replica {
             match r.get_owned().await {
                 Ok(c) => return Ok(c),
@@ -83,6 +132,29 @@ impl AnalysisDb {
             .await
             .map_err(|e| db_unavailable(&e.to_string()))
     }
+}
+
+/// Prepare the analysis schema in the background: [`AnalysisDb::prepare`] until it succeeds, with exponential
+/// backoff (200 ms doubling up to 10 s, cut short when a task asks for the schema). Call it once, after
+/// [`register`], inside the tokio runtime.
+pub fn spawn_prepare(db: Arc<AnalysisDb>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff =
+            transport::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            match db.prepare().await {
+                Ok(()) => {
+                    tracing::info!("analysis schema ready");
+                    return;
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?delay, "analysis schema not ready; the analysis tasks fail until it is");
+                    db.readiness.pause(delay).await;
+                }
+            }
+        }
+    })
 }
 
 fn db_unavailable(msg: &str) -> TaskError {
@@ -109,31 +181,31 @@ fn analysis_error(e: analysis::AnalysisError) -> TaskError {
 }
 
 /// Register the three analysis tasks against this database.
-pub fn register(reg: &mut Registry, db: Arc<AnalysisDb>) {
+pub fn register(reg: &mut TaskRegistry, db: Arc<AnalysisDb>) {
     let opts = TaskOptions {
         acks_late: true,
         ..TaskOptions::default()
     };
     let d = db.clone();
     reg.register(
-        Task::raw(LONGTAIL, move |ctx, args, kwargs| {
+        Task::new(LONGTAIL, PARAMS, move |ctx, args: Args| {
             let db = d.clone();
-            async move { longtail_task(db, ctx, args, kwargs).await }
+            async move { longtail_task(db, ctx, args).await }
         })
         .with_options(opts.clone()),
     );
     let d = db.clone();
     reg.register(
-        Task::raw(SNOWSHOE, move |ctx, args, kwargs| {
+        Task::new(SNOWSHOE, PARAMS, move |ctx, args: Args| {
             let db = d.clone();
-            async move { scored_task::<SnowshoeParams>(Kind::Snowshoe, db, ctx, args, kwargs).await }
+            async move { scored_task::<SnowshoeParams>(Kind::Snowshoe, db, ctx, args).await }
         })
         .with_options(opts.clone()),
     );
     reg.register(
-        Task::raw(BOTNET, move |ctx, args, kwargs| {
+        Task::new(BOTNET, PARAMS, move |ctx, args: Args| {
             let db = db.clone();
-            async move { scored_task::<BotnetParams>(Kind::Botnet, db, ctx, args, kwargs).await }
+            async move { scored_task::<BotnetParams>(Kind::Botnet, db, ctx, args).await }
         })
         .with_options(opts),
     );
@@ -146,41 +218,19 @@ pub fn parse_window(v: &Value, now: DateTime<Utc>) -> Result<Window, TaskError> 
     analysis::window::parse_window(v, now).map_err(|why| TaskError::fail("ValueError", why))
 }
 
-/// `(sensor, time_window, remaining keyword arguments)`.
-type SplitArgs = (Option<String>, Value, Map<String, Value>);
+/// The bound `(sensor, time_window, thresholds)`.
+type Args = (Value, Value, Map<String, Value>);
 
-/// Split `(sensor, time_window, **thresholds)` like the original's signature.
-fn split_args(
-    task: &str,
-    args: Vec<Value>,
-    mut kwargs: Map<String, Value>,
-) -> Result<SplitArgs, TaskError> {
-    if args.len() > 2 {
-        return Err(TaskError::type_error(format!(
-            "{task}() takes 2 positional arguments but {} were given",
-            args.len()
-        )));
+/// `sensor` as a filter: null, `""` or `"*"` mean all sensors; anything but a string is a TypeError.
+fn sensor_arg(task: &str, sensor: Value) -> Result<Option<String>, TaskError> {
+    match sensor {
+        Value::Null => Ok(None),
+        Value::String(s) if s.is_empty() || s == "*" => Ok(None),
+        Value::String(s) => Ok(Some(s)),
+        other => Err(TaskError::type_error(format!(
+            "{task}(): sensor must be a string or None, got {other}"
+        ))),
     }
-    let mut it = args.into_iter();
-    let sensor = it
-        .next()
-        .or_else(|| kwargs.remove("sensor"))
-        .unwrap_or(Value::Null);
-    let window = it
-        .next()
-        .or_else(|| kwargs.remove("time_window"))
-        .unwrap_or_else(|| json!("7d"));
-    let sensor = match sensor {
-        Value::Null => None,
-        Value::String(s) if s.is_empty() || s == "*" => None,
-        Value::String(s) => Some(s),
-        other => {
-            return Err(TaskError::type_error(format!(
-                "{task}(): sensor must be a string or None, got {other}"
-            )));
-        }
-    };
-    Ok((sensor, window, kwargs))
 }
 
 /// Thresholds from keyword arguments onto the defaults; unknown names are a TypeError like Python's.
@@ -302,18 +352,6 @@ async fn load_sessions(
     Ok(rows.into_iter().map(to_session).collect())
 }
 
-/// Run CPU work on the blocking pool.
-async fn cpu<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, TaskError> + Send + 'static,
-) -> Result<T, TaskError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(TaskError::fail(
-            "RuntimeError",
-            format!("analysis panicked: {e}"),
-        ))
-    })
-}
-
 /// A stable key for the parameters that shape a day aggregate (FNV-1a of their JSON).
 fn params_key(p: &LongtailParams) -> String {
     let text = serde_json::to_string(p).expect("parameters serialise");
@@ -363,11 +401,10 @@ fn split_days(w: Window) -> (Vec<NaiveDate>, Vec<Window>) {
 async fn longtail_task(
     db: Arc<AnalysisDb>,
     ctx: TaskContext,
-    args: Vec<Value>,
-    kwargs: Map<String, Value>,
+    (sensor, window_v, kwargs): Args,
 ) -> Result<Value, TaskError> {
     let started = Instant::now();
-    let (sensor, window_v, kwargs) = split_args(LONGTAIL, args, kwargs)?;
+    let sensor = sensor_arg(LONGTAIL, sensor)?;
     let window = parse_window(&window_v, Utc::now())?;
     let params: LongtailParams = params_from(LONGTAIL, kwargs)?;
     params.validate().map_err(analysis_error)?;
@@ -420,7 +457,7 @@ async fn longtail_task(
         let p = params.clone();
         let d = *day;
         let mut report = progress_reporter(&ctx, i as u64, steps.clone());
-        let agg = cpu(move || {
+        let agg = run_blocking(move || {
             DayAggregate::from_sessions(Some(d), &sessions, &p, &mut report).map_err(analysis_error)
         })
         .await?;
@@ -446,7 +483,7 @@ async fn longtail_task(
         let p = params.clone();
         let mut report = progress_reporter(&ctx, days.len() as u64, steps.clone());
         aggregates.push(
-            cpu(move || {
+            run_blocking(move || {
                 DayAggregate::from_sessions(None, &sessions, &p, &mut report)
                     .map_err(analysis_error)
             })
@@ -457,7 +494,7 @@ async fn longtail_task(
     let phase = Instant::now();
     let p = params.clone();
     let mut report = progress_reporter(&ctx, (days.len() + edges.len()) as u64, steps.clone());
-    let mut result = cpu(move || {
+    let mut result = run_blocking(move || {
         analysis::longtail_from_aggregates(aggregates, &p, &mut report).map_err(analysis_error)
     })
     .await?;
@@ -561,8 +598,7 @@ async fn scored_task<P>(
     kind: Kind,
     db: Arc<AnalysisDb>,
     ctx: TaskContext,
-    args: Vec<Value>,
-    kwargs: Map<String, Value>,
+    (sensor, window_v, mut kwargs): Args,
 ) -> Result<Value, TaskError>
 where
     P: Serialize + DeserializeOwned + Default + Send + 'static,
@@ -571,7 +607,7 @@ where
         Kind::Snowshoe => SNOWSHOE,
         Kind::Botnet => BOTNET,
     };
-    let (sensor, window_v, mut kwargs) = split_args(name, args, kwargs)?;
+    let sensor = sensor_arg(name, sensor)?;
     let window = parse_window(&window_v, Utc::now())?;
     // The detectors' `window_hours` (their rate denominators); by default the length of the window.
     let hours = match kwargs.remove("window_hours") {
@@ -591,7 +627,7 @@ where
     let sessions = load_sessions(&db, sensor.as_deref(), window.start, window.end).await?;
     let mut report = progress_reporter(&ctx, 1, Arc::new(Mutex::new(2)));
     let params_json = serde_json::to_value(&params).expect("parameters serialise");
-    let mut result = cpu(move || {
+    let mut result = run_blocking(move || {
         let v = match kind {
             Kind::Snowshoe => {
                 let p: SnowshoeParams = serde_json::from_value(params_json)
@@ -743,15 +779,146 @@ mod tests {
         let mut kw = Map::new();
         kw.insert("nope".into(), json!(1));
         assert!(params_from::<LongtailParams>(LONGTAIL, kw).is_err());
-        let (sensor, w, rest) = split_args(
-            LONGTAIL,
-            vec![json!("honeypot-a"), json!("24h")],
-            Map::new(),
-        )
-        .unwrap();
         assert_eq!(
-            (sensor.as_deref(), w, rest.len()),
-            (Some("honeypot-a"), json!("24h"), 0)
+            sensor_arg(LONGTAIL, json!("honeypot-a"))
+                .unwrap()
+                .as_deref(),
+            Some("honeypot-a")
         );
+        for all in [json!(null), json!(""), json!("*")] {
+            assert_eq!(sensor_arg(LONGTAIL, all).unwrap(), None);
+        }
+    }
+
+    /// A database nothing listens on (connection refused at once).
+    fn no_database() -> Arc<AnalysisDb> {
+        AnalysisDb::new("postgres://postgres@127.0.0.1:1/none", None)
+    }
+
+    fn registry(db: Arc<AnalysisDb>) -> TaskRegistry {
+        let mut reg = TaskRegistry::new();
+        register(&mut reg, db);
+        reg
+    }
+
+    async fn call(
+        reg: &TaskRegistry,
+        name: &str,
+        args: Value,
+        kwargs: Value,
+    ) -> Result<Value, TaskError> {
+        let task = reg.get(name).expect("registered");
+        let ctx = TaskContext::new("id", name, 0, "w@h", None);
+        let Value::Array(args) = args else {
+            panic!("args")
+        };
+        let Value::Object(kwargs) = kwargs else {
+            panic!("kwargs")
+        };
+        task.call(ctx, args, kwargs).await
+    }
+
+    /// `(module, type, message)` of a failure.
+    fn failure(r: Result<Value, TaskError>) -> (String, String, String) {
+        match r {
+            Err(TaskError::Fail { exc, .. }) => {
+                (exc.exc_module.clone(), exc.exc_type.clone(), exc.message())
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn arguments_bind_like_the_original_signature() {
+        let reg = registry(no_database());
+        for name in [LONGTAIL, SNOWSHOE, BOTNET] {
+            assert!(reg.get(name).unwrap().options.acks_late);
+            let (_, ty, msg) = failure(call(&reg, name, json!([null, "1d", 3]), json!({})).await);
+            assert_eq!(
+                (ty.as_str(), msg),
+                (
+                    "TypeError",
+                    format!("{name}() takes 2 positional arguments but 3 were given")
+                )
+            );
+            let (_, ty, msg) = failure(call(&reg, name, json!([5]), json!({})).await);
+            assert_eq!(
+                (ty.as_str(), msg),
+                (
+                    "TypeError",
+                    format!("{name}(): sensor must be a string or None, got 5")
+                )
+            );
+            let (_, ty, _) = failure(call(&reg, name, json!([null, "7 parsecs"]), json!({})).await);
+            assert_eq!(ty, "ValueError");
+            let (_, ty, msg) = failure(
+                call(
+                    &reg,
+                    name,
+                    json!([]),
+                    json!({"time_window": "1d", "no_such_threshold": 1}),
+                )
+                .await,
+            );
+            assert_eq!(
+                (ty.as_str(), msg),
+                (
+                    "TypeError",
+                    format!("{name}() got an unexpected keyword argument 'no_such_threshold'")
+                )
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_database_the_tasks_fail_with_operational_error() {
+        let db = no_database();
+        let reg = registry(db.clone());
+        let prep = spawn_prepare(db.clone());
+        let started = Instant::now();
+        for name in [LONGTAIL, SNOWSHOE, BOTNET] {
+            let (module, ty, msg) = failure(call(&reg, name, json!(["s", "1d"]), json!({})).await);
+            assert_eq!(
+                (module.as_str(), ty.as_str()),
+                ("sqlalchemy.exc", "OperationalError")
+            );
+            assert!(
+                msg.starts_with("database unavailable: analysis schema not ready: "),
+                "{msg}"
+            );
+        }
+        // Each task took the outcome of one more attempt, not the whole wait.
+        assert!(started.elapsed() < READY_WAIT, "{:?}", started.elapsed());
+        assert!(
+            matches!(db.schema_state(), SchemaState::Pending { attempts, last_error: Some(_) } if attempts >= 1)
+        );
+        prep.abort();
+    }
+
+    #[tokio::test]
+    async fn background_preparation_makes_the_tasks_work() {
+        let Some(test_db) = store::test_support::TestDb::create().await else {
+            return;
+        };
+        let db = AnalysisDb::new(&test_db.url, None);
+        let reg = registry(db.clone());
+        spawn_prepare(db.clone());
+        let r = call(&reg, BOTNET, json!(["nobody", "1d"]), json!({}))
+            .await
+            .unwrap();
+        assert!(db.is_ready());
+        assert_eq!(r["is_likely_botnet"], json!(false));
+        assert_eq!(r["sensor"], json!("nobody"));
+        assert!(r["detection_id"].as_i64().is_some(), "{r}");
+        let r = call(
+            &reg,
+            LONGTAIL,
+            json!([]),
+            json!({"sensor": "nobody", "time_window": "2d"}),
+        )
+        .await
+        .unwrap();
+        assert!(r["analysis_id"].as_i64().is_some(), "{r}");
+        test_db.drop_db().await;
     }
 }

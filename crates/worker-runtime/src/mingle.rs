@@ -3,21 +3,20 @@
 //! (`{id: [float, id]}`), because a Python peer's `LimitedSet.update` rejects integers.
 
 use celeriac_control::ControlClient;
-use serde_json::{Value, json};
+use celery_proto::command::ControlCommand;
+use serde_json::Value;
 use std::time::Duration;
+use transport::SharedTransport;
 
 use crate::state::WorkerState;
-use crate::worker::Worker;
 
 /// Merge a peer's revoked ids (`{id: [ts, id]}`, `{id: ts}` or `[id, ...]`) into ours; returns how many were new.
 pub fn merge_revoked(state: &WorkerState, revoked: &Value) -> usize {
-    let mut set = state.revoked.lock().expect("revoked");
     let mut added = 0;
     let mut add = |id: &str, ts: Option<f64>| {
-        if !set.contains(id) {
+        if state.adopt_revoked(id, ts.unwrap_or(1.0)) {
             added += 1;
         }
-        set.insert(id, ts.unwrap_or(1.0));
     };
     match revoked {
         Value::Object(m) => {
@@ -40,13 +39,14 @@ pub fn merge_revoked(state: &WorkerState, revoked: &Value) -> usize {
 }
 
 /// Run mingle; logs what it learned. Never fails the start-up: an error is logged and the worker goes on.
-pub async fn sync(worker: &Worker) {
-    let state = &worker.state;
-    let client = ControlClient::new(worker.broker.clone());
-    let revoked = state.revoked.lock().expect("revoked").as_mingle();
-    let args = json!({"from_node": state.hostname, "revoked": revoked});
+pub async fn sync(transport: SharedTransport, state: &WorkerState) {
+    let client = ControlClient::new(transport);
+    let hello = ControlCommand::Hello {
+        from_node: state.hostname.clone(),
+        revoked: Value::Object(state.revoked_for_mingle()),
+    };
     let replies = match client
-        .broadcast("hello", args, None, true, Duration::from_secs(1), None)
+        .send_command(&hello, None, Duration::from_secs(1), None)
         .await
     {
         Ok(r) => r,
@@ -78,6 +78,7 @@ pub async fn sync(worker: &Worker) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn merges_every_form_and_keeps_floats() {
@@ -85,7 +86,7 @@ mod tests {
         assert_eq!(merge_revoked(&s, &json!({"a": [12.5, "a"], "b": 3.0})), 2);
         assert_eq!(merge_revoked(&s, &json!(["b", "c"])), 1);
         assert!(s.is_revoked("a") && s.is_revoked("c"));
-        let m = s.revoked.lock().unwrap().as_mingle();
+        let m = s.revoked_for_mingle();
         assert!(m.values().all(|v| v[0].is_f64()));
         assert_eq!(m["a"][0], 12.5);
     }

@@ -1,0 +1,352 @@
+//! The Redis implementation of the transport seam ([`transport::Transport`] and [`transport::ResultBackend`]) on
+//! kombu's conventions, over the same commands and Lua scripts as the rest of this crate:
+//!
+//! - consume: the atomic pop-and-record script under backlog, BRPOP plus an immediate record when idle (on a
+//!   connection of its own, so a blocked BRPOP never stalls pipelined traffic);
+//! - ack through the batcher ([`crate::Acker`]); requeue and restore with `redelivered` set;
+//! - fanout: `PUBLISH /{db}.<exchange>/<routing key>`, subscriptions as `PSUBSCRIBE`, with kombu 5.7's informational
+//!   binding entry for the subscribed queue;
+//! - mailboxes: replies go to every queue bound in `_kombu.binding.<exchange>` with the routing key (kombu's
+//!   `_lookup`), popped with BRPOP and never recorded (kombu consumes reply queues with `no_ack`).
+
+use async_trait::async_trait;
+use celery_proto::kombu_redis;
+use celery_proto::{Envelope, Message};
+use redis::aio::ConnectionManager;
+use std::time::Duration;
+use transport::{
+    Binding, ChordPart, Delivery, Incoming, Requeue, ResultBackend, Subscription, Transport,
+    TransportError,
+};
+
+use crate::{Broker, BrokerError};
+
+const NAME: &str = "redis";
+
+impl From<BrokerError> for TransportError {
+    fn from(e: BrokerError) -> TransportError {
+        if e.is_transient() {
+            TransportError::Unavailable {
+                transport: NAME,
+                message: e.to_string(),
+            }
+        } else {
+            TransportError::Failed {
+                transport: NAME,
+                message: e.to_string(),
+            }
+        }
+    }
+}
+
+/// The message's delivery tag when it is a non-empty JSON string (what the record script requires).
+fn string_tag(msg: &Message) -> Option<String> {
+    msg.properties
+        .get("delivery_tag")
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// A message the pop-and-record script returned: it was recorded exactly when it has a string delivery tag.
+fn recorded_delivery(key: &str, raw: Vec<u8>) -> Delivery {
+    let message = Message::decode(&raw, true);
+    let tag = match &message {
+        Ok(m) => string_tag(m),
+        Err(_) => kombu_redis::string_delivery_tag(&raw),
+    };
+    Delivery {
+        queue: kombu_redis::queue_of_key(key).to_string(),
+        tag,
+        raw,
+        message,
+    }
+}
+
+/// A Redis channel pattern for an AMQP binding key: `#` and `*` both become the glob `*`.
+fn channel_pattern(db: i64, binding: &Binding) -> String {
+    let glob = binding.routing_key.replace('#', "*");
+    kombu_redis::fanout_channel(db, &binding.exchange, &glob)
+}
+
+impl Broker {
+    async fn blocking_pop(
+        &self,
+        keys: &[String],
+        timeout: Duration,
+    ) -> crate::Result<Option<Delivery>> {
+        let mut slot = self.inner.consumer_conn.lock().await;
+        let conn = match slot.as_mut() {
+            Some(c) => c,
+            None => slot.insert(self.blocking_connection().await?),
+        };
+        let popped = self
+            .brpop_raw(conn, keys, timeout.as_secs_f64().max(0.01))
+            .await;
+        let (key, raw) = match popped {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                *slot = None;
+                return Err(e);
+            }
+        };
+        drop(slot);
+        // Idle path: the message left the list before it is recorded (the one pop-then-record window; a
+        // message without a readable envelope is not recorded, as kombu cannot record it either).
+        let message = Message::decode(&raw, true);
+        let tag = match &message {
+            Ok(m) => {
+                self.record(&m.delivery_tag, &raw, &m.exchange, &m.routing_key)
+                    .await?;
+                Some(m.delivery_tag.clone())
+            }
+            Err(_) => None,
+        };
+        Ok(Some(Delivery {
+            queue: kombu_redis::queue_of_key(&key).to_string(),
+            tag,
+            raw,
+            message,
+        }))
+    }
+
+    async fn reply_conn(&self) -> crate::Result<ConnectionManager> {
+        let pooled = self
+            .inner
+            .reply_conns
+            .lock()
+            .expect("reply connections")
+            .pop();
+        match pooled {
+            Some(c) => Ok(c),
+            None => self.blocking_connection().await,
+        }
+    }
+
+    fn acker(&self) -> &crate::Acker {
+        self.inner
+            .acker
+            .get_or_init(|| crate::Acker::new(self.clone()))
+    }
+}
+
+#[async_trait]
+impl Transport for Broker {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn declare_queue(&self, queue: &str) -> transport::Result<()> {
+        Ok(Broker::declare_queue(self, queue).await?)
+    }
+
+    async fn publish(&self, queue: &str, envelope: &Envelope) -> transport::Result<()> {
+        Ok(Broker::publish(self, queue, envelope.priority, &envelope.encode()).await?)
+    }
+
+    async fn consume(
+        &self,
+        queues: &[String],
+        max: usize,
+        idle_wait: Duration,
+    ) -> transport::Result<Vec<Delivery>> {
+        let keys = kombu_redis::consume_keys(queues);
+        let got = self.pop_and_record(&keys, max).await?;
+        if !got.is_empty() || idle_wait.is_zero() {
+            return Ok(got
+                .into_iter()
+                .map(|(key, raw)| recorded_delivery(&key, raw))
+                .collect());
+        }
+        Ok(self
+            .blocking_pop(&keys, idle_wait)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    async fn ack(&self, tag: &str) -> transport::Result<()> {
+        Ok(self.acker().ack(tag).await?)
+    }
+
+    async fn requeue(&self, tag: &str, to: Requeue) -> transport::Result<bool> {
+        Ok(Broker::requeue(self, tag, to == Requeue::Front).await?)
+    }
+
+    async fn renew(&self, held: &[String]) -> transport::Result<()> {
+        Ok(self.renew_leases(held).await?)
+    }
+
+    async fn recover(&self, visibility_timeout: f64) -> transport::Result<usize> {
+        Ok(self.restore_visible(visibility_timeout).await?)
+    }
+
+    async fn dead_letter(&self, name: &str, record: &[u8]) -> transport::Result<()> {
+        Ok(self.lpush(name, record).await?)
+    }
+
+    async fn broadcast(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        envelope: &Envelope,
+    ) -> transport::Result<()> {
+        let channel = kombu_redis::fanout_channel(self.db(), exchange, routing_key);
+        Ok(self.publish_fanout(&channel, &envelope.encode()).await?)
+    }
+
+    async fn subscribe(&self, binding: &Binding) -> transport::Result<Subscription> {
+        Transport::bind(self, binding).await?;
+        let prefix = kombu_redis::fanout_channel(self.db(), &binding.exchange, "");
+        let mut stream = self
+            .psubscribe(&[channel_pattern(self.db(), binding)])
+            .await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            while let Some(m) = stream.next().await {
+                let routing_key = m
+                    .channel
+                    .strip_prefix(&prefix)
+                    .map(|rk| rk.trim_start_matches('/'))
+                    .unwrap_or_default()
+                    .to_string();
+                let incoming = Incoming {
+                    routing_key,
+                    message: Message::decode(&m.payload, false),
+                    raw: m.payload,
+                };
+                if tx.send(incoming).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Subscription::new(rx, Some(reader.abort_handle())))
+    }
+
+    async fn bind(&self, binding: &Binding) -> transport::Result<()> {
+        Ok(self
+            .bind_expiring(
+                &binding.exchange,
+                &binding.routing_key,
+                &binding.queue,
+                binding.expires.as_millis() as u64,
+            )
+            .await?)
+    }
+
+    async fn unbind(&self, binding: &Binding) -> transport::Result<()> {
+        Ok(self
+            .unbind_and_delete(&binding.exchange, &binding.routing_key, &binding.queue)
+            .await?)
+    }
+
+    async fn send_direct(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        envelope: &Envelope,
+    ) -> transport::Result<usize> {
+        let members = self.bindings(exchange).await?;
+        let queues: std::collections::BTreeSet<&str> = members
+            .iter()
+            .filter_map(|m| kombu_redis::parse_binding_member(m))
+            .filter(|(rk, _, _)| *rk == routing_key)
+            .map(|(_, _, q)| q)
+            .collect();
+        let bytes = envelope.encode();
+        for q in &queues {
+            self.lpush(&kombu_redis::queue_key(q, 0), &bytes).await?;
+        }
+        Ok(queues.len())
+    }
+
+    async fn pop(&self, queue: &str, timeout: Duration) -> transport::Result<Option<Incoming>> {
+        let mut conn = self.reply_conn().await?;
+        let keys = kombu_redis::queue_keys(queue).to_vec();
+        let got = self
+            .brpop_raw(&mut conn, &keys, timeout.as_secs_f64().max(0.01))
+            .await?;
+        self.inner
+            .reply_conns
+            .lock()
+            .expect("reply connections")
+            .push(conn);
+        Ok(got.map(|(_, raw)| Incoming {
+            routing_key: String::new(),
+            message: Message::decode(&raw, false),
+            raw,
+        }))
+    }
+
+    fn note_error(&self, error: &TransportError) {
+        if error.is_transient() {
+            self.count_reconnect();
+        }
+    }
+
+    fn reconnects(&self) -> u64 {
+        Broker::reconnects(self)
+    }
+}
+
+#[async_trait]
+impl ResultBackend for Broker {
+    async fn store(
+        &self,
+        task_id: &str,
+        meta: &[u8],
+        expires_secs: u64,
+    ) -> transport::Result<bool> {
+        Ok(self.store_result(task_id, meta, expires_secs).await?)
+    }
+
+    async fn get(&self, task_id: &str) -> transport::Result<Option<Vec<u8>>> {
+        Ok(self.get_result(task_id).await?)
+    }
+
+    async fn wait(&self, task_id: &str, timeout: Duration) -> transport::Result<Option<Vec<u8>>> {
+        // Subscribe first, then GET, so a result stored in between is not missed (Celery's ResultConsumer order).
+        let subscriber = crate::Subscriber::new(self).await?;
+        let mut rx = subscriber
+            .subscribe(&kombu_redis::result_key(task_id))
+            .await?;
+        if let Some(m) = self.get_result(task_id).await? {
+            return Ok(Some(m));
+        }
+        match tokio::time::timeout(timeout, rx.recv()).await {
+            Ok(Some(m)) => Ok(Some(m)),
+            _ => Ok(self.get_result(task_id).await?),
+        }
+    }
+
+    async fn chord_join(&self, part: ChordPart<'_>) -> transport::Result<bool> {
+        Ok(Broker::chord_join(
+            self,
+            part.group_id,
+            part.task_id,
+            part.value,
+            part.group_index,
+            part.expires_secs,
+            part.token,
+        )
+        .await?)
+    }
+
+    async fn chord_results(&self, group_id: &str) -> transport::Result<Vec<Vec<u8>>> {
+        Ok(Broker::chord_results(self, group_id).await?)
+    }
+
+    async fn chord_done(
+        &self,
+        group_id: &str,
+        token: &str,
+        expires_secs: u64,
+    ) -> transport::Result<()> {
+        Ok(Broker::chord_done(self, group_id, token, expires_secs).await?)
+    }
+
+    fn note_error(&self, error: &TransportError) {
+        Transport::note_error(self, error)
+    }
+}
