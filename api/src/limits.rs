@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::redis_handle::RedisHandle;
@@ -152,27 +151,29 @@ impl Limiter {
         }
     }
 
-    pub fn policy(&self, caller: &Caller, class: RouteClass) -> RatePolicy {
+    /// The policy of a class for a key: its own limit when it has one, else the server's.
+    pub fn policy(&self, limits: &KeyLimits, class: RouteClass) -> RatePolicy {
         match class {
-            RouteClass::Statistics => caller.limits.statistics.unwrap_or(self.statistics),
-            RouteClass::Analyses => caller.limits.analyses.unwrap_or(self.analyses),
+            RouteClass::Statistics => limits.statistics.unwrap_or(self.statistics),
+            RouteClass::Analyses => limits.analyses.unwrap_or(self.analyses),
         }
     }
 
-    /// Count one request of `caller` in `class`: the headers to send, or 429 / 503.
+    /// Count one request of key `key_id` (with its own `limits`) in `class`: the headers to send, or 429 / 503.
     pub async fn check(
         &self,
-        caller: &Caller,
+        key_id: &str,
+        limits: &KeyLimits,
         class: RouteClass,
     ) -> Result<Option<LimitHeaders>, ApiError> {
-        let policy = self.policy(caller, class);
+        let policy = self.policy(limits, class);
         let name = class.as_str();
         let policy_header = format!(
             "\"{name}\";q={};w={}",
             policy.limit,
             policy.period.as_secs()
         );
-        let key = format!("celeriac:ratelimit:{}:{name}", caller.key_id);
+        let key = format!("celeriac:ratelimit:{key_id}:{name}");
         let down = self
             .down_until
             .lock()

@@ -426,7 +426,10 @@ impl Op {
         let (state, caller) = (&cx.state, &cx.caller);
         if self == Op::RunAnalysis {
             caller.require(Scope::JobsWrite)?;
-            state.limiter.check(caller, RouteClass::Analyses).await?;
+            state
+                .limiter
+                .check(&caller.key_id, &caller.limits, RouteClass::Analyses)
+                .await?;
             let req = AnalysisRequest::from_json(Value::Object(without_nulls(args)))?;
             return to_json(&state.submit_analysis(caller, &req).await?);
         }

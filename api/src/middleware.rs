@@ -89,7 +89,10 @@ pub async fn guard(
             if let Some(scope) = scope {
                 caller.require(scope)?;
             }
-            let h = state.limiter.check(&caller, class).await?;
+            let h = state
+                .limiter
+                .check(&caller.key_id, &caller.limits, class)
+                .await?;
             Ok::<_, ApiError>((caller, h))
         }
         .await;

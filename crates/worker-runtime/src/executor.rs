@@ -161,6 +161,12 @@ impl Drop for Slot {
     }
 }
 
+/// Where a message came from and its bytes, for the dead letters.
+struct Unprocessable<'a> {
+    queue: &'a str,
+    raw: &'a [u8],
+}
+
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Executor {
@@ -221,14 +227,14 @@ impl Executor {
     }
 
     /// Keep an unprocessable message: log it and write it to the dead letters with the reason.
-    async fn dead_letter(&self, d: &Delivery, reason: &str) {
+    async fn dead_letter(&self, d: &Unprocessable<'_>, reason: &str) {
         tracing::error!(queue = %d.queue, reason, bytes = d.raw.len(), "rejecting message");
         let record = json!({
             "reason": reason,
             "queue": d.queue,
             "node": self.config.node_name,
             "time": isoformat(Utc::now()),
-            "message": String::from_utf8_lossy(&d.raw),
+            "message": String::from_utf8_lossy(d.raw),
         });
         if let Err(e) = self
             .transport
@@ -278,22 +284,30 @@ impl Executor {
     }
 
     async fn handle(self, d: Delivery, mut slot: Slot) {
-        let msg = match &d.message {
-            Ok(m) => m.clone(),
+        let Delivery {
+            queue,
+            tag,
+            raw,
+            message,
+        } = d;
+        let d = Unprocessable {
+            queue: &queue,
+            raw: &raw,
+        };
+        let msg = match message {
+            Ok(m) => m,
             Err(e) => {
                 self.dead_letter(&d, &format!("undecodable message: {e}"))
                     .await;
-                if let Some(tag) = &d.tag {
+                if let Some(tag) = &tag {
                     self.ack(tag, &mut slot).await;
                 }
                 return;
             }
         };
-        let Some(tag) = d.tag.clone() else {
-            // Decodable but not held (no string delivery tag): nothing to settle; run it like kombu would not.
-            self.dead_letter(&d, "message has no delivery tag").await;
-            return;
-        };
+        // A decodable message the transport could not hold (kombu records only string delivery tags) still runs, as
+        // it always did; settling its own tag is then a no-op on the broker.
+        let tag = tag.unwrap_or_else(|| msg.delivery_tag.clone());
         let task_msg = match TaskMessage::from_message(&msg) {
             Ok(t) => t,
             Err(e) => {
