@@ -134,11 +134,14 @@ impl AnalysisDb {
     }
 }
 
-/// Prepare the analysis schema in the background: [`AnalysisDb::prepare`] until it succeeds, with exponential
-/// backoff (200 ms doubling up to 10 s, cut short when a task asks for the schema). Call it once, after
-/// [`register`], inside the tokio runtime.
+/// Prepare the analysis schema in the background, starting when the first analysis task needs it:
+/// [`AnalysisDb::prepare`] until it succeeds, with exponential backoff (200 ms doubling up to 10 s, cut short when a
+/// task asks for the schema). Call it once, after [`register`], inside the tokio runtime.
 pub fn spawn_prepare(db: Arc<AnalysisDb>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        // Only when an analysis task first needs it: a worker that runs no analysis never connects to PostgreSQL
+        // (and does not carry the migration's memory).
+        db.readiness.demanded().await;
         let mut backoff =
             transport::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {

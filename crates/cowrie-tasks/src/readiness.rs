@@ -97,9 +97,9 @@ impl Readiness {
             }
             s.attempts()
         };
-        if seen > 0 {
-            self.retry_now.notify_one();
-        }
+        // Ask for an attempt now: the first one (the preparation starts on first demand), or a new one when an
+        // attempt already failed.
+        self.retry_now.notify_one();
         // A timeout or a closed channel both leave the state as it is, which says why.
         let _ =
             tokio::time::timeout(bound, rx.wait_for(|s| s.is_ready() || s.attempts() > seen)).await;
@@ -107,6 +107,11 @@ impl Readiness {
             None => Ok(()),
             Some(why) => Err(why),
         }
+    }
+
+    /// Resolves once a task needs the schema (the preparation waits for this before its first attempt).
+    pub(crate) async fn demanded(&self) {
+        self.retry_now.notified().await;
     }
 
     /// The preparation's pause between attempts: `delay`, cut short when a task asks for an attempt now.
