@@ -421,6 +421,7 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
         "{names:?}"
     );
     for q in queues["queues"].as_array().unwrap() {
+        assert!(q["unacked"].is_u64(), "{q}");
         let buckets = q["buckets"].as_array().unwrap();
         assert_eq!(
             buckets

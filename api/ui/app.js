@@ -402,11 +402,12 @@ function renderWorkers(workers) {
 
 function renderQueues(queues) {
   const url = "/api/v1/cluster/queues";
-  fillTable($("queues"), [["Queue"], ["Priority 0", "num"], ["3", "num"], ["6", "num"], ["9", "num"], ["Total", "num"]],
+  fillTable($("queues"), [["Queue"], ["Priority 0", "num"], ["3", "num"], ["6", "num"], ["9", "num"], ["Total", "num"], ["Unacked", "num"]],
     queues.map((q) => h("tr", { "data-queue": q.name },
       h("td", { class: "mono" }, q.name, q.direct ? h("span", { class: "muted" }, " (direct)") : null),
       q.buckets.map((b) => h("td", { class: "num" }, fmt(b.messages))),
-      h("td", { class: "num" }, numLink(q.total, url, "total")))));
+      h("td", { class: "num" }, numLink(q.total, url, "total")),
+      h("td", { class: "num" }, numLink(q.unacked, url, "unacked")))));
 }
 
 $("explain-form").addEventListener("submit", async (e) => {

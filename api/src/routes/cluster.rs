@@ -75,6 +75,8 @@ pub struct ClusterQueue {
     pub buckets: Vec<QueueBucket>,
     /// Messages waiting in all buckets.
     pub total: u64,
+    /// Messages consumers have taken from it and not yet acknowledged (running, reserved or scheduled).
+    pub unacked: u64,
 }
 
 /// The config's shared queues and every known worker's direct queue, with their depths now.
@@ -174,6 +176,7 @@ pub async fn queues(state: Data<AppState>, req: HttpRequest) -> Result<HttpRespo
             name: q.name,
             direct: q.direct,
             total: q.total,
+            unacked: q.unacked,
         })
         .collect();
     Ok(HttpResponse::Ok().json(ClusterQueues { queues }))

@@ -93,6 +93,19 @@ impl Broker {
         Ok(out)
     }
 
+    /// How many messages each queue has delivered and not yet acknowledged (kombu's `unacked` hash, read whole with
+    /// `HVALS`: its size is bounded by the consumers' prefetch, so this stays small).
+    pub async fn unacked_per_queue(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let entries: Vec<Vec<u8>> = self.conn().hvals(kombu_redis::UNACKED).await?;
+        let mut out = std::collections::HashMap::new();
+        for e in entries {
+            if let Some(q) = kombu_redis::unacked_queue(&e) {
+                *out.entry(q).or_insert(0) += 1;
+            }
+        }
+        Ok(out)
+    }
+
     /// Step one of a move: the oldest waiting message of `queue` (highest priority bucket first) into `holding`.
     pub async fn take_to_holding(&self, queue: &str, holding: &str) -> Result<Option<Vec<u8>>> {
         for k in kombu_redis::queue_keys(queue) {

@@ -341,6 +341,15 @@ impl UnackedEntry {
     }
 }
 
+/// The queue an `unacked` entry belongs to: its routing key (Celery's queues are bound on the default or a direct
+/// exchange under their own name), read without decoding the embedded message's body.
+pub fn unacked_queue(stored: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Entry(serde::de::IgnoredAny, serde::de::IgnoredAny, Value);
+    let Entry(_, _, rk) = serde_json::from_slice(stored).ok()?;
+    rk.as_str().filter(|q| !q.is_empty()).map(str::to_string)
+}
+
 /// The same message addressed to another queue on the default exchange, with a fresh delivery tag (a move by the
 /// coordinator: the old tag belongs to the old delivery).
 pub fn readdress(raw: &[u8], queue: &str) -> Option<Vec<u8>> {
@@ -448,6 +457,9 @@ mod tests {
         let m: Value = serde_json::from_slice(&back.message).unwrap();
         assert_eq!(m["properties"]["delivery_info"]["redelivered"], true);
         assert!(UnackedEntry::parse(b"[1]").is_none());
+        assert_eq!(unacked_queue(&entry).as_deref(), Some("q"));
+        assert_eq!(unacked_queue(b"[1, 2]"), None);
+        assert_eq!(unacked_queue(b"not json"), None);
         let moved: Value = serde_json::from_slice(&readdress(raw, "w1@h.dq2").unwrap()).unwrap();
         assert_eq!(
             moved["properties"]["delivery_info"]["routing_key"],

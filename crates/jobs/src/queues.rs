@@ -18,6 +18,8 @@ pub struct QueueDepth {
     /// `(priority step, waiting messages)`, in `PRIORITY_STEPS` order.
     pub buckets: Vec<(u8, u64)>,
     pub total: u64,
+    /// Messages taken from it by consumers and not yet acknowledged (kombu's `unacked`).
+    pub unacked: u64,
 }
 
 /// The shared queues `config` names.
@@ -51,8 +53,9 @@ impl Jobs {
         queues
     }
 
-    /// The depth of every known queue, read now (one pipelined `LLEN` per bucket of each queue).
+    /// The depth of every known queue, read now (one pipelined `LLEN` per bucket of each queue), and its unacked count.
     pub async fn queue_depths(&self) -> Result<Vec<QueueDepth>, JobError> {
+        let unacked = self.broker.unacked_per_queue().await?;
         let mut out = Vec::new();
         for name in self.known_queues() {
             let lens = self.broker.queue_bucket_lens(&name).await?;
@@ -62,6 +65,7 @@ impl Jobs {
                 .zip(lens)
                 .collect();
             out.push(QueueDepth {
+                unacked: unacked.get(&name).copied().unwrap_or(0),
                 direct: name.ends_with(".dq2"),
                 total: buckets.iter().map(|(_, n)| n).sum(),
                 buckets,

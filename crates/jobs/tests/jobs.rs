@@ -201,3 +201,36 @@ async fn watch_yields_each_stored_state_and_ends_after_a_ready_one() {
     assert_eq!(progress.worker.as_deref(), Some("w@h"));
     assert_eq!(views.last().unwrap().result, Some(json!("ok")));
 }
+
+#[tokio::test]
+async fn queue_depths_count_waiting_messages_per_bucket_and_unacked_ones() {
+    use transport::Transport;
+    let db = testkit::redis_db_or_skip!();
+    let jobs = jobs(&db).await;
+    for priority in [0, 9, 9] {
+        let mut req = celery_proto::TaskRequest::new("celeriac.noop");
+        req.priority = priority;
+        Transport::publish(&jobs.broker, "celery", &req.envelope())
+            .await
+            .expect("publish");
+    }
+    // A consumer takes one (the priority-0 message) and holds it unacknowledged.
+    let got = Transport::consume(&jobs.broker, &["celery".to_string()], 1, Duration::ZERO)
+        .await
+        .expect("consume");
+    assert_eq!(got.len(), 1);
+    let depths = jobs.queue_depths().await.expect("depths");
+    let celery = depths.iter().find(|q| q.name == "celery").expect("celery");
+    assert_eq!(celery.buckets, vec![(0, 0), (3, 0), (6, 0), (9, 2)]);
+    assert_eq!((celery.total, celery.unacked), (2, 1));
+    let work = depths.iter().find(|q| q.name == "work").expect("work");
+    assert_eq!((work.total, work.unacked), (0, 0));
+    Transport::ack(&jobs.broker, got[0].tag.as_deref().unwrap())
+        .await
+        .expect("ack");
+    let depths = jobs.queue_depths().await.expect("depths");
+    assert_eq!(
+        depths.iter().find(|q| q.name == "celery").unwrap().unacked,
+        0
+    );
+}
