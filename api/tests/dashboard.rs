@@ -449,6 +449,28 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
         400,
         "task is required"
     );
+    // Requirements go to the same routing code as a submission's: one nobody meets is explained as such.
+    let with_req = |req: &str| {
+        get(
+            &api.url(&format!(
+                "/api/v1/routing/explain?task=cowrieprocessor.workers.longtail_analysis&requirements={}",
+                form_urlencoded::byte_serialize(req.as_bytes()).collect::<String>()
+            )),
+            Some(&key),
+        )
+    };
+    let (s, huge) = with_req(r#"{"min_memory_gb": 100000}"#);
+    assert_eq!(s, 200, "{huge}");
+    assert_ne!(huge["decision"], explain["decision"], "{huge}");
+    assert!(huge.to_string().contains("requirements"), "{huge}");
+    for bad in [r#"{"min_memory_gb": 8"#, r#"{"ram": 8}"#] {
+        let (s, e) = with_req(bad);
+        assert_eq!(
+            (s, &e["parameter"]),
+            (400, &serde_json::json!("requirements")),
+            "{e}"
+        );
+    }
 
     // `GET /api/v1/me` tells the page what the key may do.
     let (s, me) = get(&api.url("/api/v1/me"), Some(&key));

@@ -414,6 +414,7 @@ $("explain-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const q = new URLSearchParams({ task: $("x-task").value.trim() });
   if ($("x-queue").value.trim()) q.set("queue", $("x-queue").value.trim());
+  if ($("x-req").value.trim()) q.set("requirements", $("x-req").value.trim());
   const out = $("explain");
   out.replaceChildren(h("span", { class: "skeleton" }));
   try {

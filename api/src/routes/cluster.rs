@@ -182,13 +182,14 @@ pub async fn queues(state: Data<AppState>, req: HttpRequest) -> Result<HttpRespo
     Ok(HttpResponse::Ok().json(ClusterQueues { queues }))
 }
 
-/// Where a job of `task` (optionally sent to `queue`) would go now, and why each other worker was skipped; nothing
-/// is published.
+/// Where a job of `task` (optionally sent to `queue`, optionally with `requirements`) would go now, and why each other
+/// worker was skipped; nothing is published.
 #[utoipa::path(get, path = "/api/v1/routing/explain", tag = "cluster",
     security(("api_key" = []), ("bearer" = [])),
     params(
         ("task" = String, Query, description = "Task name, e.g. cowrieprocessor.workers.longtail_analysis"),
         ("queue" = Option<String>, Query, description = "The queue the job would be sent to (default: the routing table's)"),
+        ("requirements" = Option<String>, Query, description = "What the job needs, as JSON: {\"min_memory_gb\": 8, \"min_cpu_cores\": 4, \"min_gpu_memory_gb\": 8, \"accelerator\": [\"cuda\"], \"labels\": [\"fast\"]} (the same object as a submission's requirements)"),
     ),
     responses(
         (status = 200, description = "The decision", body = RoutingExplain),
@@ -200,16 +201,28 @@ pub async fn queues(state: Data<AppState>, req: HttpRequest) -> Result<HttpRespo
     ))]
 #[get("/routing/explain")]
 pub async fn explain(state: Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let q = Query::parse(req.query_string(), &["task", "queue"])?;
+    let q = Query::parse(req.query_string(), &["task", "queue", "requirements"])?;
     let task = q
         .text("task", 256)?
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| ApiError::param("task", "a task name is required"))?;
     let queue = q.text("queue", 256)?.filter(|s| !s.trim().is_empty());
+    let requirements = match q
+        .text("requirements", 2048)?
+        .filter(|s| !s.trim().is_empty())
+    {
+        None => Default::default(),
+        Some(text) => {
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| ApiError::param("requirements", format!("not valid JSON: {e}")))?;
+            jobs::parse_requirements(Some(&value))
+                .map_err(|e| ApiError::param("requirements", e.to_string()))?
+        }
+    };
     let job = routing::Job {
         task,
         queue,
-        requirements: Default::default(),
+        requirements,
     };
     let decision = state.jobs()?.decide(&job);
     Ok(HttpResponse::Ok().json(RoutingExplain {
