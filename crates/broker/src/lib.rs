@@ -11,7 +11,7 @@
 //! Architecture invariant: no other crate depends on `redis`; everything Celery-specific about bytes lives in
 //! `celery-proto`, this crate only moves them.
 
-pub mod acks;
+mod acks;
 pub mod coordinator_store;
 pub mod fanout;
 pub mod rate_limit;
@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use ::transport::redact_url as redact;
-pub use acks::Acker;
+use acks::Acker;
 pub use rate_limit::RateDecision;
 pub use subscribe::Subscriber;
 pub use url::BrokerUrl;

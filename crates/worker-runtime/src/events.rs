@@ -82,9 +82,9 @@ impl EventSink {
         .await;
     }
 
-    /// A task event, sent only while task events are enabled (counted in the metrics always).
-    pub async fn task(&self, uuid: &str, event: TaskEvent) {
-        self.count(uuid, &event);
+    /// A task event of task `name`, sent only while task events are enabled (counted in the metrics always).
+    pub async fn task(&self, name: &str, uuid: &str, event: TaskEvent) {
+        self.count(name, uuid, &event);
         if !self.state.task_events() {
             return;
         }
@@ -118,18 +118,17 @@ impl EventSink {
         }
     }
 
-    /// Feed the Prometheus counters (every task outcome passes here, with or without task events).
-    fn count(&self, uuid: &str, event: &TaskEvent) {
+    /// Feed the Prometheus counters (every task outcome passes here, with or without task events). The run time of
+    /// an end without one of its own (failed, revoked) is measured from the request's start, looked up only then.
+    fn count(&self, name: &str, uuid: &str, event: &TaskEvent) {
         let kind = event.kind();
-        let (name, started) = match (self.state.requests.name_and_start(uuid), event) {
-            (Some(found), _) => found,
-            (None, TaskEvent::Received { name, .. }) => (name.clone(), None),
-            (None, _) => ("unknown".to_string(), None),
-        };
-        let runtime = event
-            .runtime()
-            .or_else(|| started.filter(|_| kind.ends_run()).map(|t| now_f64() - t));
-        crate::metrics::on_task_event(kind, &name, runtime);
+        let runtime = event.runtime().or_else(|| {
+            kind.ends_run()
+                .then(|| self.state.requests.started_at(uuid))
+                .flatten()
+                .map(|t| now_f64() - t)
+        });
+        crate::metrics::on_task_event(kind, name, runtime);
     }
 
     /// worker-online / worker-heartbeat / worker-offline with the real numbers.

@@ -325,8 +325,10 @@ impl Executor {
             let exc = ExceptionInfo::not_registered(&task_msg.name);
             self.store(&task_msg, &msg, State::Failure, exc.to_value(), None)
                 .await;
+            // Metrics count it under "unknown": a client sending arbitrary names must not grow the label set.
             self.events
                 .task(
+                    "unknown",
                     &task_msg.id,
                     TaskEvent::Failed {
                         exception: exc.repr(),
@@ -391,7 +393,7 @@ impl Executor {
             eta: req.eta.map(isoformat),
             expires: req.expires.map(isoformat),
         };
-        self.events.task(&id, received).await;
+        self.events.task(&req.name, &id, received).await;
 
         let outcome = self.run_request(&task, &req, &tag, ctx, &mut slot).await;
         self.finish(&task, &req, &msg, &tag, outcome, slot).await;
@@ -467,7 +469,7 @@ impl Executor {
             self.ack(tag, slot).await;
             self.state.requests.mark_acknowledged(tag);
         }
-        self.events.task(id, TaskEvent::Started).await;
+        self.events.task(&req.name, id, TaskEvent::Started).await;
         if (self.config.track_started || task.options.track_started)
             && !self.ignores_result(task, req)
         {
@@ -537,7 +539,7 @@ impl Executor {
                     result: truncate(saferepr(&v), REPR_MAXLEN),
                     runtime,
                 };
-                self.events.task(id, event).await;
+                self.events.task(&req.name, id, event).await;
                 Outcome::Success(v)
             }
             Some(Err(TaskError::Fail { exc, traceback })) => Outcome::Failure(exc, traceback),
@@ -592,7 +594,7 @@ impl Executor {
                     exception: exc.repr(),
                     traceback: Some(tb),
                 };
-                self.events.task(id, event).await;
+                self.events.task(&req.name, id, event).await;
                 self.apply_errbacks(req).await;
             }
             Outcome::Retry {
@@ -616,7 +618,7 @@ impl Executor {
                         exception: exc.repr(),
                         traceback: Some(tb),
                     };
-                    self.events.task(id, event).await;
+                    self.events.task(&req.name, id, event).await;
                     self.apply_errbacks(req).await;
                 } else if let Err(e) = self.republish_retry(req, msg, countdown).await {
                     tracing::error!(id = %id, error = %e, "could not republish retry; requeueing the message");
@@ -636,13 +638,15 @@ impl Executor {
                         exception: format!("Retry in {countdown}s: {}", exc.repr()),
                         traceback: tb,
                     };
-                    self.events.task(id, event).await;
+                    self.events.task(&req.name, id, event).await;
                 }
             }
             Outcome::Reject { requeue, reason } => {
                 tracing::info!(id = %id, requeue, reason = ?reason, "task rejected");
                 if let RejectReason::Task(_) = reason {
-                    self.events.task(id, TaskEvent::Rejected { requeue }).await;
+                    self.events
+                        .task(&req.name, id, TaskEvent::Rejected { requeue })
+                        .await;
                 }
                 if reason == RejectReason::Shutdown {
                     // Messages go back only once the consumer has stopped taking (or its last wait could take them
@@ -676,7 +680,7 @@ impl Executor {
                     signum: (reason == RevokeReason::Terminated).then_some(15),
                     expired: reason == RevokeReason::Expired,
                 };
-                self.events.task(id, event).await;
+                self.events.task(&req.name, id, event).await;
             }
         }
         self.ack(tag, &mut slot).await;

@@ -211,12 +211,12 @@ impl Requests {
             .collect()
     }
 
-    /// Task name and start time of a request, by id (for metrics).
-    pub fn name_and_start(&self, id: &str) -> Option<(String, Option<f64>)> {
+    /// When a running request with this task id started (for the run time in metrics).
+    pub fn started_at(&self, id: &str) -> Option<f64> {
         self.lock()
             .values()
-            .find(|t| t.info.id == id)
-            .map(|t| (t.info.name.clone(), t.info.time_start))
+            .filter(|t| t.info.id == id)
+            .find_map(|t| t.info.time_start)
     }
 
     /// Apply `f` to the info of every request in `phase`.
