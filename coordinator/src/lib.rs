@@ -167,13 +167,9 @@ impl AppState {
             match self.jobs.broker.kv_scan("*.dq2*").await {
                 Ok(keys) => {
                     let reg = self.jobs.registry.lock().expect("registry");
-                    for k in keys {
-                        let q = celery_proto::kombu_redis::queue_of_key(&k);
-                        if let Some(node) = q.strip_suffix(".dq2")
-                            && !reg.alive(node, now)
-                            && !nodes.iter().any(|n| n == node)
-                        {
-                            nodes.push(node.to_string());
+                    for node in direct_queue_nodes(&keys) {
+                        if !reg.alive(&node, now) && !nodes.contains(&node) {
+                            nodes.push(node);
                         }
                     }
                 }
@@ -189,6 +185,23 @@ impl AppState {
         }
         moved
     }
+}
+
+/// The nodes whose worker-direct queue (`<node>.dq2`, any priority bucket) is among `keys` (a `*.dq2*` scan).
+/// kombu's binding sets (`_kombu.binding.<node>.dq2`) match that pattern too and are skipped.
+fn direct_queue_nodes(keys: &[String]) -> Vec<String> {
+    let mut nodes: Vec<String> = keys
+        .iter()
+        .filter(|k| !celery_proto::kombu_redis::is_kombu_internal(k))
+        .filter_map(|k| {
+            celery_proto::kombu_redis::queue_of_key(k)
+                .strip_suffix(".dq2")
+                .map(str::to_string)
+        })
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
 }
 
 /// Start the background loops: events and inspect rounds (`jobs::spawn_cluster_watch`), re-routing, config file
@@ -311,4 +324,24 @@ pub async fn serve(
         h.abort();
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stale_scan_takes_direct_queues_and_skips_kombu_binding_sets() {
+        let keys: Vec<String> = [
+            "a@h.dq2",
+            "a@h.dq2\x06\x163",
+            "b@h.dq2\x06\x169",
+            "_kombu.binding.c@h.dq2",
+            "_kombu.binding_permanent.c@h.dq2",
+            "_kombu.binding.C.dq2",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(direct_queue_nodes(&keys), ["a@h", "b@h"]);
+    }
 }

@@ -71,6 +71,12 @@ pub fn queue_of_key(key: &str) -> &str {
     }
 }
 
+/// kombu's own bookkeeping keys (`_kombu.binding.*`, `_kombu.binding_permanent.*`, `_kombu.binding_deadlines`):
+/// never a queue, whatever their name ends with.
+pub fn is_kombu_internal(key: &str) -> bool {
+    key.starts_with("_kombu.")
+}
+
 /// The binding set of an exchange.
 pub fn binding_key(exchange: &str) -> String {
     format!("_kombu.binding.{exchange}")
