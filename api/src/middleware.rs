@@ -43,6 +43,10 @@ pub fn access(method: &Method, path: &str) -> Access {
     if path == "/api/v1/analyses" && method == Method::POST {
         return Access::Key(Some(Scope::JobsWrite), RouteClass::Analyses);
     }
+    if path == "/api/v1/cluster/dead-letters" {
+        // Whole task messages, arguments included.
+        return Access::Key(Some(Scope::Admin), RouteClass::Statistics);
+    }
     if path.starts_with("/api/v1/jobs/") && method == Method::DELETE {
         return Access::Key(Some(Scope::JobsWrite), RouteClass::Statistics);
     }
@@ -174,6 +178,10 @@ mod tests {
         assert_eq!(
             access(&Method::DELETE, "/api/v1/jobs/abc"),
             Access::Key(Some(Scope::JobsWrite), RouteClass::Statistics)
+        );
+        assert_eq!(
+            access(&get, "/api/v1/cluster/dead-letters"),
+            Access::Key(Some(Scope::Admin), RouteClass::Statistics)
         );
         assert_eq!(
             access(&Method::POST, "/mcp"),

@@ -436,6 +436,27 @@ pub enum JobEventType {
     Error,
 }
 
+/// One event of `GET /api/v1/cluster/stream` as an event-stream parser reads it (the `: keep-alive` comments in
+/// between are not events).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ClusterEvent {
+    #[schema(inline)]
+    pub event: ClusterEventType,
+    /// JSON text: for `workers` the body of `GET /api/v1/cluster/workers`, for `queues` that of
+    /// `GET /api/v1/cluster/queues`, for `error` an error body.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
+/// `workers`, `queues` (what changed) or `error` (Redis could not be read).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterEventType {
+    Workers,
+    Queues,
+    Error,
+}
+
 /// `DELETE /api/v1/jobs/{id}`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobRevoked {

@@ -31,6 +31,8 @@ Every /api/v1 route needs an API key (X-API-Key or Authorization: Bearer). Error
         routes::jobs::revoke,
         routes::cluster::workers,
         routes::cluster::queues,
+        routes::cluster::stream,
+        routes::cluster::dead_letters,
         routes::cluster::explain,
         routes::me::me,
     ),
@@ -84,6 +86,8 @@ mod tests {
             "/api/v1/jobs/{id}/events",
             "/api/v1/cluster/workers",
             "/api/v1/cluster/queues",
+            "/api/v1/cluster/stream",
+            "/api/v1/cluster/dead-letters",
             "/api/v1/routing/explain",
             "/api/v1/me",
         ] {

@@ -18,13 +18,22 @@
 //! tables sort; a session link of the result opens the session page, whose events (and defanged commands) are those
 //! of `GET /api/v1/sessions/{id}`; the overview's latest longtail finding opens the finding with session links; axe
 //! and screenshots on the analyses and session views, light and dark.
+//!
+//! Phase 3: a real `celeriac-coordinator` runs beside the API and a worker registers with it (a token from its CLI);
+//! the cluster view follows `GET /api/v1/cluster/stream` (no polling request) and shows the registration and the
+//! dead-letter count (a malformed message a Rust worker dead-lettered) without a reload; the count links to the
+//! dead-letter list, which tells a `statistics:read` key it needs `admin` and lists the entry for an admin key. The
+//! workers that could run the form's analysis are held with SIGSTOP until the page follows the job, so the page sees
+//! PENDING first and the progress bar takes at least two values before SUCCESS.
 
 mod common;
 
 use common::*;
 use serde_json::Value;
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 use testkit::{redis_db_or_skip, repo_root, require, rust_worker};
 
 fn chromium() -> Option<PathBuf> {
@@ -185,6 +194,7 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
     let api = Api::start(&db.url, &redis.url, &[]);
     let (key, _) = create_key(&db.url, "statistics:read", &[]);
     let (write_key, _) = create_key(&db.url, "statistics:read,jobs:write", &[]);
+    let (admin_key, _) = create_key(&db.url, "statistics:read,admin", &[]);
 
     // The page and its assets need no key; the API behind them does.
     let r = get_full(&api.url("/"), None);
@@ -234,6 +244,16 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
             &db.url,
         ],
     );
+    // The coordinator beside the API, on the same Redis and config; `ml@test` registers with it.
+    let coordinator = start_coordinator(&redis.url);
+    let registered = register_node(&coordinator, &redis.url, "ml@test");
+    assert_eq!(registered["registered"]["node"], "ml@test", "{registered}");
+    // A malformed message on a queue both Rust workers consume: one of them keeps it as a dead letter.
+    let pushed = Command::new("redis-cli")
+        .args(["-u", &redis.url, "LPUSH", "celery", "{not json"])
+        .output()
+        .expect("redis-cli");
+    assert!(pushed.status.success(), "{pushed:?}");
     let mut nodes = vec![rust_node.to_string()];
     let python = testkit::python();
     let _py = python.as_ref().map(|py| {
@@ -291,6 +311,9 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
         .env("DASH_SENSOR", sensor)
         .env("DASH_NODES", nodes.join(","))
         .env("DASH_WRITE_KEY", &write_key)
+        .env("DASH_ADMIN_KEY", &admin_key)
+        .env("DASH_REGISTERED_NODE", "ml@test")
+        .env("DASH_PAUSE_PIDS", format!("{},{}", _rust.pid(), _ml.pid()))
         .envs(
             _py.as_ref()
                 .map(|c| {
@@ -397,6 +420,119 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
             stopped["seconds"]
         );
     }
+    // The view follows the stream; it never polled the REST routes.
+    let requests: Vec<&str> = report["cluster_requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.ends_with("/api/v1/cluster/stream")),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.ends_with("/api/v1/cluster/stream")),
+        "the page polled: {requests:?}"
+    );
+    assert!(
+        report["cluster"]["updated"]
+            .as_str()
+            .unwrap()
+            .starts_with("live"),
+        "{report:#}"
+    );
+    // The coordinator's registration shows on the page, and the coordinator sees the workers the page lists.
+    assert!(
+        report["cluster"]["registered"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("ml@test")),
+        "{report:#}"
+    );
+    let (s, coord) = get(&format!("{}/api/v1/workers", coordinator.1), None);
+    assert_eq!(s, 200, "{coord}");
+    let coord_text = coord.to_string();
+    for node in [rust_node, "ml@test"] {
+        assert!(
+            coord_text.contains(node),
+            "{node} not at the coordinator: {coord}"
+        );
+    }
+    // Dead letters: the page's count is the API's; the list needs admin and shows the kept message.
+    let (s, q) = get(&api.url("/api/v1/cluster/queues"), Some(&key));
+    assert_eq!(s, 200);
+    assert_eq!(q["dead_letters"], 1, "{q}");
+    assert_eq!(report["cluster"]["dead_letters"], 1, "{report:#}");
+    assert_eq!(
+        report["cluster"]["dead_letters_href"], "/api/v1/cluster/queues",
+        "{report:#}"
+    );
+    assert_eq!(
+        get(&api.url("/api/v1/cluster/dead-letters"), Some(&key)).0,
+        403,
+        "a statistics:read key may not read whole messages"
+    );
+    let (s, dead) = get(&api.url("/api/v1/cluster/dead-letters"), Some(&admin_key));
+    assert_eq!(s, 200, "{dead}");
+    assert_eq!(dead["count"], 1, "{dead}");
+    let entry = &dead["entries"][0];
+    assert_eq!(
+        (&entry["queue"], &entry["message"], &entry["size"]),
+        (
+            &Value::from("celery"),
+            &Value::from("{not json"),
+            &Value::from(9)
+        ),
+        "{dead}"
+    );
+    assert!(
+        entry["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("undecodable message"),
+        "{dead}"
+    );
+    assert!(
+        [rust_node, "ml@test"].contains(&entry["node"].as_str().unwrap()),
+        "{dead}"
+    );
+    assert_eq!(
+        get(
+            &api.url("/api/v1/cluster/dead-letters?limit=0"),
+            Some(&admin_key)
+        )
+        .0,
+        400
+    );
+    assert!(
+        report["dead_readonly"].as_str().unwrap().contains("admin"),
+        "{report:#}"
+    );
+    let page_dead = &report["dead_letters"];
+    assert_eq!(page_dead["count"], 1, "{report:#}");
+    let row = page_dead["rows"][0].as_array().unwrap();
+    assert!(
+        row.iter().any(|c| c == "celery") && row.iter().any(|c| c == "{not json"),
+        "{row:?}"
+    );
+    // The stream itself: workers and queues at once, as server-sent events.
+    let (workers_event, queues_event) =
+        first_cluster_events(&api.url("/api/v1/cluster/stream"), &key);
+    assert!(
+        workers_event["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["node"] == rust_node),
+        "{workers_event}"
+    );
+    assert_eq!(queues_event["dead_letters"], 1, "{queues_event}");
+
     let (s, workers) = get(&api.url("/api/v1/cluster/workers"), Some(&key));
     assert_eq!(s, 200);
     let w = workers["workers"]
@@ -505,6 +641,17 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
     assert_eq!(states.last(), Some(&"SUCCESS"), "{a}");
     let (fin, max) = (a["bar_final"][0].as_f64(), a["bar_final"][1].as_f64());
     assert!(fin.is_some() && fin == max, "the bar ends full: {a}");
+    // The workers were held until the page followed the job: it saw the job waiting, then the bar move.
+    assert_eq!(a["state_before_workers"], "PENDING", "{a}");
+    assert!(states.contains(&"PROGRESS"), "{a}");
+    let mut moved: Vec<u64> = a["progress_values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    moved.dedup();
+    assert!(moved.len() >= 2, "the bar took one value only: {a}");
     eprintln!(
         "the page saw the states {states:?} and the bar values {}",
         a["bar_values"]
@@ -620,6 +767,7 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
         "session-light",
         "analyses-dark",
         "session-dark",
+        "dead-letters-light",
     ] {
         let bad: Vec<&Value> = axe[view]
             .as_array()
@@ -652,4 +800,96 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 5_000, "{s}");
     }
     eprintln!("dashboard screenshots: {}", artifacts.display());
+}
+
+/// A running `celeriac-coordinator` (the child and its base URL) on `redis`, with the project's worker-config.yaml.
+fn start_coordinator(redis: &str) -> (testkit::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(testkit::bin("celeriac-coordinator"));
+    cmd.args(["-b", redis, "--config"])
+        .arg(repo_root().join("worker-config.yaml"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .env("NO_COLOR", "1");
+    let child = testkit::Child::spawn("coordinator", &mut cmd);
+    child.wait_for_output("celeriac-coordinator listening", Duration::from_secs(30));
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+/// Register `node` at the coordinator with a token made by its own CLI; returns the coordinator's answer.
+fn register_node(coordinator: &(testkit::Child, String), redis: &str, node: &str) -> Value {
+    let run = |args: &[&str]| {
+        let out = Command::new(testkit::bin("celeriac-coordinator"))
+            .args(["-b", redis])
+            .args(args)
+            .output()
+            .expect("celeriac-coordinator");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).expect("JSON")
+    };
+    let issued = run(&[
+        "token",
+        "create",
+        "--name",
+        "dashboard-test",
+        "--ttl-secs",
+        "600",
+    ]);
+    let token = issued["token"].as_str().expect("token").to_string();
+    run(&[
+        "register",
+        "--url",
+        &coordinator.1,
+        "--token",
+        &token,
+        "--node",
+        node,
+        "-Q",
+        "celery,longtail,snowshoe",
+        "-c",
+        "2",
+    ])
+}
+
+/// Open the cluster stream and read until it has sent both a `workers` and a `queues` event.
+fn first_cluster_events(url: &str, key: &str) -> (Value, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut r = agent
+        .get(url)
+        .header("X-API-Key", key)
+        .call()
+        .expect("stream request");
+    assert_eq!(r.status(), 200);
+    let ct = r.headers().get("content-type").unwrap().to_str().unwrap();
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+    let reader = std::io::BufReader::new(r.body_mut().as_reader());
+    let (mut workers, mut queues, mut event) = (None, None, String::new());
+    for line in reader.lines() {
+        let line = line.expect("read stream");
+        if let Some(e) = line.strip_prefix("event: ") {
+            event = e.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            let v: Value = serde_json::from_str(d).expect("event JSON");
+            match event.as_str() {
+                "workers" => workers = Some(v),
+                "queues" => queues = Some(v),
+                other => panic!("unexpected event {other}: {v}"),
+            }
+        }
+        if let (Some(w), Some(q)) = (&workers, &queues) {
+            return (w.clone(), q.clone());
+        }
+    }
+    panic!("the stream ended before sending workers and queues");
 }

@@ -61,7 +61,8 @@ print(len(ops), "operations,", len(found), "schemas:", ", ".join(ops))
 ///   phases' examples, which keeps the whole run near 30 s on an idle 2-core machine and under 90 s on a busy one.
 /// - The progress stream of a job that no worker runs stays open (PENDING, then only `: keep-alive` comments
 ///   every 15 s): schemathesis reads its first event, checks it against the event schema, and closes it, instead
-///   of waiting for the request timeout.
+///   of waiting for the request timeout. The cluster stream never ends: its first two events (`workers` and
+///   `queues`, sent at once) are read and checked the same way.
 const CONFIG: &str = r#"
 [phases.stateful.generation]
 max-examples = 50
@@ -69,6 +70,11 @@ max-examples = 50
 [[operations]]
 include-name = "GET /api/v1/jobs/{id}/events"
 max-stream-events = 1
+request-timeout = 5
+
+[[operations]]
+include-name = "GET /api/v1/cluster/stream"
+max-stream-events = 2
 request-timeout = 5
 "#;
 

@@ -1,6 +1,6 @@
 // celeriac operators' dashboard (issue 11, phases 1 and 2): plain ES module, no framework.
 // Views: #/overview?days=7&sensor=NAME (or start=..&end=..), #/analyses (the form and this browser session's jobs,
-// followed over SSE), #/finding/KIND/ID, #/session/ID and #/cluster. The API key and the jobs live in sessionStorage.
+// followed over SSE), #/finding/KIND/ID, #/session/ID, #/cluster (followed over SSE) and #/dead-letters. The API key and the jobs live in sessionStorage.
 // Every piece of data from the API is inserted as text (honeypot data is hostile), never as HTML.
 
 const KEY = "celeriac.apiKey";
@@ -356,29 +356,41 @@ $("f-sensor").addEventListener("change", () => {
 
 // ---------------------------------------------------------------- cluster
 
-let clusterTimer = null;
-const CLUSTER_EVERY_MS = 3000;
+// The view follows GET /api/v1/cluster/stream: the server sends the workers and the queues at once and then
+// whenever they change; a lost stream is reopened after a pause that grows to 30 s.
+let clusterStream = null;
 
 function stopCluster() {
-  if (clusterTimer) clearInterval(clusterTimer);
-  clusterTimer = null;
+  if (clusterStream) clusterStream.abort();
+  clusterStream = null;
 }
 
-async function loadCluster(first) {
-  if (first) {
-    skeletonRows($("workers"), 9, 2);
-    skeletonRows($("queues"), 6, 3);
-  }
-  try {
-    const [w, q] = await Promise.all([api("/api/v1/cluster/workers"), api("/api/v1/cluster/queues")]);
-    $("cluster-error").textContent = "";
-    renderWorkers(w.workers);
-    renderQueues(q.queues);
-    $("cluster-updated").textContent = `updated ${new Date().toLocaleTimeString("en-GB")} · refreshed every ${CLUSTER_EVERY_MS / 1000} s`;
-    document.body.dataset.clusterLoaded = "1";
-  } catch (e) {
-    if (e.status === 401) return;
-    $("cluster-error").textContent = `Could not load the cluster: ${e.message}`;
+async function followCluster() {
+  skeletonRows($("workers"), 9, 2);
+  skeletonRows($("queues"), 6, 3);
+  const ctl = new AbortController();
+  clusterStream = ctl;
+  let pause = 1000;
+  while (!ctl.signal.aborted) {
+    try {
+      await readSse("/api/v1/cluster/stream", ctl.signal, (event, payload) => {
+        pause = 1000;
+        if (event === "workers") renderWorkers(payload.workers);
+        else if (event === "queues") renderQueues(payload);
+        else if (event === "error") { $("cluster-error").textContent = `The cluster stream reported: ${payload.message}`; return; }
+        else return;
+        $("cluster-error").textContent = "";
+        $("cluster-updated").textContent = `live · last change ${new Date().toLocaleTimeString("en-GB")}`;
+        if (document.body.dataset.clusterWorkers && document.body.dataset.clusterQueues) document.body.dataset.clusterLoaded = "1";
+      });
+      if (ctl.signal.aborted) return;
+      $("cluster-updated").textContent = "the stream ended; reconnecting";
+    } catch (e) {
+      if (e.name === "AbortError" || e.status === 401) return;
+      $("cluster-error").textContent = `Could not follow the cluster: ${e.message}; retrying in ${pause / 1000} s`;
+    }
+    await new Promise((r) => setTimeout(r, pause));
+    pause = Math.min(pause * 2, 30000);
   }
 }
 
@@ -395,12 +407,13 @@ function renderWorkers(workers) {
       h("td", { class: "num" }, numLink(w.processed, url, "processed")),
       h("td", { class: "num" }, fmt(w.concurrency)),
       h("td", {}, w.loadavg.length ? w.loadavg.map((x) => x.toFixed(2)).join(" ") : "–"),
-      h("td", {}, w.registered ? "yes" : "no"),
+      h("td", { class: "registered" }, w.registered ? "yes" : "no"),
       h("td", { class: "num" }, w.routing_weight.toFixed(2)))),
     "no workers seen yet (they appear with their first event or inspect reply)");
+  document.body.dataset.clusterWorkers = "1";
 }
 
-function renderQueues(queues) {
+function renderQueues({ queues, dead_letters: dead }) {
   const url = "/api/v1/cluster/queues";
   fillTable($("queues"), [["Queue"], ["Priority 0", "num"], ["3", "num"], ["6", "num"], ["9", "num"], ["Total", "num"], ["Unacked", "num"]],
     queues.map((q) => h("tr", { "data-queue": q.name },
@@ -408,6 +421,38 @@ function renderQueues(queues) {
       q.buckets.map((b) => h("td", { class: "num" }, fmt(b.messages))),
       h("td", { class: "num" }, numLink(q.total, url, "total")),
       h("td", { class: "num" }, numLink(q.unacked, url, "unacked")))));
+  $("dead-count").replaceChildren(
+    numLink(dead, url, "dead_letters"), dead === 1 ? " message" : " messages",
+    " the workers could not process · ", h("a", { href: "#/dead-letters", id: "dead-list-link" }, "list them"));
+  document.body.dataset.clusterQueues = "1";
+}
+
+// ---------------------------------------------------------------- dead letters
+
+async function loadDeadLetters() {
+  const url = "/api/v1/cluster/dead-letters?limit=100";
+  skeletonRows($("dead-letters-table"), 6, 3);
+  $("dead-letters-note").textContent = "";
+  try {
+    const d = await api(url);
+    $("dead-letters-note").replaceChildren(numLink(d.count, url, "count"),
+      ` kept in all${d.count > d.entries.length ? `; the newest ${d.entries.length} are listed` : ""}.`);
+    fillTable($("dead-letters-table"), [["Time"], ["Queue"], ["Worker"], ["Reason"], ["Size", "num"], ["Message"]],
+      d.entries.map((e) => h("tr", { "data-dead": "1" },
+        h("td", { class: "mono" }, e.time ? e.time.replace("T", " ").slice(0, 19) : "–"),
+        h("td", { class: "mono" }, e.queue || "–"),
+        h("td", { class: "mono" }, e.node || "–"),
+        h("td", {}, e.reason),
+        h("td", { class: "num" }, fmt(e.size)),
+        h("td", {}, h("code", { class: "message" }, e.message.length > 160 ? e.message.slice(0, 160) + "…" : e.message)))),
+      "no dead letters: every message the workers took could be read");
+  } catch (e) {
+    if (e.status === 401) return;
+    $("dead-letters-table").replaceChildren();
+    $("dead-letters-note").textContent = e.status === 403
+      ? "Listing dead letters needs a key with the admin scope: they hold whole task messages, arguments included."
+      : `Could not load the dead letters: ${e.message}`;
+  }
 }
 
 $("explain-form").addEventListener("submit", async (e) => {
@@ -430,7 +475,7 @@ $("explain-form").addEventListener("submit", async (e) => {
             h("td", { class: "mono" }, c.node || ""), h("td", {}, c.chosen ? "yes" : "no"),
             h("td", {}, String(c.priority ?? "")), h("td", {}, Number(c.load || 0).toFixed(2)),
             h("td", {}, c.skipped || "–")))))),
-      outcome.reason ? h("p", { class: "error" }, outcome.reason) : null);
+      outcome.reason ? h("p", { class: "error" }, outcome.reason) : "");
   } catch (err) {
     if (err.status !== 401) out.replaceChildren(h("p", { class: "error" }, err.message));
   }
@@ -597,52 +642,64 @@ function renderJobs() {
 }
 
 /** Follow a job's SSE stream with fetch (EventSource cannot send X-API-Key) until a ready state. */
+/**
+ * Read a server-sent event stream with the key (EventSource cannot send headers): calls onEvent(event, payload) for
+ * each event with JSON data, in order; returns when the stream ends. Throws an ApiError for a refused request.
+ */
+async function readSse(path, signal, onEvent) {
+  const r = await fetch(path, {
+    headers: { "X-API-Key": sessionStorage.getItem(KEY) || "", Accept: "text/event-stream" },
+    signal,
+  });
+  if (!r.ok) {
+    const b = await r.json().catch(() => null);
+    if (r.status === 401) {
+      sessionStorage.removeItem(KEY);
+      showLogin((b && b.message) || "the key was refused");
+    }
+    throw new ApiError(r.status, b);
+  }
+  const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += value.replaceAll("\r\n", "\n");
+    let cut;
+    while ((cut = buf.indexOf("\n\n")) >= 0) {
+      const frame = buf.slice(0, cut);
+      buf = buf.slice(cut + 2);
+      let event = "message";
+      const data = [];
+      for (const line of frame.split("\n")) {
+        if (line.startsWith(":")) continue;
+        const i = line.indexOf(":");
+        const field = i < 0 ? line : line.slice(0, i);
+        const val = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+        if (field === "event") event = val;
+        else if (field === "data") data.push(val);
+      }
+      if (data.length) onEvent(event, JSON.parse(data.join("\n")));
+    }
+  }
+}
+
 async function follow(job, li) {
   const ctl = new AbortController();
   streams.set(job.id, ctl);
   try {
-    const r = await fetch(`/api/v1/jobs/${encodeURIComponent(job.id)}/events`, {
-      headers: { "X-API-Key": sessionStorage.getItem(KEY) || "", Accept: "text/event-stream" },
-      signal: ctl.signal,
-    });
-    if (!r.ok) {
-      const b = await r.json().catch(() => null);
-      throw new Error((b && b.message) || `HTTP ${r.status}`);
-    }
-    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += value.replaceAll("\r\n", "\n");
-      let cut;
-      while ((cut = buf.indexOf("\n\n")) >= 0) {
-        const frame = buf.slice(0, cut);
-        buf = buf.slice(cut + 2);
-        let event = "message";
-        const data = [];
-        for (const line of frame.split("\n")) {
-          if (line.startsWith(":")) continue;
-          const i = line.indexOf(":");
-          const field = i < 0 ? line : line.slice(0, i);
-          const val = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
-          if (field === "event") event = val;
-          else if (field === "data") data.push(val);
-        }
-        if (!data.length) continue;
-        const payload = JSON.parse(data.join("\n"));
-        if (event === "state") {
-          lastState.set(job.id, payload);
-          applyState(currentLi(job.id) || li, job, payload);
-        } else if (event === "error") {
-          showJobError(currentLi(job.id) || li, `the stream reported: ${payload.message}`);
-        }
+    await readSse(`/api/v1/jobs/${encodeURIComponent(job.id)}/events`, ctl.signal, (event, payload) => {
+      if (event === "state") {
+        lastState.set(job.id, payload);
+        applyState(currentLi(job.id) || li, job, payload);
+      } else if (event === "error") {
+        showJobError(currentLi(job.id) || li, `the stream reported: ${payload.message}`);
       }
-    }
+    });
     const last = lastState.get(job.id);
     if (!last || !last.ready) showJobError(currentLi(job.id) || li, "the progress stream ended before the job finished; reopen this view to follow it again");
   } catch (e) {
-    if (e.name !== "AbortError") showJobError(currentLi(job.id) || li, `could not follow the job: ${e.message}`);
+    if (e.name !== "AbortError" && e.status !== 401) showJobError(currentLi(job.id) || li, `could not follow the job: ${e.message}`);
   } finally {
     streams.delete(job.id);
   }
@@ -878,9 +935,9 @@ function render() {
   $("logout").hidden = false;
   const { view, params } = route();
   const [head, ...rest] = view.split("/");
-  const name = ["cluster", "analyses", "session", "finding"].includes(head) ? head : "overview";
+  const name = ["cluster", "analyses", "session", "finding", "dead-letters"].includes(head) ? head : "overview";
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== name;
-  const navOf = { overview: "overview", cluster: "cluster", analyses: "analyses", finding: "analyses", session: null };
+  const navOf = { overview: "overview", cluster: "cluster", analyses: "analyses", finding: "analyses", session: null, "dead-letters": "cluster" };
   for (const [id, v] of [["nav-overview", "overview"], ["nav-analyses", "analyses"], ["nav-cluster", "cluster"]]) {
     const a = $(id);
     if (v === navOf[name]) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
@@ -894,10 +951,8 @@ function render() {
   else if (name === "analyses") loadAnalyses();
   else if (name === "session") loadSession(decodeURIComponent(rest.join("/")));
   else if (name === "finding") loadFinding(rest[0] || "", rest[1] || "");
-  else if (!clusterTimer) {
-    loadCluster(true);
-    clusterTimer = setInterval(() => loadCluster(false), CLUSTER_EVERY_MS);
-  }
+  else if (name === "dead-letters") loadDeadLetters();
+  else if (!clusterStream) followCluster();
 }
 
 addEventListener("hashchange", render);

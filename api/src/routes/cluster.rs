@@ -1,12 +1,15 @@
-//! `GET /api/v1/cluster/workers`, `GET /api/v1/cluster/queues` and `GET /api/v1/routing/explain`: the live worker
-//! registry (Rust and Python workers alike), the known queues' depths per Redis priority bucket, and the routing
-//! decision a job would get. All three read the shared `jobs::Jobs` that the API's cluster watch keeps current, so
-//! they answer what the coordinator's own endpoints answer.
+//! `GET /api/v1/cluster/workers`, `GET /api/v1/cluster/queues`, `GET /api/v1/cluster/stream`,
+//! `GET /api/v1/cluster/dead-letters` and `GET /api/v1/routing/explain`: the live worker registry (Rust and Python
+//! workers alike), the known queues' depths per Redis priority bucket with the dead-letter count, both as a
+//! server-sent event stream, the dead letters themselves (admin), and the routing decision a job would get. All read
+//! the shared `jobs::Jobs` that the API's cluster watch keeps current, so they answer what the coordinator's own
+//! endpoints answer.
 
-use actix_web::web::Data;
+use actix_web::web::{Bytes, Data};
 use actix_web::{HttpRequest, HttpResponse, get};
 use serde::Serialize;
 use serde_json::Value;
+use std::time::{Duration, Instant};
 use utoipa::ToSchema;
 
 use crate::AppState;
@@ -83,6 +86,32 @@ pub struct ClusterQueue {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ClusterQueues {
     pub queues: Vec<ClusterQueue>,
+    /// Unprocessable messages the workers kept (`celeriac:dead_letter`); listed by `GET /api/v1/cluster/dead-letters`.
+    pub dead_letters: u64,
+}
+
+/// One message a worker could not process and kept, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeadLetterEntry {
+    /// Why it was kept (for example `undecodable message: ...`).
+    pub reason: String,
+    /// The queue it came from.
+    pub queue: Option<String>,
+    /// The worker that kept it.
+    pub node: Option<String>,
+    /// When (ISO 8601).
+    pub time: Option<String>,
+    /// The message as received (lossy UTF-8).
+    pub message: String,
+    /// Its size in bytes.
+    pub size: usize,
+}
+
+/// The dead-letter store: how many entries it holds and the newest `limit`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeadLetters {
+    pub count: u64,
+    pub entries: Vec<DeadLetterEntry>,
 }
 
 /// A routing decision, as the coordinator's `/api/v1/routing/explain` gives it.
@@ -116,6 +145,11 @@ pub fn implementation(sw_ident: Option<&str>) -> &'static str {
 #[get("/cluster/workers")]
 pub async fn workers(state: Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Query::parse(req.query_string(), &[])?;
+    Ok(HttpResponse::Ok().json(worker_list(&state)?))
+}
+
+/// The registry's rows now.
+fn worker_list(state: &AppState) -> Result<ClusterWorkers, ApiError> {
     let jobs = state.jobs()?;
     let config = jobs.config.get();
     let rows = jobs
@@ -123,7 +157,7 @@ pub async fn workers(state: Data<AppState>, req: HttpRequest) -> Result<HttpResp
         .lock()
         .expect("registry")
         .rows(&config, broker::now_f64());
-    let workers = rows
+    let list = rows
         .into_iter()
         .map(|r| ClusterWorker {
             implementation: implementation(r.sw_ident.as_deref()).to_string(),
@@ -146,7 +180,7 @@ pub async fn workers(state: Data<AppState>, req: HttpRequest) -> Result<HttpResp
             routing_weight: r.routing_weight,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(ClusterWorkers { workers }))
+    Ok(ClusterWorkers { workers: list })
 }
 
 /// Known queues (the config's shared queues and every known worker's `.dq2`) with their depth per Redis priority
@@ -164,8 +198,15 @@ pub async fn workers(state: Data<AppState>, req: HttpRequest) -> Result<HttpResp
 #[get("/cluster/queues")]
 pub async fn queues(state: Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Query::parse(req.query_string(), &[])?;
-    let depths = state.jobs()?.queue_depths().await?;
-    let queues = depths
+    Ok(HttpResponse::Ok().json(queue_list(&state).await?))
+}
+
+/// Every known queue's depth and the dead-letter count, read now.
+async fn queue_list(state: &AppState) -> Result<ClusterQueues, ApiError> {
+    let jobs = state.jobs()?;
+    let depths = jobs.queue_depths().await?;
+    let (dead, _) = jobs.dead_letters(0).await?;
+    let rows = depths
         .into_iter()
         .map(|q| ClusterQueue {
             buckets: q
@@ -179,7 +220,159 @@ pub async fn queues(state: Data<AppState>, req: HttpRequest) -> Result<HttpRespo
             unacked: q.unacked,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(ClusterQueues { queues }))
+    Ok(ClusterQueues {
+        queues: rows,
+        dead_letters: dead,
+    })
+}
+
+/// How often the stream looks at the registry and the queues.
+const STREAM_TICK: Duration = Duration::from_secs(1);
+/// Workers are sent again after this long even when nothing but their `seen_ago` changed.
+const STREAM_REFRESH: Duration = Duration::from_secs(10);
+/// A comment line keeps idle proxies from closing the stream.
+const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Server-sent events for the cluster view: `event: workers` (a `ClusterWorkers`) and `event: queues` (a
+/// `ClusterQueues`) at once, then whenever they change (looked at every second: a worker going offline is noticed
+/// within a second of its heartbeat deadline), workers at least every 10 s; `event: error` with `{message}` when
+/// Redis cannot be read (the stream goes on); `: keep-alive` comments every 15 s in between.
+#[utoipa::path(get, path = "/api/v1/cluster/stream", tag = "cluster",
+    security(("api_key" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "An event stream of `workers`, `queues` and `error` events (the schema is that of one event)", body = crate::model::ClusterEvent, content_type = "text/event-stream"),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+        (status = 401, description = "Missing, unknown, revoked or expired key", body = ErrorBody),
+        (status = 403, description = "The key lacks statistics:read", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Redis has not been reached yet", body = ErrorBody),
+    ))]
+#[get("/cluster/stream")]
+pub async fn stream(state: Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Query::parse(req.query_string(), &[])?;
+    state.jobs()?;
+    let watch = ClusterWatch {
+        open: super::jobs::StreamGauge::new(state.clone().into_inner()),
+        state,
+        last_workers: None,
+        last_queues: None,
+        last_sent: Instant::now(),
+        first: true,
+    };
+    let frames = futures_util::stream::unfold(watch, |mut w| async move {
+        let frame = w.next_frame().await;
+        Some((Ok::<_, actix_web::Error>(Bytes::from(frame)), w))
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header(("content-type", "text/event-stream"))
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(frames))
+}
+
+/// One open cluster stream: what it sent last, to send only changes.
+struct ClusterWatch {
+    state: Data<AppState>,
+    #[allow(dead_code)] // held for its Drop: counts the open stream
+    open: super::jobs::StreamGauge,
+    /// The workers as last sent, without `seen_ago` (which changes every second).
+    last_workers: Option<Value>,
+    last_queues: Option<String>,
+    last_sent: Instant,
+    first: bool,
+}
+
+impl ClusterWatch {
+    /// The next frame: what changed, or a keep-alive comment after 15 quiet seconds.
+    async fn next_frame(&mut self) -> String {
+        loop {
+            if !self.first {
+                tokio::time::sleep(STREAM_TICK).await;
+            }
+            let first = std::mem::take(&mut self.first);
+            let mut out = String::new();
+            match worker_list(&self.state) {
+                Ok(list) => {
+                    let mut key = serde_json::to_value(&list).unwrap_or(Value::Null);
+                    if let Some(rows) = key["workers"].as_array_mut() {
+                        for r in rows {
+                            r["seen_ago"] = Value::Null;
+                        }
+                    }
+                    let stale = self.last_sent.elapsed() >= STREAM_REFRESH;
+                    if first || stale || self.last_workers.as_ref() != Some(&key) {
+                        out.push_str(&sse("workers", &list));
+                        self.last_workers = Some(key);
+                    }
+                }
+                Err(e) => out.push_str(&sse(
+                    "error",
+                    &serde_json::json!({"message": e.to_string()}),
+                )),
+            }
+            match queue_list(&self.state).await {
+                Ok(depths) => {
+                    let json = serde_json::to_string(&depths).unwrap_or_default();
+                    if first || self.last_queues.as_deref() != Some(json.as_str()) {
+                        out.push_str(&format!("event: queues\ndata: {json}\n\n"));
+                        self.last_queues = Some(json);
+                    }
+                }
+                Err(e) => out.push_str(&sse(
+                    "error",
+                    &serde_json::json!({"message": e.to_string()}),
+                )),
+            }
+            if !out.is_empty() {
+                self.last_sent = Instant::now();
+                return out;
+            }
+            if self.last_sent.elapsed() >= STREAM_KEEP_ALIVE {
+                self.last_sent = Instant::now();
+                return ": keep-alive\n\n".to_string();
+            }
+        }
+    }
+}
+
+/// One server-sent event.
+fn sse(event: &str, data: &impl Serialize) -> String {
+    let json = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
+    format!("event: {event}\ndata: {json}\n\n")
+}
+
+/// The newest dead letters (admin keys only: they hold whole task messages, arguments included).
+#[utoipa::path(get, path = "/api/v1/cluster/dead-letters", tag = "cluster",
+    security(("api_key" = []), ("bearer" = [])),
+    params(("limit" = Option<i64>, Query, description = "How many of the newest entries (1-500, default 50)")),
+    responses(
+        (status = 200, description = "The count and the newest entries", body = DeadLetters),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+        (status = 401, description = "Missing, unknown, revoked or expired key", body = ErrorBody),
+        (status = 403, description = "The key lacks admin", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Redis unavailable", body = ErrorBody),
+    ))]
+#[get("/cluster/dead-letters")]
+pub async fn dead_letters(
+    state: Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let q = Query::parse(req.query_string(), &["limit"])?;
+    let limit = q.int("limit", 1, 500, 50)? as usize;
+    let (count, entries) = state.jobs()?.dead_letters(limit).await?;
+    let entries = entries
+        .into_iter()
+        .map(|d| DeadLetterEntry {
+            reason: d.reason,
+            queue: d.queue,
+            node: d.node,
+            time: d.time,
+            message: d.message,
+            size: d.size,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(DeadLetters { count, entries }))
 }
 
 /// Where a job of `task` (optionally sent to `queue`, optionally with `requirements`) would go now, and why each other

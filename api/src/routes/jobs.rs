@@ -123,10 +123,10 @@ pub async fn events(
 }
 
 /// Counts an open stream in the `sse_streams` gauge for as long as it lives.
-struct StreamGauge(Arc<AppState>);
+pub(crate) struct StreamGauge(Arc<AppState>);
 
 impl StreamGauge {
-    fn new(state: Arc<AppState>) -> StreamGauge {
+    pub(crate) fn new(state: Arc<AppState>) -> StreamGauge {
         state.metrics.sse_streams.inc();
         StreamGauge(state)
     }

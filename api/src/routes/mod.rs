@@ -1,6 +1,6 @@
 //! The HTTP routes, one file per family: `health` (health, readiness, metrics), `statistics`, `sessions`,
-//! `findings`, `jobs` (analyses as jobs, their status, progress stream and revocation), `cluster` (workers, queues,
-//! routing explain), `me` (the calling key), `docs` (OpenAPI and the docs page) and `ui` (the dashboard at `/`). [`configure`] mounts them with the middleware and the JSON error mapping.
+//! `findings`, `jobs` (analyses as jobs, their status, progress stream and revocation), `cluster` (workers, queues, their
+//! event stream, dead letters, routing explain), `me` (the calling key), `docs` (OpenAPI and the docs page) and `ui` (the dashboard at `/`). [`configure`] mounts them with the middleware and the JSON error mapping.
 
 pub mod cluster;
 pub mod docs;
@@ -70,6 +70,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(jobs::revoke)
                 .service(cluster::workers)
                 .service(cluster::queues)
+                .service(cluster::stream)
+                .service(cluster::dead_letters)
                 .service(cluster::explain)
                 .service(me::me),
         )

@@ -6,7 +6,10 @@
 // DASH_ARTIFACTS (screenshot directory), DASH_WINDOW (overview query, e.g. start=..&end=..), DASH_SENSOR (a sensor
 // to switch to), DASH_NODES (comma-separated worker nodes the cluster view must list); optionally DASH_STOP_PID and
 // DASH_STOP_NODE (a worker process to stop at the end, whose row must turn offline without a reload); DASH_WRITE_KEY
-// (a statistics:read,jobs:write key: a longtail analysis is submitted from the form and followed to its result).
+// (a statistics:read,jobs:write key: a longtail analysis is submitted from the form and followed to its result);
+// DASH_PAUSE_PIDS (the workers that could run it: stopped with SIGSTOP while the job is submitted and its stream
+// opens, then continued, so the page sees every progress step); DASH_REGISTERED_NODE (a node registered at the
+// coordinator: its row must say so); DASH_ADMIN_KEY (an admin key: the dead-letter list is read with it).
 import { chromium } from "playwright-core";
 import { readFileSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -86,6 +89,10 @@ async function readCluster(page) {
       kind: tr.querySelector(".kind").textContent, queues: tr.querySelector(".queues").textContent,
     })),
     queues: [...document.querySelectorAll("#queues tr[data-queue]")].map((tr) => tr.dataset.queue),
+    registered: [...document.querySelectorAll("#workers tr[data-node]")].filter((tr) => tr.querySelector(".registered").textContent === "yes").map((tr) => tr.dataset.node),
+    dead_letters: Number(document.querySelector('#dead-count a[data-field="dead_letters"]')?.dataset.value ?? -1),
+    dead_letters_href: document.querySelector('#dead-count a[data-field="dead_letters"]')?.getAttribute("href") ?? null,
+    updated: document.getElementById("cluster-updated").textContent,
   }));
 }
 
@@ -94,9 +101,14 @@ async function waitForNodes(page) {
     document.querySelector(`#workers tr[data-node="${CSS.escape(n)}"][data-alive="true"]`)), NODES, { timeout: 60000 });
 }
 
+const PAUSE = (process.env.DASH_PAUSE_PIDS || "").split(",").filter(Boolean).map(Number);
+let paused = false;
 try {
   // Light, 1280 px: sign in, overview for the window, then one sensor, then the cluster.
   const page = await newPage("light");
+  // Every cluster request this page makes (a stream shows in the Performance API only once it ends).
+  const clusterRequests = [];
+  page.on("request", (r) => { if (r.url().includes("/api/v1/cluster/")) clusterRequests.push(new URL(r.url()).pathname); });
   await page.goto(`${BASE}/#/overview?${WINDOW}`);
   await page.waitForSelector("#login-form", { state: "visible" });
   await axe(page, "login-light");
@@ -125,7 +137,36 @@ try {
 
   await page.click("#nav-cluster");
   await waitForNodes(page);
+  // The stream brings the coordinator's registration and the dead letter without a reload.
+  const registeredNode = process.env.DASH_REGISTERED_NODE;
+  if (registeredNode) {
+    await page.waitForFunction((n) => document.querySelector(`#workers tr[data-node="${CSS.escape(n)}"] .registered`)?.textContent === "yes",
+      registeredNode, { timeout: 60000 });
+  }
+  await page.waitForFunction(() => Number(document.querySelector('#dead-count a[data-field="dead_letters"]')?.dataset.value) > 0, null, { timeout: 60000 });
   report.cluster = await readCluster(page);
+  report.cluster_requests = [...clusterRequests];
+
+  // The dead-letter link: a statistics:read key is told it needs admin; an admin key sees the list.
+  await page.click("#dead-list-link");
+  await page.waitForFunction(() => document.getElementById("dead-letters-note").textContent !== "", null, { timeout: 30000 });
+  report.dead_readonly = await page.textContent("#dead-letters-note");
+  // Chromium logs the refused request (403) of the statistics:read key; that one is expected.
+  report.console_errors = report.console_errors.filter((e) => !e.includes("status of 403"));
+  const ADMIN_KEY = process.env.DASH_ADMIN_KEY;
+  if (ADMIN_KEY) {
+    const adm = await newPage("light", undefined, ADMIN_KEY);
+    await adm.goto(`${BASE}/#/dead-letters`);
+    await adm.waitForSelector("#dead-letters-table tr[data-dead]", { timeout: 30000 });
+    report.dead_letters = await adm.evaluate(() => ({
+      count: Number(document.querySelector('#dead-letters-note a[data-field="count"]').dataset.value),
+      rows: [...document.querySelectorAll("#dead-letters-table tr[data-dead]")].map((tr) => [...tr.children].map((td) => td.textContent)),
+    }));
+    await axe(adm, "dead-letters-light");
+    await shot(adm, "dead-letters-light");
+  }
+  await page.goBack();
+  await waitForNodes(page);
   await page.click("#explain-form button[type=submit]");
   await page.waitForSelector("#explain p strong", { timeout: 10000 });
   report.explain_outcome = await page.textContent("#explain p strong");
@@ -186,20 +227,29 @@ try {
     await w.selectOption("#a-window", "custom");
     await w.fill("#a-start", "2018-01-01");
     await w.fill("#a-end", "2025-01-01");
+    // The workers that could take the job wait (SIGSTOP) until the page follows the job, so no step is missed.
+    for (const pid of PAUSE) process.kill(pid, "SIGSTOP");
+    paused = true;
     await w.click("#a-submit");
     const bar = await w.waitForSelector("#jobs li[data-job] progress", { timeout: 30000 });
     const jobId = await w.evaluate(() => document.querySelector("#jobs li[data-job]").dataset.job);
-    // Every value the bar takes, as the stream moves it.
+    await w.waitForSelector(`#jobs li[data-job="${jobId}"][data-state]`, { timeout: 30000 });
+    // Every value the bar takes, as the stream moves it (old values from the mutation records: several updates
+    // may land between two observer calls).
     await w.evaluate((id) => {
       const li = document.querySelector(`#jobs li[data-job="${id}"]`);
       const p = li.querySelector("progress");
       window.__bar = [[p.getAttribute("value"), p.getAttribute("max")]];
-      new MutationObserver(() => {
+      window.__pct = [];
+      new MutationObserver((records) => {
         const q = document.querySelector(`#jobs li[data-job="${id}"] progress`);
         window.__bar.push([q.getAttribute("value"), q.getAttribute("max")]);
-      }).observe(document.getElementById("jobs"), { subtree: true, attributes: true, attributeFilter: ["value", "max"] });
+        for (const r of records) if (r.attributeName === "data-progress") window.__pct.push(r.oldValue);
+      }).observe(document.getElementById("jobs"), { subtree: true, attributes: true, attributeOldValue: true, attributeFilter: ["value", "max", "data-progress"] });
     }, jobId);
-    report.analysis = { job_id: jobId, bar_appeared: !!bar };
+    report.analysis = { job_id: jobId, bar_appeared: !!bar, state_before_workers: await w.evaluate((id) => document.querySelector(`#jobs li[data-job="${id}"]`).dataset.state, jobId) };
+    for (const pid of PAUSE) process.kill(pid, "SIGCONT");
+    paused = false;
     await w.waitForSelector(`#jobs li[data-job="${jobId}"][data-state="SUCCESS"] table.rare-commands`, { timeout: 180000 });
     Object.assign(report.analysis, await w.evaluate((id) => {
       const li = document.querySelector(`#jobs li[data-job="${id}"]`);
@@ -207,6 +257,7 @@ try {
       return {
         states: li.dataset.states.split(","),
         bar_values: window.__bar,
+        progress_values: [...window.__pct, li.dataset.progress ?? null].filter((v) => v !== null).map(Number),
         bar_final: [Number(p.value), Number(p.max)],
         rare_commands: [...li.querySelectorAll("table.rare-commands .rare-command")].map((e) => e.dataset.command),
         outlier_rows: li.querySelectorAll("table.outlier-sessions tbody tr[data-row]").length,
@@ -315,6 +366,7 @@ try {
 } catch (e) {
   report.failure = String(e && e.stack || e);
 } finally {
+  if (paused) for (const pid of PAUSE) { try { process.kill(pid, "SIGCONT"); } catch { /* gone */ } }
   await browser.close();
 }
 console.log(JSON.stringify(report));

@@ -106,6 +106,21 @@ impl Broker {
         Ok(out)
     }
 
+    /// A plain list's length and its first `limit` entries (`LLEN` and `LRANGE 0 limit-1` in one pipeline): the
+    /// dead letters, newest first (they are pushed at the head).
+    pub async fn list_head(&self, key: &str, limit: usize) -> Result<(u64, Vec<Vec<u8>>)> {
+        if limit == 0 {
+            let len: u64 = self.conn().llen(key).await?;
+            return Ok((len, Vec::new()));
+        }
+        let (len, entries): (u64, Vec<Vec<u8>>) = redis::pipe()
+            .llen(key)
+            .lrange(key, 0, limit as isize - 1)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok((len, entries))
+    }
+
     /// Step one of a move: the oldest waiting message of `queue` (highest priority bucket first) into `holding`.
     pub async fn take_to_holding(&self, queue: &str, holding: &str) -> Result<Option<Vec<u8>>> {
         for k in kombu_redis::queue_keys(queue) {

@@ -9,6 +9,8 @@ pub const PIDBOX_EXCHANGE: &str = "celery.pidbox";
 pub const REPLY_EXCHANGE: &str = "reply.celery.pidbox";
 /// Exchange of events (fanout on Redis).
 pub const EVENT_EXCHANGE: &str = "celeryev";
+/// celeriac's default dead-letter store: unprocessable messages kept with their reason (not a Celery name).
+pub const DEAD_LETTERS: &str = "celeriac:dead_letter";
 
 /// Clamp a message priority to `[0, 9]` as kombu does (missing or invalid means 0).
 pub fn clamp_priority(p: i64) -> u8 {

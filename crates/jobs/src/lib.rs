@@ -25,7 +25,7 @@ use std::time::Duration;
 
 pub use cluster::spawn_cluster_watch;
 pub use config_handle::{ConfigHandle, Reload};
-pub use queues::QueueDepth;
+pub use queues::{DeadLetter, QueueDepth};
 pub use registry::{InspectInfo, WorkerRegistry, WorkerRow};
 pub use store::{
     HOLDING_KEY, IssuedToken, JobRecord, JobStore, JobStoreError, Registration, Reroute,

@@ -46,7 +46,7 @@ impl RuntimeConfig {
             acks_late: false,
             without_mingle: false,
             without_gossip: false,
-            dead_letter_key: "celeriac:dead_letter".to_string(),
+            dead_letter_key: celery_proto::keys::DEAD_LETTERS.to_string(),
             metrics_port: None,
         }
     }
