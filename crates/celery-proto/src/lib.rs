@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod event;
 pub mod json;
 pub mod keys;
+pub mod kombu_amqp;
 pub mod kombu_redis;
 pub mod pyrepr;
 pub mod result;
