@@ -4,6 +4,7 @@
 //!   otherwise ([`require`]).
 //! - Each test claims its own Redis database number (1 to 15) on the local server with a lease key in db 0, and
 //!   flushes only that database ([`RedisDb`]).
+//! - Each AMQP test gets its own RabbitMQ virtual host, deleted afterwards ([`AmqpVhost`]).
 //! - Child processes (Rust and Python workers, Flower) are killed when the guard drops ([`Child`]), and their
 //!   output goes to a log file under the target directory that failing tests print.
 //!
@@ -123,6 +124,92 @@ macro_rules! redis_db_or_skip {
             None => {
                 $crate::require(
                     "Redis at CELERIAC_TEST_REDIS (default 127.0.0.1:6379)",
+                    false,
+                );
+                return;
+            }
+        }
+    };
+}
+
+/// The RabbitMQ server tests use, without a virtual host (`CELERIAC_TEST_AMQP`, default the local one as guest).
+pub fn amqp_base() -> String {
+    std::env::var("CELERIAC_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_string())
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// A private RabbitMQ virtual host for one test, made with `rabbitmqctl add_vhost` and `set_permissions` (guest,
+/// everything) and deleted with everything in it when dropped. Needs the broker's port to answer and `rabbitmqctl`
+/// to work (as root, or as a user allowed to read the Erlang cookie).
+pub struct AmqpVhost {
+    pub vhost: String,
+    /// `amqp://guest:guest@127.0.0.1:5672/<vhost>`
+    pub url: String,
+}
+
+fn rabbitmqctl(args: &[&str]) -> bool {
+    Command::new("rabbitmqctl")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl AmqpVhost {
+    /// Create a fresh virtual host, or `None` if RabbitMQ or `rabbitmqctl` is not available (see [`require`]).
+    pub fn claim() -> Option<AmqpVhost> {
+        let base = amqp_base();
+        let hostport = base
+            .rsplit('@')
+            .next()
+            .and_then(|h| h.split("://").last())
+            .unwrap_or("127.0.0.1:5672")
+            .to_string();
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&hostport)
+            .ok()?
+            .next()?;
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        let vhost = format!("celeriac_test_{}", uuid::Uuid::new_v4().simple());
+        if !rabbitmqctl(&["add_vhost", &vhost]) {
+            return None;
+        }
+        let made = AmqpVhost {
+            url: format!("{base}/{vhost}"),
+            vhost,
+        };
+        if !rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            &made.vhost,
+            "guest",
+            ".*",
+            ".*",
+            ".*",
+        ]) {
+            return None;
+        }
+        Some(made)
+    }
+}
+
+impl Drop for AmqpVhost {
+    fn drop(&mut self) {
+        rabbitmqctl(&["delete_vhost", &self.vhost]);
+    }
+}
+
+/// Create a private RabbitMQ virtual host or skip/fail per [`require`].
+#[macro_export]
+macro_rules! amqp_vhost_or_skip {
+    () => {
+        match $crate::AmqpVhost::claim() {
+            Some(v) => v,
+            None => {
+                $crate::require(
+                    "RabbitMQ at CELERIAC_TEST_AMQP (default 127.0.0.1:5672) with rabbitmqctl",
                     false,
                 );
                 return;

@@ -4,12 +4,78 @@
 //! transport will run the same ones against RabbitMQ. Enabled by the `conformance` feature (tests only).
 //!
 //! Each check uses its own queue and exchange names (derived from `prefix`), so checks can share a broker.
+//!
+//! Where brokers truly differ, a check takes the transport's [`Semantics`] (the `*_with` variants) and asserts what
+//! that broker guarantees; the plain variants assert kombu's Redis semantics ([`Semantics::KOMBU_REDIS`]), which
+//! the in-memory and Redis transports have.
 
 use celery_proto::{Envelope, Message};
 use serde_json::Map;
 use std::time::Duration;
 
 use crate::{Binding, ChordPart, Requeue, ResultBackend, Transport};
+
+/// Which priority a queue serves first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriorityOrder {
+    /// kombu's Redis transport: 0 first (buckets 0, 3, 6, 9), first in first out inside a bucket.
+    LowFirst,
+    /// AMQP on a queue with `x-max-priority`: the higher number first, first in first out among equals.
+    HighFirst,
+    /// AMQP on a queue without `x-max-priority`: the priority property is ignored.
+    Fifo,
+}
+
+/// Where a message given back with [`Transport::requeue`] is delivered again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequeueOrder {
+    /// As asked: [`Requeue::Back`] after what is waiting, [`Requeue::Front`] next (kombu on Redis).
+    AsAsked,
+    /// Both go back to the broker (AMQP `basic.reject(requeue=true)`: RabbitMQ restores the original position);
+    /// a consumer gets them again, marked redelivered, after the messages of the same priority it already
+    /// prefetched, in the order they were given back.
+    Redelivered,
+}
+
+/// How a transport's delivery semantics differ where brokers truly differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Semantics {
+    pub priority: PriorityOrder,
+    pub requeue: RequeueOrder,
+    /// Push-based transports (AMQP) receive messages into a local prefetch buffer asynchronously: a check waits
+    /// this long after publishing or giving back before a consume that must see those messages. Zero for
+    /// transports that take from the broker inside `consume`. (The AMQP checks also assume a prefetch window of at
+    /// least 4 messages.)
+    pub settle: Duration,
+}
+
+impl Semantics {
+    /// kombu's Redis transport (and the in-memory one).
+    pub const KOMBU_REDIS: Semantics = Semantics {
+        priority: PriorityOrder::LowFirst,
+        requeue: RequeueOrder::AsAsked,
+        settle: Duration::ZERO,
+    };
+
+    /// AMQP (RabbitMQ) with or without `x-max-priority` on its task queues.
+    pub const fn amqp(priority_queues: bool) -> Semantics {
+        Semantics {
+            priority: if priority_queues {
+                PriorityOrder::HighFirst
+            } else {
+                PriorityOrder::Fifo
+            },
+            requeue: RequeueOrder::Redelivered,
+            settle: Duration::from_millis(300),
+        }
+    }
+
+    async fn settle(&self) {
+        if !self.settle.is_zero() {
+            tokio::time::sleep(self.settle).await;
+        }
+    }
+}
 
 fn env(queue: &str, priority: u8, body: &str) -> Envelope {
     let mut e = Envelope::new(body.as_bytes().to_vec(), Map::new(), "", queue);
@@ -24,12 +90,45 @@ fn body(m: &Message) -> String {
 /// Priority order (lower number first, first in first out within a priority), batches up to `max`, requeue to the
 /// back, restore to the front with `redelivered`, ack for good, and a message never delivered twice at once.
 pub async fn queues(t: &dyn Transport, prefix: &str) {
+    queues_with(t, prefix, &Semantics::KOMBU_REDIS).await;
+}
+
+/// [`queues`] for a transport with the given semantics: priority order per [`PriorityOrder`], batches up to `max`,
+/// requeue and restore per [`RequeueOrder`] with `redelivered`, ack for good, and a message never delivered twice
+/// at once.
+pub async fn queues_with(t: &dyn Transport, prefix: &str, sem: &Semantics) {
     let q = format!("{prefix}.queue");
     let qs = vec![q.clone()];
     t.declare_queue(&q).await.expect("declare");
-    for (p, b) in [(9, "\"low\""), (0, "\"a\""), (0, "\"b\""), (0, "\"c\"")] {
+    if !sem.settle.is_zero() {
+        // A push-based transport starts consuming on its first consume.
+        assert!(
+            t.consume(&qs, 1, Duration::ZERO)
+                .await
+                .expect("consume")
+                .is_empty()
+        );
+    }
+    // "late" is served after a, b and c: lower priority, or (without priorities) published last.
+    let (late_priority, early_priority) = match sem.priority {
+        PriorityOrder::LowFirst => (9, 0),
+        PriorityOrder::HighFirst => (0, 9),
+        PriorityOrder::Fifo => (0, 0),
+    };
+    let mut order = vec![
+        (early_priority, "\"a\""),
+        (early_priority, "\"b\""),
+        (early_priority, "\"c\""),
+    ];
+    if sem.priority == PriorityOrder::Fifo {
+        order.push((late_priority, "\"late\""));
+    } else {
+        order.insert(0, (late_priority, "\"late\""));
+    }
+    for (p, b) in order {
         t.publish(&q, &env(&q, p, b)).await.expect("publish");
     }
+    sem.settle().await;
     let got = t.consume(&qs, 2, Duration::ZERO).await.expect("consume");
     let bodies: Vec<String> = got
         .iter()
@@ -50,14 +149,16 @@ pub async fn queues(t: &dyn Transport, prefix: &str) {
         !t.requeue(&a, Requeue::Front).await.expect("requeue acked"),
         "an acked message is gone"
     );
+    sem.settle().await;
     let next = t.consume(&qs, 1, Duration::ZERO).await.expect("consume");
     let m = next[0].message.as_ref().unwrap();
     assert_eq!(body(m), "\"c\"");
     assert!(!m.redelivered);
     let c = next[0].tag.clone().unwrap();
 
-    // c restored to the front: delivered next, marked redelivered.
+    // c restored to the front: delivered next (AMQP: after b, which went back first), marked redelivered.
     assert!(t.requeue(&c, Requeue::Front).await.expect("restore"));
+    sem.settle().await;
     let next = t.consume(&qs, 3, Duration::ZERO).await.expect("consume");
     let bodies: Vec<(String, bool)> = next
         .iter()
@@ -66,17 +167,22 @@ pub async fn queues(t: &dyn Transport, prefix: &str) {
             (body(m), m.redelivered)
         })
         .collect();
-    assert_eq!(
-        bodies,
-        [
-            ("\"c\"".to_string(), true),
-            ("\"b\"".to_string(), true),
-            ("\"low\"".to_string(), false)
-        ]
+    let (c, b, late) = (
+        ("\"c\"".to_string(), true),
+        ("\"b\"".to_string(), true),
+        ("\"late\"".to_string(), false),
     );
+    let want = match (sem.requeue, sem.priority) {
+        (RequeueOrder::AsAsked, PriorityOrder::Fifo) => [c, late, b],
+        (RequeueOrder::AsAsked, _) => [c, b, late],
+        (RequeueOrder::Redelivered, PriorityOrder::Fifo) => [late, b, c],
+        (RequeueOrder::Redelivered, _) => [b, c, late],
+    };
+    assert_eq!(bodies, want);
     for d in &next {
         t.ack(d.tag.as_ref().unwrap()).await.expect("ack");
     }
+    sem.settle().await;
     assert!(
         t.consume(&qs, 1, Duration::ZERO)
             .await
@@ -87,6 +193,12 @@ pub async fn queues(t: &dyn Transport, prefix: &str) {
 
 /// An idle consume waits for a publish (and gives up after its wait), and queues are served in the order given.
 pub async fn idle_wait_and_queue_order(t: &dyn Transport, prefix: &str) {
+    idle_wait_and_queue_order_with(t, prefix, &Semantics::KOMBU_REDIS).await;
+}
+
+/// [`idle_wait_and_queue_order`] for a transport with the given semantics (a push-based one gets its
+/// [`Semantics::settle`] time for both messages to arrive before the consume that must see them in queue order).
+pub async fn idle_wait_and_queue_order_with(t: &dyn Transport, prefix: &str, sem: &Semantics) {
     let (q1, q2) = (format!("{prefix}.one"), format!("{prefix}.two"));
     let qs = vec![q1.clone(), q2.clone()];
     let empty = t
@@ -96,6 +208,7 @@ pub async fn idle_wait_and_queue_order(t: &dyn Transport, prefix: &str) {
     assert!(empty.is_empty());
     t.publish(&q2, &env(&q2, 0, "2")).await.expect("publish");
     t.publish(&q1, &env(&q1, 0, "1")).await.expect("publish");
+    sem.settle().await;
     let got = t
         .consume(&qs, 4, Duration::from_secs(2))
         .await
