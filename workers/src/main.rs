@@ -1,5 +1,6 @@
 //! `celeriac-worker`: the command line of `celery worker`, for Rust tasks. Parses flags, sets up logging and
-//! signals, connects to the broker (Redis), registers the built-in tasks and the Cowrie analyses
+//! signals, connects to the broker (Redis, or RabbitMQ with the `amqp` feature, chosen by URL scheme) and the
+//! result backend (Redis), registers the built-in tasks and the Cowrie analyses
 //! (`cowrie-tasks`), and runs the runtime's worker (`worker-runtime`). A user's own worker binary does the same
 //! with its own tasks (see `examples/custom-tasks`).
 
@@ -21,10 +22,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "celeriac-worker",
     version,
-    about = "A Celery-compatible worker for Rust tasks (Redis broker)."
+    about = "A Celery-compatible worker for Rust tasks (Redis or RabbitMQ broker)."
 )]
 struct Cli {
-    /// Broker URL: redis://[:password@]host[:port][/db], rediss://..., or redis+sentinel://h1:26379,h2/master[/db].
+    /// Broker URL: redis://[:password@]host[:port][/db], rediss://..., redis+sentinel://h1:26379,h2/master[/db], or
+    /// amqp://user:pass@host:5672/vhost (`//` at the end is the vhost `/`).
     #[arg(
         short = 'b',
         long,
@@ -32,9 +34,16 @@ struct Cli {
         default_value = "redis://127.0.0.1:6379/0"
     )]
     broker: String,
-    /// Result backend URL (default: the broker URL).
+    /// Result backend URL (default: the broker URL; with an AMQP broker set it to redis://...).
     #[arg(long, env = "CELERY_RESULT_BACKEND")]
     result_backend: Option<String>,
+    /// AMQP only: `x-max-priority` of the task queues (Celery's task_queue_max_priority; must match what other
+    /// Celery processes declare for the same queues).
+    #[arg(long, env = "CELERIAC_TASK_QUEUE_MAX_PRIORITY")]
+    task_queue_max_priority: Option<u8>,
+    /// AMQP only: classic or quorum task queues (Celery's task_default_queue_type).
+    #[arg(long, default_value = "classic", value_parser = ["classic", "quorum"])]
+    task_default_queue_type: String,
     /// Queues to consume, comma separated. The worker-direct queue <node>.dq2 is always added.
     #[arg(short = 'Q', long, default_value = "celery", value_delimiter = ',')]
     queues: Vec<String>,
@@ -158,6 +167,7 @@ fn main() -> anyhow::Result<()> {
     // cross-thread wake-ups per message. CPU-bound tasks run on the blocking pool (Task::blocking), bounded by -c.
     let (database_url, database_read_url) =
         (cli.database_url.clone(), cli.database_read_url.clone());
+    let cli_broker = BrokerChoice::from_cli(&cli, &config)?;
     let runtime = if cli.runtime_threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .max_blocking_threads(config.concurrency.max(1) + 4)
@@ -181,18 +191,7 @@ fn main() -> anyhow::Result<()> {
         let db = cowrie_tasks::AnalysisDb::new(&database_url, database_read_url.as_deref());
         cowrie_tasks::register(&mut registry, db.clone());
         cowrie_tasks::spawn_prepare(db);
-        let broker = connect_with_retry(&config.broker_url, &rx)
-            .await
-            .context("connecting to the broker")?;
-        let backend = if config.result_backend == config.broker_url {
-            broker.clone()
-        } else {
-            connect_with_retry(&config.result_backend, &rx)
-                .await
-                .context("connecting to the result backend")?
-        };
-        let transport: SharedTransport = Arc::new(broker);
-        let backend: SharedBackend = Arc::new(backend);
+        let (transport, backend) = connect_broker_and_backend(&cli_broker, &config, &rx).await?;
         let worker = Worker::new(config, registry, transport, backend, rx);
         // The `shutdown` control command asks for a warm shutdown.
         let mut asked = worker.state().shutdown_requests();
@@ -213,6 +212,100 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
+/// Which broker the URL names, with the AMQP settings that shape its declarations.
+enum BrokerChoice {
+    Redis,
+    #[cfg(feature = "amqp")]
+    Amqp(broker_amqp::AmqpOptions),
+}
+
+impl BrokerChoice {
+    fn from_cli(cli: &Cli, config: &RuntimeConfig) -> anyhow::Result<BrokerChoice> {
+        let url = config.broker_url.as_str();
+        let scheme = url.split("://").next().unwrap_or("").to_ascii_lowercase();
+        if !matches!(scheme.as_str(), "amqp" | "amqps" | "pyamqp") {
+            return Ok(BrokerChoice::Redis);
+        }
+        #[cfg(feature = "amqp")]
+        {
+            use celery_proto::kombu_amqp::{QueueType, TaskQueueOptions};
+            let prefetch =
+                (config.concurrency * config.prefetch_multiplier).min(u16::MAX as usize) as u16;
+            Ok(BrokerChoice::Amqp(broker_amqp::AmqpOptions {
+                prefetch,
+                queues: TaskQueueOptions {
+                    max_priority: cli.task_queue_max_priority,
+                    queue_type: if cli.task_default_queue_type == "quorum" {
+                        QueueType::Quorum
+                    } else {
+                        QueueType::Classic
+                    },
+                },
+            }))
+        }
+        #[cfg(not(feature = "amqp"))]
+        {
+            let _ = cli;
+            anyhow::bail!(
+                "{}: this celeriac-worker was built without the `amqp` feature",
+                transport::redact_url(url)
+            )
+        }
+    }
+}
+
+/// Connect to the broker and the result backend (Redis; `rpc://` is not supported yet), retrying while they are
+/// down.
+async fn connect_broker_and_backend(
+    choice: &BrokerChoice,
+    config: &RuntimeConfig,
+    shutdown: &watch::Receiver<Shutdown>,
+) -> anyhow::Result<(SharedTransport, SharedBackend)> {
+    let backend_url = config.result_backend.as_str();
+    let backend_scheme = backend_url
+        .split("://")
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if backend_scheme == "rpc" {
+        anyhow::bail!(
+            "the rpc:// result backend is not supported yet; use a Redis result backend (--result-backend redis://...)"
+        );
+    }
+    match choice {
+        BrokerChoice::Redis => {
+            let broker = connect_with_retry(&config.broker_url, shutdown)
+                .await
+                .context("connecting to the broker")?;
+            let backend = if backend_url == config.broker_url {
+                broker.clone()
+            } else {
+                connect_with_retry(backend_url, shutdown)
+                    .await
+                    .context("connecting to the result backend")?
+            };
+            Ok((Arc::new(broker), Arc::new(backend)))
+        }
+        #[cfg(feature = "amqp")]
+        BrokerChoice::Amqp(opts) => {
+            if backend_url == config.broker_url || broker_amqp::is_amqp_url(backend_url) {
+                anyhow::bail!(
+                    "an AMQP broker is not a result backend: set --result-backend (or CELERY_RESULT_BACKEND) to redis://..."
+                );
+            }
+            let backend = connect_with_retry(backend_url, shutdown)
+                .await
+                .context("connecting to the result backend")?;
+            let broker = retry("RabbitMQ", &config.broker_url, shutdown, || {
+                broker_amqp::AmqpTransport::connect(&config.broker_url, *opts)
+            })
+            .await
+            .context("connecting to the broker")?;
+            Ok((Arc::new(broker), Arc::new(backend)))
+        }
+    }
+}
+
 /// Connect, retrying with backoff while Redis is down, until connected or shut down.
 async fn connect_with_retry(
     url: &str,
@@ -224,6 +317,31 @@ async fn connect_with_retry(
             Ok(b) => return Ok(b),
             Err(e) if e.is_transient() && *shutdown.borrow() == Shutdown::Running => {
                 tracing::warn!(url = %transport::redact_url(url), error = %e, retry_in = ?backoff.peek(), "cannot reach Redis; retrying");
+                backoff.wait().await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Retry `connect` with backoff while it fails with a transient error, until connected or shut down.
+#[cfg(feature = "amqp")]
+async fn retry<T, F, Fut>(
+    what: &str,
+    url: &str,
+    shutdown: &watch::Receiver<Shutdown>,
+    mut connect: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = transport::Result<T>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        match connect().await {
+            Ok(t) => return Ok(t),
+            Err(e) if e.is_transient() && *shutdown.borrow() == Shutdown::Running => {
+                tracing::warn!(url = %transport::redact_url(url), error = %e, retry_in = ?backoff.peek(), "cannot reach {what}; retrying");
                 backoff.wait().await;
             }
             Err(e) => return Err(e.into()),
