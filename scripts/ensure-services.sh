@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/ensure-services.sh: make Redis (127.0.0.1:6379) and PostgreSQL
+# scripts/ensure-services.sh: make Redis (127.0.0.1:6379), RabbitMQ (127.0.0.1:5672) and PostgreSQL
 # (127.0.0.1:5432, user postgres, no password) reachable, and create the
 # database `celeriac` if it is missing.
 #

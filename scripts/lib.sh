@@ -268,9 +268,45 @@ _join() {
     printf '%s' "$out"
 }
 
+# ---------------------------------------------------------------------------
+# RabbitMQ (the AMQP tests: guest/guest on 127.0.0.1:5672, and rabbitmqctl to make a vhost per test)
+
+CELERIAC_AMQP_PORT="${CELERIAC_AMQP_PORT:-5672}"
+
+_amqp_ping() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$CELERIAC_AMQP_PORT") 2>/dev/null
+}
+
+_ensure_rabbitmq() {
+    local did=()
+    if _amqp_ping; then
+        echo "rabbitmq: already answering on 127.0.0.1:$CELERIAC_AMQP_PORT, left as is"
+        return 0
+    fi
+    if ! command -v rabbitmq-server >/dev/null 2>&1; then
+        _apt_install rabbitmq-server
+        did+=("installed rabbitmq-server")
+    fi
+    if ! _wait_for _amqp_ping 5; then
+        if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
+            systemctl start rabbitmq-server >&2 || true
+        else
+            # No systemd (containers): the broker in the background, as Debian's service would run it.
+            mkdir -p /var/log/rabbitmq /var/lib/rabbitmq
+            (rabbitmq-server >/var/log/rabbitmq/celeriac-start.log 2>&1 &)
+        fi
+        did+=("started rabbitmq-server")
+    fi
+    _wait_for _amqp_ping "${CELERIAC_SERVICE_TIMEOUT:-60}" ||
+        die "RabbitMQ did not answer on 127.0.0.1:$CELERIAC_AMQP_PORT within ${CELERIAC_SERVICE_TIMEOUT:-60}s"
+    rabbitmqctl await_startup >/dev/null 2>&1 || true
+    echo "rabbitmq: $(_join "${did[@]}"), answering on 127.0.0.1:$CELERIAC_AMQP_PORT"
+}
+
 ensure_services() {
     _ensure_redis || return
-    _ensure_postgres
+    _ensure_postgres || return
+    _ensure_rabbitmq
 }
 
 # ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 #   scripts/test.sh [--quick] [-- ARGS...]   (ARGS go verbatim to nextest / cargo test)
 #
 # Steps, each failing fast with a clear message:
-#   1. scripts/ensure-services.sh  (Redis and PostgreSQL on 127.0.0.1)
+#   1. scripts/ensure-services.sh  (Redis, PostgreSQL, RabbitMQ on 127.0.0.1)
 #   2. scripts/python-env.sh       (venv with Celery 5.7 and Flower 2.2; a second one
 #                                   with the MCP client and schemathesis)
 #      then scripts/ensure-chromium.sh and `npm ci` in api/ui when its lockfile
