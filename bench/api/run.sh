@@ -12,7 +12,8 @@
 #
 # What it does:
 # - installs wrk with apt when missing, builds celeriac-api and cowrie-loader (release);
-# - creates the database celeriac_bench_api on 127.0.0.1:5432 (user postgres) unless its comment says it already
+# - creates the database celeriac_bench_api on 127.0.0.1:5432 (user postgres; bench/lib/cowrie-db.sh, shared with
+#   bench/dashboard) unless its comment says it already
 #   holds this data set; generates DAYS x 24 files of EVENTS/(DAYS x 24) Cowrie 2.x events, one starting at each
 #   hour of the DAYS days before the generation time (seeds 1, 2, ...; about 1,400 events, 170 sessions and 13
 #   minutes of traffic each, so every hour has data and none lies in the future), loads them with
@@ -47,10 +48,9 @@ TIMEOUT=${TIMEOUT:-30s}
 RPORT=${BENCH_REDIS_PORT:-6394}
 ENDPOINTS=${ENDPOINTS:-healthz sessions_stats sessions_stats_hour threats threats_aligned session_detail session_list}
 OUT=${OUT:-/tmp/celeriac-bench-api}
-DBNAME=celeriac_bench_api
-ADMIN=${BENCH_PG_ADMIN:-postgres://postgres@127.0.0.1:5432}
-DB="$ADMIN/$DBNAME"
-DATASET="celeriac bench/api data set: events=$EVENTS days=$DAYS hourly files format=2"
+# DBNAME, ADMIN, DB, DATASET, psql_db, psql_admin and cowrie_db_ensure (the data set, shared with bench/dashboard).
+# shellcheck source-path=SCRIPTDIR source=../lib/cowrie-db.sh
+source "$ROOT/bench/lib/cowrie-db.sh"
 mkdir -p "$OUT"
 
 if ! command -v wrk >/dev/null 2>&1; then
@@ -78,43 +78,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-psql_db() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -w "$DB" "$@"; }
-psql_admin() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -w "$ADMIN/postgres" "$@"; }
-
 # --- the data set ------------------------------------------------------------------------------------------------
-have=$(psql_admin -Atc "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '$DBNAME'")
-if [ "${RELOAD:-0}" = 1 ] || [ "${have%% loaded *}" != "$DATASET" ]; then
-  log "creating $DBNAME and loading $EVENTS events over $DAYS days"
-  psql_admin -c "DROP DATABASE IF EXISTS $DBNAME WITH (FORCE)" -c "CREATE DATABASE $DBNAME"
-  anchor=$(($(date -u +%s) / 3600 * 3600))
-  per_file=$(((EVENTS + DAYS * 24 - 1) / (DAYS * 24)))
-  t0=$(date +%s.%N)
-  for f in $(seq 0 $((DAYS * 24 - 1))); do
-    start=$(date -u -d "@$((anchor - DAYS * 86400 + f * 3600))" +%Y-%m-%dT%H:%M:%SZ)
-    "$BIN/cowrie-loader" generate --out "$WORK/cowrie.json.$f" --events "$per_file" --seed "$((f + 1))" --start "$start" >/dev/null
-  done
-  t1=$(date +%s.%N)
-  DATABASE_URL="$DB" "$BIN/cowrie-loader" bulk --sensor bench-api --no-progress "$WORK"/cowrie.json.* >"$WORK/load.json"
-  t2=$(date +%s.%N)
-  rm -f "$WORK"/cowrie.json.*
-  psql_db -c "VACUUM ANALYZE"
-  t3=$(date +%s.%N)
-  LOAD_NOTE=$(python3 - "$WORK/load.json" "$t0" "$t1" "$t2" "$t3" <<'PY'
-import json, sys
-s = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-t0, t1, t2, t3 = map(float, sys.argv[2:6])
-print(f"generated in {t1 - t0:.1f} s, loaded {s.get('events_inserted', s.get('events_read'))} events in {t2 - t1:.1f} s "
-      f"(load average after: {open('/proc/loadavg').read().split()[0]}), VACUUM ANALYZE {t3 - t2:.1f} s")
-PY
-)
-  log "$LOAD_NOTE"
-  psql_admin -c "COMMENT ON DATABASE $DBNAME IS '$DATASET loaded $(date -u +%FT%TZ)'"
-else
-  log "reusing $DBNAME (${have})"
-  LOAD_NOTE="reused: ${have}"
-fi
-# Pending migrations now (a new index on a million rows takes a while), not in the API's start-up.
-DATABASE_URL="$DB" "$BIN/cowrie-loader" migrate >/dev/null
+cowrie_db_ensure "$BIN" "$WORK"
 read -r n_events n_sessions first last < <(psql_db -Atc "SELECT (SELECT count(*) FROM raw_events),
     (SELECT count(*) FROM session_summaries),
     to_char(min(event_timestamp) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
