@@ -424,6 +424,17 @@ pub fn rust_worker(broker: &str, node: &str, extra: &[&str]) -> Child {
 
 /// Start a Python Celery worker for `tests/python/pytasks.py`; waits until it is ready.
 pub fn python_worker(python: &Path, broker: &str, node: &str, extra: &[&str]) -> Child {
+    python_worker_with(python, broker, broker, node, extra)
+}
+
+/// [`python_worker`] with a result backend other than the broker.
+pub fn python_worker_with(
+    python: &Path,
+    broker: &str,
+    backend: &str,
+    node: &str,
+    extra: &[&str],
+) -> Child {
     let mut cmd = Command::new(python);
     cmd.args([
         "-m",
@@ -440,7 +451,7 @@ pub fn python_worker(python: &Path, broker: &str, node: &str, extra: &[&str]) ->
     .args(extra)
     .current_dir(repo_root().join("tests/python"))
     .env("CELERY_BROKER_URL", broker)
-    .env("CELERY_RESULT_BACKEND", broker)
+    .env("CELERY_RESULT_BACKEND", backend)
     .env("PYTHONUNBUFFERED", "1");
     let child = Child::spawn(&format!("python-worker-{node}"), &mut cmd);
     child.wait_for_output("ready.", Duration::from_secs(60));
@@ -450,11 +461,22 @@ pub fn python_worker(python: &Path, broker: &str, node: &str, extra: &[&str]) ->
 /// Run a Python snippet with the venv's interpreter (cwd `tests/python`, broker in `CELERY_BROKER_URL`);
 /// returns stdout, panicking with stderr if it fails.
 pub fn run_python(python: &Path, broker: &str, code: &str, timeout: Duration) -> String {
+    run_python_with(python, broker, broker, code, timeout)
+}
+
+/// [`run_python`] with a result backend other than the broker (an AMQP broker with a Redis backend).
+pub fn run_python_with(
+    python: &Path,
+    broker: &str,
+    backend: &str,
+    code: &str,
+    timeout: Duration,
+) -> String {
     let mut cmd = Command::new(python);
     cmd.args(["-c", code])
         .current_dir(repo_root().join("tests/python"))
         .env("CELERY_BROKER_URL", broker)
-        .env("CELERY_RESULT_BACKEND", broker)
+        .env("CELERY_RESULT_BACKEND", backend)
         .env("PYTHONUNBUFFERED", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

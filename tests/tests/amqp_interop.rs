@@ -1,0 +1,296 @@
+//! Issue 12, the worker part, proven against the real thing: Python Celery 5.7 clients and workers and the
+//! `celeriac-worker` binary on one RabbitMQ (a private vhost per test, testkit::AmqpVhost), with the Redis result
+//! backend (a database per test, testkit::RedisDb).
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use testkit::{
+    amqp_vhost_or_skip, python_or_skip, redis_db_or_skip, run_python_with, rust_worker, wait_until,
+};
+
+const T: Duration = Duration::from_secs(90);
+
+fn py_json(out: &str) -> Value {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{') || l.starts_with('['))
+        .unwrap_or("null");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("python printed no JSON ({e}):\n{out}"))
+}
+
+/// The stored result of task `id`, once it is ready.
+fn wait_meta(db: &testkit::RedisDb, id: &str) -> Value {
+    let mut conn = db.conn();
+    let mut meta = Value::Null;
+    let ok = wait_until(T, || {
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(format!("celery-task-meta-{id}"))
+            .query(&mut conn)
+            .unwrap();
+        match raw.map(|r| serde_json::from_str::<Value>(&r).unwrap()) {
+            Some(v) if ["SUCCESS", "FAILURE"].contains(&v["status"].as_str().unwrap_or("")) => {
+                meta = v;
+                true
+            }
+            _ => false,
+        }
+    });
+    assert!(ok, "task {id} did not finish within {T:?}");
+    meta
+}
+
+/// Python's `send_task` to the Rust built-ins on RabbitMQ: results through Redis, the failure re-raised as the
+/// right exception, retry, countdown, expires, a chain, unicode and a 1 MB argument.
+#[test]
+fn python_client_calls_rust_builtins_on_rabbitmq() {
+    let vhost = amqp_vhost_or_skip!();
+    let db = redis_db_or_skip!();
+    let py = python_or_skip!();
+    let _w = rust_worker(
+        &vhost.url,
+        "amqp@%h",
+        &["-c", "4", "--result-backend", &db.url],
+    );
+    let out = run_python_with(
+        &py,
+        &vhost.url,
+        &db.url,
+        r#"
+import json, time
+from celery import chain
+from celery.exceptions import TaskRevokedError
+from pytasks import app
+res = {}
+res['ping'] = app.send_task('celeriac.ping').get(timeout=20)
+res['echo'] = app.send_task('celeriac.echo', args=('ünï€ode', 1, None), kwargs={'k': [1, 2.5]}).get(timeout=20)
+res['add'] = app.send_task('celeriac.add', args=(2, 3)).get(timeout=20)
+try:
+    app.send_task('celeriac.fail', args=('boom',)).get(timeout=20)
+    res['fail'] = 'no exception'
+except Exception as e:
+    res['fail'] = [type(e).__name__, str(e)]
+res['flaky'] = app.send_task('celeriac.flaky', kwargs={'succeed_on': 2, 'countdown': 0.2}).get(timeout=20)
+t0 = time.time()
+res['countdown'] = app.send_task('celeriac.add', args=(1, 1), countdown=1.5).get(timeout=20)
+res['countdown_waited'] = time.time() - t0 >= 1.4
+r = app.send_task('celeriac.add', args=(3, 3), expires=-1)
+try:
+    r.get(timeout=20)
+    res['expired'] = 'ran'
+except TaskRevokedError as e:
+    res['expired'] = [r.state, str(e)]
+c = chain(app.signature('celeriac.add', args=(2, 3)), app.signature('celeriac.add', args=(10,)),
+          app.signature('celeriac.add', args=(100,))).apply_async()
+res['chain'] = c.get(timeout=20)
+big = 'x' * (1024 * 1024)
+res['big'] = app.send_task('celeriac.echo', args=(big,)).get(timeout=30)['args'][0] == big
+print(json.dumps(res))
+"#,
+        T,
+    );
+    let r = py_json(&out);
+    assert_eq!(r["ping"], json!("pong"));
+    assert_eq!(
+        r["echo"],
+        json!({"args": ["ünï€ode", 1, null], "kwargs": {"k": [1, 2.5]}})
+    );
+    assert_eq!(r["add"], json!(5));
+    assert_eq!(r["fail"], json!(["ValueError", "boom"]));
+    assert_eq!(r["flaky"], json!("ok after 2 retries"));
+    assert_eq!(r["countdown"], json!(2));
+    assert_eq!(r["countdown_waited"], json!(true));
+    assert_eq!(r["expired"], json!(["REVOKED", "expired"]));
+    assert_eq!(r["chain"], json!(115));
+    assert_eq!(r["big"], json!(true));
+}
+
+/// A backlog on an `x-max-priority` queue is served in RabbitMQ's order: the higher number first, first in first
+/// out among equals (the opposite of kombu on Redis).
+#[test]
+fn priorities_on_an_x_max_priority_queue_are_served_highest_first() {
+    let vhost = amqp_vhost_or_skip!();
+    let db = redis_db_or_skip!();
+    let py = python_or_skip!();
+    let prios = [9, 0, 5, 3, 8, 1, 6, 2, 4, 7];
+    // Publish first, with no worker running; Python declares `celery` with x-max-priority 10.
+    let out = run_python_with(
+        &py,
+        &vhost.url,
+        &db.url,
+        &format!(
+            r#"
+import json
+from pytasks import app
+app.conf.task_queue_max_priority = 10
+ids = [app.send_task('celeriac.echo', args=(p,), priority=p).id for p in {prios:?}]
+print(json.dumps(ids))
+"#
+        ),
+        T,
+    );
+    let ids: Vec<String> = serde_json::from_value(py_json(&out)).unwrap();
+    let _w = rust_worker(
+        &vhost.url,
+        "prio@%h",
+        &[
+            "-c",
+            "1",
+            "--prefetch-multiplier",
+            "1",
+            "--task-queue-max-priority",
+            "10",
+            "--result-backend",
+            &db.url,
+        ],
+    );
+    let mut done: Vec<(String, u8)> = ids
+        .iter()
+        .zip(prios)
+        .map(|(id, p)| {
+            let meta = wait_meta(&db, id);
+            assert_eq!(meta["status"], json!("SUCCESS"), "{meta}");
+            (meta["date_done"].as_str().unwrap().to_string(), p)
+        })
+        .collect();
+    done.sort();
+    let served: Vec<u8> = done.iter().map(|(_, p)| *p).collect();
+    assert_eq!(served, [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+}
+
+/// A Python and a Rust worker share the `celery` queue on RabbitMQ; both do some of the work.
+#[test]
+fn python_and_rust_workers_share_a_queue_on_rabbitmq() {
+    let vhost = amqp_vhost_or_skip!();
+    let db = redis_db_or_skip!();
+    let py = python_or_skip!();
+    let _pw = testkit::python_worker_with(&py, &vhost.url, &db.url, "pyshare@%h", &["-c", "2"]);
+    let _rw = rust_worker(
+        &vhost.url,
+        "rsshare@%h",
+        &[
+            "-c",
+            "2",
+            "--result-extended",
+            "--prefetch-multiplier",
+            "1",
+            "--result-backend",
+            &db.url,
+        ],
+    );
+    let out = run_python_with(
+        &py,
+        &vhost.url,
+        &db.url,
+        r#"
+import json
+from pytasks import app
+rs = [app.send_task('celeriac.add', args=(i, i)) for i in range(200)]
+vals = [r.get(timeout=60) for r in rs]
+workers = sorted({app.backend.get_task_meta(r.id)['worker'].split('@')[0] for r in rs})
+print(json.dumps({'ok': vals == [2 * i for i in range(200)], 'workers': workers}))
+"#,
+        T,
+    );
+    assert_eq!(
+        py_json(&out),
+        json!({"ok": true, "workers": ["pyshare", "rsshare"]})
+    );
+}
+
+/// `kill -9` of a Rust worker with acks_late tasks in flight: RabbitMQ redelivers them when the connection dies,
+/// and a second worker completes every one.
+#[test]
+fn kill_9_with_acks_late_loses_nothing_on_rabbitmq() {
+    let vhost = amqp_vhost_or_skip!();
+    let db = redis_db_or_skip!();
+    let py = python_or_skip!();
+    let args = ["-c", "3", "--acks-late", "--result-backend", &db.url];
+    let mut w = rust_worker(&vhost.url, "late@%h", &args);
+    let out = run_python_with(
+        &py,
+        &vhost.url,
+        &db.url,
+        r#"
+import json
+from pytasks import app
+print(json.dumps([app.send_task('celeriac.sleep', args=(2,)).id for _ in range(9)]))
+"#,
+        T,
+    );
+    let ids: Vec<String> = serde_json::from_value(py_json(&out)).unwrap();
+    // Kill while the first three run (each takes 2 s; the worker prefetched the rest).
+    std::thread::sleep(Duration::from_millis(1000));
+    w.signal("KILL");
+    w.wait_timeout(Duration::from_secs(10));
+    let mut conn = db.conn();
+    let finished = ids
+        .iter()
+        .filter(|id| {
+            redis::cmd("EXISTS")
+                .arg(format!("celery-task-meta-{id}"))
+                .query::<i64>(&mut conn)
+                .unwrap()
+                == 1
+        })
+        .count();
+    assert!(
+        finished < ids.len(),
+        "every task had finished before the kill; nothing was in flight"
+    );
+    let _w2 = rust_worker(&vhost.url, "late2@%h", &args);
+    for id in &ids {
+        assert_eq!(wait_meta(&db, id)["status"], json!("SUCCESS"));
+    }
+}
+
+/// Bad input on AMQP: a body that is not JSON, a task message without headers, a content type the worker does
+/// not accept, and an unknown task. The first three are kept in the durable `celeriac:dead_letter` queue, the
+/// unknown task fails with `NotRegistered`, and the worker goes on consuming.
+#[test]
+fn bad_input_on_rabbitmq_is_dead_lettered_and_the_worker_keeps_consuming() {
+    let vhost = amqp_vhost_or_skip!();
+    let db = redis_db_or_skip!();
+    let py = python_or_skip!();
+    let w = rust_worker(&vhost.url, "bad@%h", &["--result-backend", &db.url]);
+    let out = run_python_with(
+        &py,
+        &vhost.url,
+        &db.url,
+        r#"
+import json, time
+from pytasks import app
+with app.connection_for_write() as conn:
+    p = conn.Producer()
+    p.publish(b'{not json', exchange='', routing_key='celery', content_type='application/json',
+              content_encoding='utf-8')
+    p.publish(b'[[1, 2], {}, {}]', exchange='', routing_key='celery', content_type='application/json',
+              content_encoding='utf-8')
+    p.publish(b'\x80\x03}q\x00.', exchange='', routing_key='celery',
+              content_type='application/x-python-serialize', content_encoding='binary',
+              headers={'task': 'celeriac.add', 'id': 'pickled', 'lang': 'py'})
+res = {}
+try:
+    app.send_task('no.such.task').get(timeout=20)
+    res['unknown'] = 'ran'
+except Exception as e:
+    res['unknown'] = type(e).__name__
+res['after'] = app.send_task('celeriac.add', args=(1, 2)).get(timeout=20)
+with app.connection_for_write() as conn:
+    deadline = time.time() + 20
+    while True:
+        n = conn.default_channel.queue_declare('celeriac:dead_letter', passive=True).message_count
+        if n >= 3 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+res['dead_letters'] = n
+print(json.dumps(res))
+"#,
+        T,
+    );
+    let r = py_json(&out);
+    assert_eq!(r["unknown"], json!("NotRegistered"));
+    assert_eq!(r["after"], json!(3), "the worker must keep consuming");
+    assert_eq!(r["dead_letters"], json!(3));
+    assert!(w.output().contains("rejecting message"));
+}
