@@ -2,43 +2,14 @@
 //! `celeriac-worker` binary on one RabbitMQ (a private vhost per test, testkit::AmqpVhost), with the Redis result
 //! backend (a database per test, testkit::RedisDb).
 
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 use testkit::{
-    amqp_vhost_or_skip, python_or_skip, redis_db_or_skip, run_python_with, rust_worker, wait_until,
+    amqp_vhost_or_skip, py_json, python_or_skip, redis_db_or_skip, run_python_with, rust_worker,
+    wait_meta,
 };
 
 const T: Duration = Duration::from_secs(90);
-
-fn py_json(out: &str) -> Value {
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{') || l.starts_with('['))
-        .unwrap_or("null");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("python printed no JSON ({e}):\n{out}"))
-}
-
-/// The stored result of task `id`, once it is ready.
-fn wait_meta(db: &testkit::RedisDb, id: &str) -> Value {
-    let mut conn = db.conn();
-    let mut meta = Value::Null;
-    let ok = wait_until(T, || {
-        let raw: Option<String> = redis::cmd("GET")
-            .arg(format!("celery-task-meta-{id}"))
-            .query(&mut conn)
-            .unwrap();
-        match raw.map(|r| serde_json::from_str::<Value>(&r).unwrap()) {
-            Some(v) if ["SUCCESS", "FAILURE"].contains(&v["status"].as_str().unwrap_or("")) => {
-                meta = v;
-                true
-            }
-            _ => false,
-        }
-    });
-    assert!(ok, "task {id} did not finish within {T:?}");
-    meta
-}
 
 /// Python's `send_task` to the Rust built-ins on RabbitMQ: results through Redis, the failure re-raised as the
 /// right exception, retry, countdown, expires, a chain, unicode and a 1 MB argument.
@@ -148,7 +119,7 @@ print(json.dumps(ids))
         .iter()
         .zip(prios)
         .map(|(id, p)| {
-            let meta = wait_meta(&db, id);
+            let meta = wait_meta(&db, id, T);
             assert_eq!(meta["status"], json!("SUCCESS"), "{meta}");
             (meta["date_done"].as_str().unwrap().to_string(), p)
         })
@@ -240,7 +211,7 @@ print(json.dumps([app.send_task('celeriac.sleep', args=(2,)).id for _ in range(9
     );
     let _w2 = rust_worker(&vhost.url, "late2@%h", &args);
     for id in &ids {
-        assert_eq!(wait_meta(&db, id)["status"], json!("SUCCESS"));
+        assert_eq!(wait_meta(&db, id, T)["status"], json!("SUCCESS"));
     }
 }
 

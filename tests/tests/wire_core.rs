@@ -4,18 +4,12 @@
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
-use testkit::{Child, python_or_skip, redis_db_or_skip, run_python, rust_worker, wait_until};
+use testkit::{
+    Child, py_json, python_or_skip, redis_db_or_skip, run_python, rust_worker, wait_meta,
+    wait_until,
+};
 
 const T: Duration = Duration::from_secs(90);
-
-fn py_json(out: &str) -> Value {
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{') || l.starts_with('['))
-        .unwrap_or("null");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("python printed no JSON ({e}):\n{out}"))
-}
 
 /// Every built-in task, called from Python with `send_task`; results and re-raised exception types.
 #[test]
@@ -187,7 +181,7 @@ fn protocol_v1_message_runs() {
         .arg(env.to_string())
         .query(&mut conn)
         .unwrap();
-    let meta = wait_meta(&db, &id);
+    let meta = wait_meta(&db, &id, T);
     assert_eq!(
         (meta["status"].as_str(), &meta["result"]),
         (Some("SUCCESS"), &json!(15))
@@ -393,7 +387,7 @@ print(json.dumps({'ids': ids}))
         python_cmd(&py, &db.url, "restorer@%h", "3").as_mut(),
     );
     for id in &ids {
-        let m = wait_meta(&db, id);
+        let m = wait_meta(&db, id, T);
         assert_eq!(m["status"], json!("SUCCESS"), "{m}");
         assert!(
             m["worker"].as_str().unwrap().starts_with("restorer@"),
@@ -425,7 +419,7 @@ print(json.dumps({'ids': ids}))
         &["--visibility-timeout", "3", "--result-extended"],
     );
     for id in &ids {
-        let m = wait_meta(&db, id);
+        let m = wait_meta(&db, id, T);
         assert_eq!(m["status"], json!("SUCCESS"), "{m}");
         assert!(m["worker"].as_str().unwrap().starts_with("rescuer@"), "{m}");
     }
@@ -491,7 +485,7 @@ print(json.dumps([app.send_task('celeriac.sleep', args=(1.5,)).id for _ in range
         &["-c", "3", "--acks-late", "--visibility-timeout", "2"],
     );
     for id in &ids {
-        assert_eq!(wait_meta(&db, id)["status"], json!("SUCCESS"));
+        assert_eq!(wait_meta(&db, id, T)["status"], json!("SUCCESS"));
     }
     assert!(wait_until(T, || unacked(&mut conn) == 0));
 }
@@ -626,11 +620,11 @@ fn bad_input_is_rejected_and_the_worker_keeps_consuming() {
         .unwrap();
 
     assert_eq!(
-        wait_meta(&db, &ok_id)["result"],
+        wait_meta(&db, &ok_id, T)["result"],
         json!(3),
         "the worker must keep consuming"
     );
-    let nr = wait_meta(&db, &unknown_id);
+    let nr = wait_meta(&db, &unknown_id, T);
     assert_eq!(nr["status"], json!("FAILURE"));
     assert_eq!(
         nr["result"],
@@ -696,7 +690,7 @@ print(json.dumps({'active': active, 'rest': rest}))
     );
     // The active task finished; the reserved ones are back in the queue, flagged redelivered.
     assert_eq!(
-        wait_meta(&db, v["active"].as_str().unwrap())["status"],
+        wait_meta(&db, v["active"].as_str(, T).unwrap())["status"],
         json!("SUCCESS")
     );
     let queued: Vec<String> = redis::cmd("LRANGE")
@@ -714,29 +708,6 @@ print(json.dumps({'active': active, 'rest': rest}))
 /// How many messages kombu's `unacked` hash holds.
 fn unacked(conn: &mut redis::Connection) -> i64 {
     redis::cmd("HLEN").arg("unacked").query(conn).unwrap()
-}
-
-fn wait_meta(db: &testkit::RedisDb, id: &str) -> Value {
-    let mut conn = db.conn();
-    let mut meta = Value::Null;
-    let ok = wait_until(T, || {
-        let raw: Option<String> = redis::cmd("GET")
-            .arg(format!("celery-task-meta-{id}"))
-            .query(&mut conn)
-            .unwrap();
-        match raw.map(|r| serde_json::from_str::<Value>(&r).unwrap()) {
-            Some(v)
-                if ["SUCCESS", "FAILURE", "REVOKED"]
-                    .contains(&v["status"].as_str().unwrap_or("")) =>
-            {
-                meta = v;
-                true
-            }
-            _ => false,
-        }
-    });
-    assert!(ok, "task {id} did not finish within {T:?}");
-    meta
 }
 
 /// Soft and hard time limits from Python's `apply_async(time_limit=, soft_time_limit=)`, `link_error` errbacks,

@@ -375,6 +375,31 @@ impl AmqpTransport {
         Ok(())
     }
 
+    /// A pidbox, event or reply queue as kombu declares it (non-durable, auto-delete, with its expiry) and its
+    /// binding, on `ch`.
+    async fn declare_bound_queue(
+        &self,
+        live: &Live,
+        ch: &Channel,
+        binding: &Binding,
+    ) -> Result<(), TransportError> {
+        self.declare_queue_on(
+            live,
+            ch,
+            &kombu_amqp::bound_queue(&binding.queue, binding.expires),
+        )
+        .await?;
+        ch.queue_bind(
+            binding.queue.as_str().into(),
+            binding.exchange.as_str().into(),
+            binding.routing_key.as_str().into(),
+            QueueBindOptions::default(),
+            LapinTable::default(),
+        )
+        .await
+        .map_err(|e| self.error(live, &format!("binding {}", binding.queue), e))
+    }
+
     /// A task queue as Celery declares it (exchange, queue, binding), once per connection.
     async fn ensure_task_queue(&self, live: &Live, queue: &str) -> Result<(), TransportError> {
         let key = format!("q:{queue}");
@@ -734,21 +759,7 @@ impl Transport for AmqpTransport {
             .copied();
         let ex = kombu_amqp::exchange(&binding.exchange, known.unwrap_or(ExchangeKind::Topic));
         self.declare_exchange_on(&live, &ch, &ex).await?;
-        self.declare_queue_on(
-            &live,
-            &ch,
-            &kombu_amqp::bound_queue(&binding.queue, binding.expires),
-        )
-        .await?;
-        ch.queue_bind(
-            binding.queue.as_str().into(),
-            binding.exchange.as_str().into(),
-            binding.routing_key.as_str().into(),
-            QueueBindOptions::default(),
-            LapinTable::default(),
-        )
-        .await
-        .map_err(|e| self.error(&live, &format!("binding {}", binding.queue), e))?;
+        self.declare_bound_queue(&live, &ch, binding).await?;
         let mut consumer = ch
             .basic_consume(
                 binding.queue.as_str().into(),
@@ -778,21 +789,7 @@ impl Transport for AmqpTransport {
         self.ensure_exchange(&live, &binding.exchange, ExchangeKind::Direct)
             .await?;
         let ch = self.misc(&live).await?;
-        self.declare_queue_on(
-            &live,
-            &ch,
-            &kombu_amqp::bound_queue(&binding.queue, binding.expires),
-        )
-        .await?;
-        ch.queue_bind(
-            binding.queue.as_str().into(),
-            binding.exchange.as_str().into(),
-            binding.routing_key.as_str().into(),
-            QueueBindOptions::default(),
-            LapinTable::default(),
-        )
-        .await
-        .map_err(|e| self.error(&live, &format!("binding {}", binding.queue), e))
+        self.declare_bound_queue(&live, &ch, binding).await
     }
 
     async fn unbind(&self, binding: &Binding) -> transport::Result<()> {

@@ -527,3 +527,38 @@ pub fn wait_output(mut child: std::process::Child, timeout: Duration) -> std::pr
         stderr: err_t.join().unwrap_or_default(),
     }
 }
+
+/// The JSON a Python snippet printed last (its last stdout line that starts with `{` or `[`).
+pub fn py_json(out: &str) -> serde_json::Value {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{') || l.starts_with('['))
+        .unwrap_or("null");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("python printed no JSON ({e}):\n{out}"))
+}
+
+/// The result meta Celery's Redis backend stored for task `id`, once it is ready (SUCCESS, FAILURE or REVOKED);
+/// panics after `timeout`.
+pub fn wait_meta(db: &RedisDb, id: &str, timeout: Duration) -> serde_json::Value {
+    let mut conn = db.conn();
+    let mut meta = serde_json::Value::Null;
+    let ok = wait_until(timeout, || {
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(format!("celery-task-meta-{id}"))
+            .query(&mut conn)
+            .unwrap();
+        match raw.map(|r| serde_json::from_str::<serde_json::Value>(&r).unwrap()) {
+            Some(v)
+                if ["SUCCESS", "FAILURE", "REVOKED"]
+                    .contains(&v["status"].as_str().unwrap_or("")) =>
+            {
+                meta = v;
+                true
+            }
+            _ => false,
+        }
+    });
+    assert!(ok, "task {id} did not finish within {timeout:?}");
+    meta
+}
