@@ -80,11 +80,6 @@ trap cleanup EXIT
 
 # --- the data set ------------------------------------------------------------------------------------------------
 cowrie_db_ensure "$BIN" "$WORK"
-read -r n_events n_sessions first last < <(psql_db -Atc "SELECT (SELECT count(*) FROM raw_events),
-    (SELECT count(*) FROM session_summaries),
-    to_char(min(event_timestamp) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-    to_char(max(event_timestamp) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM raw_events" | tr '|' ' ')
-[ "$n_events" -ge "$EVENTS" ] || die "the database holds $n_events events, fewer than $EVENTS; run with RELOAD=1"
 # The window: the 7 days ending one second after the newest event. It ends inside an hour, as the default window
 # (the 7 days before now) does, so both edge hours are partial. The aligned window is the same 7 days moved to
 # whole hours (the edges that the API counts in raw_events are then empty; only `threats_aligned` uses it).

@@ -7,7 +7,8 @@
 # Sourcing sets DBNAME (celeriac_bench_api), ADMIN, DB (the database's URL) and DATASET (the database comment that
 # names the data set), and defines psql_db and psql_admin (psql on the database, and on `postgres`).
 #
-# cowrie_db_ensure BIN WORK: make sure DBNAME holds the data set, then run pending migrations; sets LOAD_NOTE.
+# cowrie_db_ensure BIN WORK: make sure DBNAME holds the data set, then run pending migrations; sets LOAD_NOTE, and
+#   n_events, n_sessions, first and last (what the database holds; dies if fewer than EVENTS events).
 #   BIN is the directory with the cowrie-loader binary, WORK a scratch directory (the generated files are removed).
 #   Unless RELOAD=1, a database whose comment names this data set is reused. Otherwise it is dropped and created,
 #   DAYS x 24 files of EVENTS/(DAYS x 24) Cowrie 2.x events are generated, one starting at each hour of the DAYS
@@ -61,4 +62,10 @@ PY
   fi
   # Pending migrations now (a new index on a million rows takes a while), not in the API's start-up.
   DATABASE_URL="$DB" "$bin/cowrie-loader" migrate >/dev/null
+  # What it holds: n_events, n_sessions, first and last (the oldest and newest event's time).
+  read -r n_events n_sessions first last < <(psql_db -Atc "SELECT (SELECT count(*) FROM raw_events),
+      (SELECT count(*) FROM session_summaries),
+      to_char(min(event_timestamp) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+      to_char(max(event_timestamp) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM raw_events" | tr '|' ' ')
+  [ "$n_events" -ge "$EVENTS" ] || die "the database holds $n_events events, fewer than $EVENTS; run with RELOAD=1"
 }
