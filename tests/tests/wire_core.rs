@@ -690,7 +690,7 @@ print(json.dumps({'active': active, 'rest': rest}))
     );
     // The active task finished; the reserved ones are back in the queue, flagged redelivered.
     assert_eq!(
-        wait_meta(&db, v["active"].as_str(, T).unwrap())["status"],
+        wait_meta(&db, v["active"].as_str().unwrap(), T)["status"],
         json!("SUCCESS")
     );
     let queued: Vec<String> = redis::cmd("LRANGE")
