@@ -25,8 +25,10 @@
 
 mod buffer;
 mod convert;
+mod rpc;
 mod url;
 
+pub use rpc::RpcBackend;
 pub use url::is_amqp_url;
 
 use async_trait::async_trait;
@@ -39,7 +41,7 @@ use futures_util::StreamExt as _;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
     BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{FieldTable as LapinTable, ShortString};
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
@@ -551,6 +553,58 @@ impl AmqpTransport {
     }
 }
 
+impl AmqpTransport {
+    /// Consume `queue` without acknowledgements on `ch` (which `guard` closes when the reader stops): every message
+    /// goes to the returned subscription.
+    async fn listen_on(
+        &self,
+        live: &Live,
+        ch: Channel,
+        guard: CloseOnDrop,
+        queue: &str,
+    ) -> Result<Subscription, TransportError> {
+        let mut consumer = ch
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                LapinTable::default(),
+            )
+            .await
+            .map_err(|e| self.error(live, &format!("consuming {queue}"), e))?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            let _guard = guard;
+            while let Some(Ok(d)) = consumer.next().await {
+                if tx.send(incoming(d)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Subscription::new(rx, Some(reader.abort_handle())))
+    }
+
+    /// Declare `queue` as given and receive everything delivered to it from now on, without acknowledgements (an
+    /// `rpc://` client's reply queue). The subscription ends when the connection is lost.
+    pub async fn listen(&self, queue: &QueueDecl) -> Result<Subscription, TransportError> {
+        let live = self.live().await?;
+        let ch = self.temp_channel(&live).await?;
+        let guard = CloseOnDrop(ch.clone());
+        self.declare_queue_on(&live, &ch, queue).await?;
+        self.listen_on(&live, ch, guard, &queue.name).await
+    }
+
+    /// Publish a prepared message and wait for RabbitMQ's confirm (an `rpc://` result).
+    pub async fn publish_message(&self, p: &kombu_amqp::Publish) -> Result<(), TransportError> {
+        let live = self.live().await?;
+        self.publish_confirmed(&live, p, false).await?;
+        Ok(())
+    }
+}
+
 /// Move a consumer's deliveries into the buffer until it ends (cancelled, or the channel or connection died).
 async fn read_deliveries(
     t: AmqpTransport,
@@ -675,6 +729,21 @@ impl Transport for AmqpTransport {
         }
     }
 
+    async fn purge(&self, queue: &str) -> transport::Result<u64> {
+        let live = self.live().await?;
+        // On a channel of its own: purging a queue that does not exist is a channel error (404), meaning 0.
+        let ch = self.temp_channel(&live).await?;
+        let _guard = CloseOnDrop(ch.clone());
+        match ch
+            .queue_purge(queue.into(), QueuePurgeOptions::default())
+            .await
+        {
+            Ok(n) => Ok(u64::from(n)),
+            Err(e) if reply_code(&e) == Some(404) => Ok(0),
+            Err(e) => Err(self.error(&live, &format!("purging {queue}"), e)),
+        }
+    }
+
     async fn ack(&self, tag: &str) -> transport::Result<()> {
         let Some((live, dtag)) = self.claim(tag)? else {
             if parse_tag(tag).is_some_and(|(g, _)| {
@@ -760,28 +829,7 @@ impl Transport for AmqpTransport {
         let ex = kombu_amqp::exchange(&binding.exchange, known.unwrap_or(ExchangeKind::Topic));
         self.declare_exchange_on(&live, &ch, &ex).await?;
         self.declare_bound_queue(&live, &ch, binding).await?;
-        let mut consumer = ch
-            .basic_consume(
-                binding.queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                LapinTable::default(),
-            )
-            .await
-            .map_err(|e| self.error(&live, &format!("consuming {}", binding.queue), e))?;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let reader = tokio::spawn(async move {
-            let _guard = guard;
-            while let Some(Ok(d)) = consumer.next().await {
-                if tx.send(incoming(d)).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Subscription::new(rx, Some(reader.abort_handle())))
+        self.listen_on(&live, ch, guard, &binding.queue).await
     }
 
     async fn bind(&self, binding: &Binding) -> transport::Result<()> {

@@ -15,8 +15,8 @@ use celery_proto::{Envelope, Message};
 use redis::aio::ConnectionManager;
 use std::time::Duration;
 use transport::{
-    Binding, ChordPart, Delivery, Incoming, Requeue, ResultBackend, Subscription, Transport,
-    TransportError,
+    Binding, ChordPart, Delivery, Incoming, Requeue, ResultBackend, ResultKey, Subscription,
+    Transport, TransportError,
 };
 
 use crate::{Broker, BrokerError};
@@ -143,6 +143,10 @@ impl Transport for Broker {
 
     async fn publish(&self, queue: &str, envelope: &Envelope) -> transport::Result<()> {
         Ok(Broker::publish(self, queue, envelope.priority, &envelope.encode()).await?)
+    }
+
+    async fn purge(&self, queue: &str) -> transport::Result<u64> {
+        Ok(Broker::purge(self, queue).await?)
     }
 
     async fn consume(
@@ -294,11 +298,11 @@ impl Transport for Broker {
 impl ResultBackend for Broker {
     async fn store(
         &self,
-        task_id: &str,
+        key: ResultKey<'_>,
         meta: &[u8],
         expires_secs: u64,
     ) -> transport::Result<bool> {
-        Ok(self.store_result(task_id, meta, expires_secs).await?)
+        Ok(self.store_result(key.task_id, meta, expires_secs).await?)
     }
 
     async fn get(&self, task_id: &str) -> transport::Result<Option<Vec<u8>>> {

@@ -328,6 +328,46 @@ pub fn dead_letter_queue(name: &str) -> QueueDecl {
     }
 }
 
+/// How long an `rpc://` reply queue lives unused (Celery's `result_expires`, one day by default, as `x-expires`).
+pub const RPC_REPLY_QUEUE_EXPIRES: Duration = Duration::from_secs(86_400);
+
+/// The reply queue of a client using Celery's `rpc://` result backend, named after the client (its `oid`, the
+/// `reply_to` of every task it sends): durable, auto-delete, not exclusive, `x-expires` one day, reached through the
+/// default exchange only. Declared by the client before it sends, so no result is published to a missing queue.
+pub fn rpc_reply_queue(name: &str) -> QueueDecl {
+    let mut arguments = FieldTable::new();
+    arguments.insert(
+        "x-expires",
+        FieldValue::I32(RPC_REPLY_QUEUE_EXPIRES.as_millis() as i32),
+    );
+    QueueDecl {
+        name: name.to_string(),
+        durable: true,
+        exclusive: false,
+        auto_delete: true,
+        arguments,
+    }
+}
+
+/// A result meta sent by the `rpc://` backend: to the default exchange with the task's `reply_to` as routing key,
+/// `correlation_id` = the task id, transient (`delivery_mode` 1), priority 0, an empty headers table, JSON.
+pub fn rpc_result(task_id: &str, reply_to: &str, meta: &[u8]) -> Publish {
+    Publish {
+        exchange: DEFAULT_EXCHANGE.to_string(),
+        routing_key: reply_to.to_string(),
+        properties: AmqpProperties {
+            content_type: Some(CONTENT_TYPE_JSON.to_string()),
+            content_encoding: Some("utf-8".to_string()),
+            headers: Some(FieldTable::new()),
+            delivery_mode: Some(1),
+            priority: Some(0),
+            correlation_id: Some(task_id.to_string()),
+            ..AmqpProperties::default()
+        },
+        body: meta.to_vec(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Messages
 // ---------------------------------------------------------------------------------------------------------------

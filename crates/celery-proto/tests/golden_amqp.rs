@@ -331,3 +331,59 @@ fn an_idle_workers_declarations_are_ours() {
     );
     assert!(bindings.lines().any(|l| l == line), "{line}");
 }
+
+#[test]
+fn rpc_results_are_published_as_celery_publishes_them() {
+    let dir = fixtures().join("e-rpc-results");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.ends_with(".json") || name.starts_with("e00") || name.starts_with("e90") {
+            continue;
+        }
+        let cap: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let wire = &cap["wire_publish"];
+        let props = wire_properties(&wire["content_header_decoded_typed"]["properties"]);
+        let body = B64
+            .decode(cap["message"]["body_b64"].as_str().unwrap())
+            .unwrap();
+        let task_id = cap["__capture__"]["task_id"].as_str().unwrap();
+        let reply_to = cap["__capture__"]["client_reply_queue"].as_str().unwrap();
+        let ours = kombu_amqp::rpc_result(task_id, reply_to, &body);
+        let args = &wire["method_args"];
+        assert_eq!(
+            (ours.exchange.as_str(), ours.routing_key.as_str()),
+            (
+                args["exchange"].as_str().unwrap(),
+                args["routing_key"].as_str().unwrap()
+            ),
+            "{name}"
+        );
+        assert_eq!(ours.properties, props, "{name}: properties");
+        assert_eq!(ours.body, body, "{name}");
+        seen += 1;
+    }
+    assert!(seen >= 8, "only {seen} rpc results");
+
+    // The client's reply queue, as `queues-extended.txt` lists it after the run.
+    let text =
+        std::fs::read_to_string(dir.join("e00-broker-after-workers/queues-extended.txt")).unwrap();
+    let q = kombu_amqp::rpc_reply_queue("4ad1085e-2905-3bf1-945f-db7b6b3673ee");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&q.name) && l.split('\t').count() >= 6)
+        .expect(
+            "the reply queue is listed with type, durable, auto_delete, exclusive and arguments",
+        );
+    let cols: Vec<&str> = line.split('\t').collect();
+    assert_eq!(
+        (cols[2], cols[3], cols[4], cols[5]),
+        (
+            q.durable.to_string().as_str(),
+            q.auto_delete.to_string().as_str(),
+            q.exclusive.to_string().as_str(),
+            render_args(&q.arguments).as_str()
+        )
+    );
+}

@@ -300,17 +300,17 @@ pub async fn results(b: &dyn ResultBackend, prefix: &str) {
     let id = format!("{prefix}-task");
     assert!(b.get(&id).await.expect("get").is_none());
     assert!(
-        b.store(&id, br#"{"status": "STARTED"}"#, 60)
+        b.store((&id).into(), br#"{"status": "STARTED"}"#, 60)
             .await
             .expect("store")
     );
     assert!(
-        b.store(&id, br#"{"status": "SUCCESS", "result": 1}"#, 60)
+        b.store((&id).into(), br#"{"status": "SUCCESS", "result": 1}"#, 60)
             .await
             .expect("store")
     );
     assert!(
-        !b.store(&id, br#"{"status": "FAILURE"}"#, 60)
+        !b.store((&id).into(), br#"{"status": "FAILURE"}"#, 60)
             .await
             .expect("store"),
         "SUCCESS stays"

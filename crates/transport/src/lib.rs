@@ -160,6 +160,9 @@ pub trait Transport: Send + Sync + 'static {
         idle_wait: Duration,
     ) -> Result<Vec<Delivery>>;
 
+    /// Remove every message waiting in `queue` (not those held unacknowledged); returns how many.
+    async fn purge(&self, queue: &str) -> Result<u64>;
+
     /// Acknowledge a held message: it is gone for good.
     async fn ack(&self, tag: &str) -> Result<()>;
 
@@ -215,12 +218,46 @@ pub trait Transport: Send + Sync + 'static {
     }
 }
 
+/// Whose result is stored, and where its caller waits for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultKey<'a> {
+    pub task_id: &'a str,
+    /// The task message's `reply_to` property: the caller's reply queue, where backends that send results to the
+    /// caller (Celery's `rpc://`) deliver them. Backends that store results by id ignore it.
+    pub reply_to: Option<&'a str>,
+}
+
+impl<'a> ResultKey<'a> {
+    /// The result of `task_id` for a caller that gave a reply queue (`reply_to` may be empty: none).
+    pub fn with_reply_to(task_id: &'a str, reply_to: Option<&'a str>) -> ResultKey<'a> {
+        ResultKey {
+            task_id,
+            reply_to: reply_to.filter(|r| !r.is_empty()),
+        }
+    }
+}
+
+impl<'a> From<&'a str> for ResultKey<'a> {
+    fn from(task_id: &'a str) -> ResultKey<'a> {
+        ResultKey {
+            task_id,
+            reply_to: None,
+        }
+    }
+}
+
+impl<'a> From<&'a String> for ResultKey<'a> {
+    fn from(task_id: &'a String) -> ResultKey<'a> {
+        ResultKey::from(task_id.as_str())
+    }
+}
+
 /// Where task results are kept (Celery's result backend).
 #[async_trait]
 pub trait ResultBackend: Send + Sync + 'static {
     /// Store a result meta (encoded JSON) for `expires_secs` (0 = forever) and announce it to waiters. Returns
     /// false when it was not written because the task already has a SUCCESS stored (Celery never overwrites one).
-    async fn store(&self, task_id: &str, meta: &[u8], expires_secs: u64) -> Result<bool>;
+    async fn store(&self, key: ResultKey<'_>, meta: &[u8], expires_secs: u64) -> Result<bool>;
 
     /// The stored meta of a task, if any.
     async fn get(&self, task_id: &str) -> Result<Option<Vec<u8>>>;

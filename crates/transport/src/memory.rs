@@ -60,6 +60,8 @@ struct State {
     mailboxes: HashMap<String, VecDeque<Vec<u8>>>,
     dead_letters: HashMap<String, Vec<Vec<u8>>>,
     results: HashMap<String, Vec<u8>>,
+    /// The `reply_to` each result was stored with, when it had one.
+    reply_tos: HashMap<String, String>,
     chords: HashMap<String, Vec<(i64, Vec<u8>)>>,
     chord_sizes: HashMap<String, usize>,
     acks: u64,
@@ -139,6 +141,11 @@ impl MemoryBroker {
             .results
             .get(task_id)
             .and_then(|m| serde_json::from_slice(m).ok())
+    }
+
+    /// The `reply_to` the result of `task_id` was stored with (where `rpc://` would have sent it).
+    pub fn result_reply_to(&self, task_id: &str) -> Option<String> {
+        self.lock().reply_tos.get(task_id).cloned()
     }
 
     /// Records written to a dead-letter store, parsed.
@@ -289,6 +296,17 @@ impl Transport for MemoryBroker {
         }
     }
 
+    async fn purge(&self, queue: &str) -> crate::Result<u64> {
+        self.check()?;
+        let mut st = self.lock();
+        let Some(q) = st.queues.get_mut(queue) else {
+            return Ok(0);
+        };
+        let n = q.len() as u64;
+        q.buckets.clear();
+        Ok(n)
+    }
+
     async fn ack(&self, tag: &str) -> crate::Result<()> {
         self.check()?;
         let mut st = self.lock();
@@ -426,9 +444,18 @@ impl Transport for MemoryBroker {
 
 #[async_trait]
 impl ResultBackend for MemoryBroker {
-    async fn store(&self, task_id: &str, meta: &[u8], _expires_secs: u64) -> crate::Result<bool> {
+    async fn store(
+        &self,
+        key: crate::ResultKey<'_>,
+        meta: &[u8],
+        _expires_secs: u64,
+    ) -> crate::Result<bool> {
+        let task_id = key.task_id;
         self.check()?;
         let mut st = self.lock();
+        if let Some(r) = key.reply_to {
+            st.reply_tos.insert(task_id.to_string(), r.to_string());
+        }
         let done = st
             .results
             .get(task_id)
@@ -604,8 +631,16 @@ mod tests {
     #[tokio::test]
     async fn success_is_never_overwritten_and_failures_can_be_injected() {
         let b = MemoryBroker::new();
-        assert!(b.store("t", br#"{"status": "SUCCESS"}"#, 0).await.unwrap());
-        assert!(!b.store("t", br#"{"status": "FAILURE"}"#, 0).await.unwrap());
+        assert!(
+            b.store("t".into(), br#"{"status": "SUCCESS"}"#, 0)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !b.store("t".into(), br#"{"status": "FAILURE"}"#, 0)
+                .await
+                .unwrap()
+        );
         b.fail_next(1);
         assert!(b.get("t").await.unwrap_err().is_transient());
         assert_eq!(b.result("t").unwrap()["status"], "SUCCESS");

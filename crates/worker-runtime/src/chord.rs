@@ -82,7 +82,10 @@ pub(crate) async fn part_return(
                 format!("Dependency {tid} raised {exc}"),
             );
             let meta = ResultMeta::new(&body_id, State::Failure, err.to_value());
-            if let Err(e) = backend.store(&body_id, &meta.encode(), expires).await {
+            if let Err(e) = backend
+                .store((&body_id).into(), &meta.encode(), expires)
+                .await
+            {
                 tracing::error!(group = %gid, error = %e, "could not store the chord error");
             }
         }

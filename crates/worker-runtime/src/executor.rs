@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
-use transport::{Backoff, Delivery, Requeue, SharedBackend, SharedTransport, now_f64};
+use transport::{Backoff, Delivery, Requeue, ResultKey, SharedBackend, SharedTransport, now_f64};
 
 use crate::config::RuntimeConfig;
 use crate::events::EventSink;
@@ -395,7 +395,9 @@ impl Executor {
         };
         self.events.task(&req.name, &id, received).await;
 
-        let outcome = self.run_request(&task, &req, &tag, ctx, &mut slot).await;
+        let outcome = self
+            .run_request(&task, &req, &msg, &tag, ctx, &mut slot)
+            .await;
         self.finish(&task, &req, &msg, &tag, outcome, slot).await;
         self.state.requests.untrack(&tag);
     }
@@ -405,6 +407,7 @@ impl Executor {
         &self,
         task: &Arc<Task>,
         req: &TaskMessage,
+        msg: &Message,
         tag: &str,
         ctx: TaskContext,
         slot: &mut Slot,
@@ -476,7 +479,7 @@ impl Executor {
             let meta = json!({"pid": std::process::id(), "hostname": self.config.node_name});
             let mut m = ResultMeta::new(id, State::Started, meta);
             m.parent_id = req.parent_id.clone();
-            self.write_meta(&m).await;
+            self.write_meta(&m, msg).await;
         }
 
         // Limits: message header (hard, soft) beats control overrides beat task options.
@@ -632,7 +635,7 @@ impl Executor {
                     meta.parent_id = req.parent_id.clone();
                     meta.extended = self.extended(req, msg);
                     if !ignore {
-                        self.write_meta(&meta).await;
+                        self.write_meta(&meta, msg).await;
                     }
                     let event = TaskEvent::Retried {
                         exception: format!("Retry in {countdown}s: {}", exc.repr()),
@@ -674,7 +677,7 @@ impl Executor {
                 meta.group_id = req.group.clone();
                 meta.parent_id = req.parent_id.clone();
                 meta.extended = self.extended(req, msg);
-                self.write_meta(&meta).await;
+                self.write_meta(&meta, msg).await;
                 let event = TaskEvent::Revoked {
                     terminated: reason == RevokeReason::Terminated,
                     signum: (reason == RevokeReason::Terminated).then_some(15),
@@ -722,17 +725,20 @@ impl Executor {
         meta.group_id = req.group.clone();
         meta.parent_id = req.parent_id.clone();
         meta.extended = self.extended(req, msg);
-        self.write_meta(&meta).await;
+        self.write_meta(&meta, msg).await;
     }
 
-    /// Write a result meta, retrying while the backend is unreachable (the result must not be lost).
-    async fn write_meta(&self, meta: &ResultMeta) {
+    /// Write a result meta, retrying while the backend is unreachable (the result must not be lost). `msg` is the
+    /// task message: its `reply_to` is where `rpc://` sends the result.
+    async fn write_meta(&self, meta: &ResultMeta, msg: &Message) {
         let bytes = meta.encode();
+        let reply_to = msg.properties.get("reply_to").and_then(Value::as_str);
+        let key = ResultKey::with_reply_to(&meta.task_id, reply_to);
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         for attempt in 0.. {
             match self
                 .backend
-                .store(&meta.task_id, &bytes, self.config.result_expires)
+                .store(key, &bytes, self.config.result_expires)
                 .await
             {
                 Ok(_) => return,
@@ -758,7 +764,8 @@ impl Executor {
             let mut m = ResultMeta::new(&req.id, State::from(state.to_string()), meta);
             m.parent_id = req.parent_id.clone();
             m.extended = me.extended(&req, &msg);
-            tokio::spawn(async move { me.write_meta(&m).await });
+            let msg = msg.clone();
+            tokio::spawn(async move { me.write_meta(&m, &msg).await });
         })
     }
 
@@ -776,6 +783,10 @@ impl Executor {
         // publish on the anonymous exchange, where a direct exchange's routing key names the queue.
         next.queue = msg.routing_key.clone();
         next.priority = msg.priority;
+        // The caller still waits on its reply queue (`rpc://`): the retry keeps it, as in Celery.
+        if let Some(r) = msg.properties.get("reply_to").and_then(Value::as_str) {
+            next.reply_to = r.to_string();
+        }
         let mut env = next.envelope();
         env.leading_properties
             .insert("origin".into(), json!(self.config.node_name));

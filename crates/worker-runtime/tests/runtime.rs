@@ -258,6 +258,12 @@ async fn retry_republishes_with_countdown_then_fails_after_max_retries() {
     })
     .await;
     assert_eq!(w.broker.queued(QUEUE), 0, "no fourth attempt published");
+    // The last attempt ran from a republished message: it kept the caller's reply queue (`rpc://` sends there).
+    assert_eq!(
+        w.broker.result_reply_to(&req.id).as_deref(),
+        Some(req.reply_to.as_str()),
+        "the result goes to the reply_to of the original message"
+    );
 
     until("failed event", MINUTE, || {
         events

@@ -38,7 +38,7 @@ pub(super) async fn revoke(ctx: &ControlContext, ids: &[String], terminate: bool
         meta.children = Value::Null;
         if let Err(e) = ctx
             .backend
-            .store(id, &meta.encode(), ctx.config.result_expires)
+            .store(id.into(), &meta.encode(), ctx.config.result_expires)
             .await
         {
             tracing::warn!(id = %id, error = %e, "could not store REVOKED state");
