@@ -67,9 +67,9 @@ pub struct PurgeArgs {
 }
 
 async fn client(cli: &Cli) -> anyhow::Result<Client> {
-    Client::connect(&cli.broker, cli.result_backend.as_deref())
+    Client::connect_with(&cli.broker, cli.result_backend.as_deref(), cli.amqp())
         .await
-        .with_context(|| format!("connecting to {}", broker::redact(&cli.broker)))
+        .with_context(|| format!("connecting to {}", transport::redact_url(&cli.broker)))
 }
 
 pub async fn call(cli: &Cli, a: &CallArgs) -> anyhow::Result<ExitCode> {
@@ -99,10 +99,7 @@ pub async fn call(cli: &Cli, a: &CallArgs) -> anyhow::Result<ExitCode> {
     if !a.wait {
         let mut r = req.clone();
         r.ignore_result = None;
-        client
-            .broker()
-            .publish(&r.queue, r.priority, &r.envelope().encode())
-            .await?;
+        client.publish(&r).await?;
         if cli.json {
             println!("{}", json!({"id": req.id}));
         } else {
@@ -181,7 +178,7 @@ pub async fn purge(cli: &Cli, a: &PurgeArgs) -> anyhow::Result<ExitCode> {
     let client = client(cli).await?;
     let mut total = 0;
     for q in &a.queues {
-        total += client.broker().purge(q).await?;
+        total += client.transport().purge(q).await?;
     }
     if cli.json {
         println!("{}", json!({"purged": total, "queues": a.queues}));

@@ -3,13 +3,11 @@
 //! shutdown, revoke_by_stamped_headers, and any other method name), with Celery's output or `--json`.
 
 use anyhow::{Context as _, bail};
-use broker::Broker;
 use celeriac_control::ControlClient;
 use celery_proto::command::ControlCommand;
 use clap::Args;
 use serde_json::{Map, Value};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Cli;
@@ -147,10 +145,7 @@ pub fn control_request(a: &ControlArgs) -> anyhow::Result<Request> {
 
 pub async fn control(cli: &Cli, a: &ControlArgs) -> anyhow::Result<ExitCode> {
     let request = control_request(a)?;
-    let broker = Broker::connect(&cli.broker)
-        .await
-        .context("connecting to the broker")?;
-    let client = ControlClient::new(Arc::new(broker));
+    let client = ControlClient::new(cli.transport().await?);
     let dest = (!a.destination.is_empty()).then(|| a.destination.clone());
     let timeout = Duration::from_secs_f64(a.timeout.max(0.01));
     let replies = request.send(&client, dest, timeout).await?;

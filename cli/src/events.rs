@@ -2,8 +2,6 @@
 //! `--json` prints one JSON object per event; the default shows a worker table (online, heartbeat age, active,
 //! processed, load) refreshed every second. `--count` / `--duration` make it stop by itself.
 
-use anyhow::Context as _;
-use broker::Broker;
 use celeriac_control::{ClusterState, ControlClient, Event, EventReceiver};
 use celery_proto::event::EventKind;
 use celery_proto::pyrepr::repr;
@@ -13,7 +11,6 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use transport::SharedTransport;
 
@@ -125,7 +122,7 @@ pub fn dump_line(ev: &Event, names: &mut HashMap<String, String>) -> String {
 }
 
 fn table(state: &ClusterState) -> String {
-    let now = broker::now_f64();
+    let now = transport::now_f64();
     let mut out = format!(
         "{:<32} {:<8} {:>9} {:>7} {:>10} {:<18} {}\n",
         "worker", "status", "heartbeat", "active", "processed", "loadavg", "software"
@@ -157,10 +154,7 @@ fn table(state: &ClusterState) -> String {
 }
 
 pub async fn events(cli: &Cli, a: &EventsArgs) -> anyhow::Result<ExitCode> {
-    let broker = Broker::connect(&cli.broker)
-        .await
-        .context("connecting to the broker")?;
-    let transport: SharedTransport = Arc::new(broker);
+    let transport: SharedTransport = cli.transport().await?;
     let mut rx = EventReceiver::new(&transport).await?;
     if !a.no_wakeup {
         let client = ControlClient::new(transport.clone());

@@ -1,8 +1,6 @@
 //! `celeriac inspect <command>`: Celery's `celery inspect`, with the same output layout
 //! (`->  node: OK` and the indented reply, `N nodes online.`) or `--json` (the merged `{node: reply}`).
 
-use anyhow::Context as _;
-use broker::Broker;
 use celeriac_control::ControlClient;
 use celery_proto::command::ControlCommand;
 use celery_proto::pyrepr::repr;
@@ -10,7 +8,6 @@ use clap::Args;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Cli;
@@ -68,10 +65,7 @@ pub fn inspect_request(method: &str, args: &[String]) -> Request {
 
 pub async fn inspect(cli: &Cli, a: &InspectArgs) -> anyhow::Result<ExitCode> {
     let request = inspect_request(&a.method, &a.args);
-    let broker = Broker::connect(&cli.broker)
-        .await
-        .context("connecting to the broker")?;
-    let client = ControlClient::new(Arc::new(broker));
+    let client = ControlClient::new(cli.transport().await?);
     let dest = (!a.destination.is_empty()).then(|| a.destination.clone());
     let replies = request
         .send(&client, dest, Duration::from_secs_f64(a.timeout.max(0.01)))

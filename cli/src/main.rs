@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "celeriac",
     version,
-    about = "Celery-compatible command line (Redis broker)."
+    about = "Celery-compatible command line (Redis or RabbitMQ broker)."
 )]
 pub struct Cli {
     /// Broker URL.
@@ -28,6 +28,13 @@ pub struct Cli {
     /// Result backend URL (default: the broker URL).
     #[arg(long, global = true, env = "CELERY_RESULT_BACKEND")]
     pub result_backend: Option<String>,
+    /// RabbitMQ only: `x-max-priority` of the task queues (Celery's `task_queue_max_priority`); must match the
+    /// workers' setting, or RabbitMQ refuses the declaration.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u8).range(1..=255))]
+    pub task_queue_max_priority: Option<u8>,
+    /// RabbitMQ only: `classic` or `quorum` task queues (Celery's `task_default_queue_type`).
+    #[arg(long, global = true, default_value = "classic", value_parser = ["classic", "quorum"])]
+    pub task_default_queue_type: String,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -49,6 +56,32 @@ pub enum Command {
     Control(control::ControlArgs),
     /// Watch the cluster's events (like `celery events`; `--dump` prints each event).
     Events(events::EventsArgs),
+}
+
+impl Cli {
+    /// The AMQP queue options from the flags.
+    pub fn amqp(&self) -> celeriac_client::AmqpOptions {
+        use celery_proto::kombu_amqp::{QueueType, TaskQueueOptions};
+        celeriac_client::AmqpOptions {
+            queues: TaskQueueOptions {
+                max_priority: self.task_queue_max_priority,
+                queue_type: if self.task_default_queue_type == "quorum" {
+                    QueueType::Quorum
+                } else {
+                    QueueType::Classic
+                },
+            },
+            ..celeriac_client::AmqpOptions::default()
+        }
+    }
+
+    /// Connect to the broker named by `--broker`, Redis or RabbitMQ.
+    pub async fn transport(&self) -> anyhow::Result<transport::SharedTransport> {
+        use anyhow::Context as _;
+        celeriac_client::connect::transport(&self.broker, self.amqp())
+            .await
+            .with_context(|| format!("connecting to {}", transport::redact_url(&self.broker)))
+    }
 }
 
 fn main() -> std::process::ExitCode {

@@ -311,7 +311,7 @@ fn rust_client_calls_python_worker() {
             t0.elapsed()
         );
         // The Python worker stored result_extended fields: it really ran there.
-        let raw = client.backend().get_result(&req.id).await.unwrap().unwrap();
+        let raw = client.raw_meta(&req.id).await.unwrap().unwrap();
         let v: Value = serde_json::from_slice(&raw).unwrap();
         assert!(v["worker"].as_str().unwrap().starts_with("py@"), "{v}");
     });

@@ -254,7 +254,7 @@ impl BrokerChoice {
     }
 }
 
-/// Connect to the broker and the result backend (Redis; `rpc://` is not supported yet), retrying while they are
+/// Connect to the broker and the result backend (Redis, or `rpc://` with an AMQP broker), retrying while they are
 /// down.
 async fn connect_broker_and_backend(
     choice: &BrokerChoice,
@@ -267,13 +267,14 @@ async fn connect_broker_and_backend(
         .next()
         .unwrap_or("")
         .to_ascii_lowercase();
-    if backend_scheme == "rpc" {
-        anyhow::bail!(
-            "the rpc:// result backend is not supported yet; use a Redis result backend (--result-backend redis://...)"
-        );
-    }
+    let rpc = backend_scheme == "rpc";
     match choice {
         BrokerChoice::Redis => {
+            if rpc {
+                anyhow::bail!(
+                    "the rpc:// result backend needs an AMQP broker (amqp://...); with Redis use a Redis result backend"
+                );
+            }
             let broker = connect_with_retry(&config.broker_url, shutdown)
                 .await
                 .context("connecting to the broker")?;
@@ -288,20 +289,27 @@ async fn connect_broker_and_backend(
         }
         #[cfg(feature = "amqp")]
         BrokerChoice::Amqp(opts) => {
-            if backend_url == config.broker_url || broker_amqp::is_amqp_url(backend_url) {
+            if !rpc && (backend_url == config.broker_url || broker_amqp::is_amqp_url(backend_url)) {
                 anyhow::bail!(
-                    "an AMQP broker is not a result backend: set --result-backend (or CELERY_RESULT_BACKEND) to redis://..."
+                    "an AMQP broker is not a result backend: set --result-backend (or CELERY_RESULT_BACKEND) to rpc:// or redis://..."
                 );
             }
-            let backend = connect_with_retry(backend_url, shutdown)
-                .await
-                .context("connecting to the result backend")?;
             let broker = retry("RabbitMQ", &config.broker_url, shutdown, || {
                 broker_amqp::AmqpTransport::connect(&config.broker_url, *opts)
             })
             .await
             .context("connecting to the broker")?;
-            Ok((Arc::new(broker), Arc::new(backend)))
+            let backend: SharedBackend = if rpc {
+                // Results go to each task's reply_to on the broker's own connection; a worker reads no replies.
+                Arc::new(broker_amqp::RpcBackend::new(broker.clone(), ""))
+            } else {
+                Arc::new(
+                    connect_with_retry(backend_url, shutdown)
+                        .await
+                        .context("connecting to the result backend")?,
+                )
+            };
+            Ok((Arc::new(broker), backend))
         }
     }
 }

@@ -1,28 +1,54 @@
-//! The Rust client: publish tasks that Python (or Rust) workers run, and wait for their results.
+//! The Rust client: publish tasks that Python (or Rust) workers run, and wait for their results, on Redis or
+//! RabbitMQ.
 //!
-//! It writes the v2 envelope exactly as Python's `send_task` does (see `celery-proto`), subscribes to the result
-//! channel before publishing (Celery's `ResultConsumer` order), then GETs once to catch a result stored in between,
-//! and falls back to polling if the pub/sub connection drops.
+//! It writes the v2 envelope exactly as Python's `send_task` does (see `celery-proto`) and publishes it through the
+//! `transport` seam chosen by the broker URL ([`connect::transport`]). Results come from where Celery would read them:
+//! - a Redis result backend: subscribe to the result channel before publishing (Celery's `ResultConsumer` order),
+//!   GET once to catch a result stored in between, and poll if the pub/sub connection drops;
+//! - `rpc://` (with an AMQP broker): the client's own reply queue, declared before the first send and named in every
+//!   task's `reply_to`; results are matched to tasks by `correlation_id` (`broker_amqp::RpcBackend`).
 
-use broker::{Broker, BrokerError, Subscriber};
+pub mod connect;
+
+use broker::{Broker, Subscriber};
+use broker_amqp::RpcBackend;
 use celery_proto::{ResultMeta, State, TaskRequest};
 use std::time::{Duration, Instant};
 use tokio::sync::{OnceCell, mpsc};
+use transport::{ResultBackend as _, SharedTransport, TransportError};
+
+pub use broker_amqp::AmqpOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(transparent)]
-    Broker(#[from] BrokerError),
+    Transport(#[from] TransportError),
     #[error("timed out after {0:?} waiting for task {1}")]
     Timeout(Duration, String),
     #[error("stored result of {0} is not valid JSON: {1}")]
     BadResult(String, String),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<broker::BrokerError> for ClientError {
+    fn from(e: broker::BrokerError) -> ClientError {
+        ClientError::Transport(e.into())
+    }
+}
+
+/// Where the client reads results.
+enum Results {
+    Redis {
+        backend: Broker,
+        subscriber: OnceCell<Subscriber>,
+    },
+    Rpc(RpcBackend),
 }
 
 pub struct Client {
-    broker: Broker,
-    backend: Broker,
-    subscriber: OnceCell<Subscriber>,
+    transport: SharedTransport,
+    results: Results,
 }
 
 /// A published task whose result can be awaited.
@@ -32,48 +58,99 @@ pub struct AsyncResult {
 }
 
 impl Client {
+    /// Connect to a broker (`redis://`, `rediss://`, `redis+sentinel://`, `amqp://`, `amqps://`) and a result backend
+    /// (`redis://...` or `rpc://`; default: the broker when it is Redis).
     pub async fn connect(
         broker_url: &str,
         backend_url: Option<&str>,
     ) -> Result<Client, ClientError> {
-        let broker = Broker::connect(broker_url).await?;
-        let backend = match backend_url {
-            Some(u) if u != broker_url => Broker::connect(u).await?,
-            _ => broker.clone(),
+        Client::connect_with(broker_url, backend_url, AmqpOptions::default()).await
+    }
+
+    /// [`Client::connect`] with the AMQP queue options (Celery's `task_queue_max_priority` and
+    /// `task_default_queue_type`), which must match what the workers declare.
+    pub async fn connect_with(
+        broker_url: &str,
+        backend_url: Option<&str>,
+        amqp: AmqpOptions,
+    ) -> Result<Client, ClientError> {
+        let (transport, amqp_transport) = connect::transport_with_amqp(broker_url, amqp).await?;
+        let backend_url = backend_url.unwrap_or(broker_url);
+        let results = if connect::is_rpc_url(backend_url) {
+            let Some(t) = amqp_transport else {
+                return Err(ClientError::Config(
+                    "the rpc:// result backend needs an AMQP broker (amqp://...)".to_string(),
+                ));
+            };
+            Results::Rpc(RpcBackend::new(t, &uuid::Uuid::new_v4().to_string()))
+        } else if broker_amqp::is_amqp_url(backend_url) {
+            return Err(ClientError::Config(
+                "an AMQP broker is not a result backend: use rpc:// or redis://... as the result backend"
+                    .to_string(),
+            ));
+        } else {
+            Results::Redis {
+                backend: Broker::connect(backend_url).await?,
+                subscriber: OnceCell::new(),
+            }
         };
-        Ok(Client {
-            broker,
-            backend,
-            subscriber: OnceCell::new(),
+        Ok(Client { transport, results })
+    }
+
+    /// The broker, behind the transport seam.
+    pub fn transport(&self) -> &SharedTransport {
+        &self.transport
+    }
+
+    /// The raw result meta of a task as the backend holds it (Redis: the stored value; `rpc://`: the last meta
+    /// this client received for it).
+    pub async fn raw_meta(&self, id: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(match &self.results {
+            Results::Redis { backend, .. } => backend.get_result(id).await?,
+            Results::Rpc(rpc) => rpc.get(id).await?,
         })
     }
 
-    pub fn broker(&self) -> &Broker {
-        &self.broker
+    async fn subscriber(&self) -> Result<Option<&Subscriber>, ClientError> {
+        match &self.results {
+            Results::Redis {
+                backend,
+                subscriber,
+            } => Ok(Some(
+                subscriber
+                    .get_or_try_init(|| Subscriber::new(backend))
+                    .await?,
+            )),
+            Results::Rpc(_) => Ok(None),
+        }
     }
 
-    pub fn backend(&self) -> &Broker {
-        &self.backend
+    /// Publish a task without waiting for anything (its result, if any, goes where the backend says).
+    pub async fn publish(&self, req: &TaskRequest) -> Result<(), ClientError> {
+        let mut req = req.clone();
+        if let Results::Rpc(rpc) = &self.results {
+            req.reply_to = rpc.reply_queue().to_string();
+        }
+        self.transport.publish(&req.queue, &req.envelope()).await?;
+        Ok(())
     }
 
-    async fn subscriber(&self) -> Result<&Subscriber, ClientError> {
-        Ok(self
-            .subscriber
-            .get_or_try_init(|| Subscriber::new(&self.backend))
-            .await?)
-    }
-
-    /// Publish a task; subscribe to its result first unless `ignore_result` is set.
+    /// Publish a task; get ready for its result first unless `ignore_result` is set.
     pub async fn send(&self, req: &TaskRequest) -> Result<AsyncResult, ClientError> {
-        let rx = if req.ignore_result == Some(true) {
-            None
-        } else {
-            let channel = celery_proto::kombu_redis::result_key(&req.id);
-            Some(self.subscriber().await?.subscribe(&channel).await?)
+        let wants_result = req.ignore_result != Some(true);
+        let rx = match (&self.results, wants_result) {
+            (_, false) => None,
+            (Results::Redis { .. }, true) => {
+                let channel = celery_proto::kombu_redis::result_key(&req.id);
+                let sub = self.subscriber().await?.expect("Redis results");
+                Some(sub.subscribe(&channel).await?)
+            }
+            (Results::Rpc(rpc), true) => {
+                rpc.listen().await?;
+                None
+            }
         };
-        self.broker
-            .publish(&req.queue, req.priority, &req.envelope().encode())
-            .await?;
+        self.publish(req).await?;
         Ok(AsyncResult {
             id: req.id.clone(),
             rx,
@@ -82,10 +159,8 @@ impl Client {
 
     /// The stored meta of a task, or `None` while it is PENDING.
     pub async fn meta(&self, id: &str) -> Result<Option<ResultMeta>, ClientError> {
-        match self.backend.get_result(id).await? {
-            Some(raw) => ResultMeta::decode(&raw)
-                .map(Some)
-                .map_err(|e| ClientError::BadResult(id.to_string(), e.to_string())),
+        match self.raw_meta(id).await? {
+            Some(raw) => decode(id, &raw).map(Some),
             None => Ok(None),
         }
     }
@@ -96,12 +171,29 @@ impl Client {
         &self,
         res: &mut AsyncResult,
         timeout: Duration,
+        on_update: impl FnMut(&ResultMeta),
+    ) -> Result<ResultMeta, ClientError> {
+        match &self.results {
+            Results::Redis { .. } => self.wait_redis(res, timeout, on_update).await,
+            Results::Rpc(rpc) => {
+                let outcome = wait_rpc(rpc, &res.id, timeout, on_update).await;
+                rpc.forget(&res.id);
+                outcome
+            }
+        }
+    }
+
+    async fn wait_redis(
+        &self,
+        res: &mut AsyncResult,
+        timeout: Duration,
         mut on_update: impl FnMut(&ResultMeta),
     ) -> Result<ResultMeta, ClientError> {
         let deadline = Instant::now() + timeout;
+        let subscriber = self.subscriber().await?.expect("Redis results");
+        let channel = celery_proto::kombu_redis::result_key(&res.id);
         if res.rx.is_none() {
-            let channel = celery_proto::kombu_redis::result_key(&res.id);
-            res.rx = Some(self.subscriber().await?.subscribe(&channel).await?);
+            res.rx = Some(subscriber.subscribe(&channel).await?);
         }
         let outcome = async {
             if let Some(meta) = self.meta(&res.id).await? {
@@ -118,8 +210,7 @@ impl Client {
                 let rx = res.rx.as_mut().expect("subscribed above");
                 let msg = tokio::time::timeout(left.min(Duration::from_secs(1)), rx.recv()).await;
                 let meta = match msg {
-                    Ok(Some(raw)) => ResultMeta::decode(&raw)
-                        .map_err(|e| ClientError::BadResult(res.id.clone(), e.to_string()))?,
+                    Ok(Some(raw)) => decode(&res.id, &raw)?,
                     // Pub/sub idle or dropped: poll the key so nothing is missed.
                     _ => match self.meta(&res.id).await? {
                         Some(m) => m,
@@ -133,10 +224,7 @@ impl Client {
             }
         }
         .await;
-        if let Ok(s) = self.subscriber().await {
-            s.unsubscribe(&celery_proto::kombu_redis::result_key(&res.id))
-                .await;
-        }
+        subscriber.unsubscribe(&channel).await;
         outcome
     }
 
@@ -149,6 +237,31 @@ impl Client {
         let mut res = self.send(req).await?;
         self.wait(&mut res, timeout, |_| {}).await
     }
+}
+
+/// Every meta the reply queue brings for `id`, in order, until a ready one.
+async fn wait_rpc(
+    rpc: &RpcBackend,
+    id: &str,
+    timeout: Duration,
+    mut on_update: impl FnMut(&ResultMeta),
+) -> Result<ResultMeta, ClientError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(raw) = rpc.next(id, left).await? else {
+            return Err(ClientError::Timeout(timeout, id.to_string()));
+        };
+        let meta = decode(id, &raw)?;
+        if meta.status.is_ready() {
+            return Ok(meta);
+        }
+        on_update(&meta);
+    }
+}
+
+fn decode(id: &str, raw: &[u8]) -> Result<ResultMeta, ClientError> {
+    ResultMeta::decode(raw).map_err(|e| ClientError::BadResult(id.to_string(), e.to_string()))
 }
 
 impl AsyncResult {

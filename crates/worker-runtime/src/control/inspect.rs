@@ -200,12 +200,17 @@ pub(super) fn hello(ctx: &ControlContext, from: &str, revoked: &Value) -> Value 
     json!({"revoked": revoked, "clock": ctx.state.clock.forward()})
 }
 
-/// kombu's `Queue.as_dict(recurse=True)` for a plain direct queue.
+/// kombu's `Queue.as_dict(recurse=True)` for a plain direct queue, or for a worker-direct queue `<node>.dq2`
+/// (exchange `C.dq2`, routing key the node name, as Celery's `worker_direct` declares it).
 pub fn queue_dict(q: &str) -> Value {
+    let (exchange, routing_key) = match celery_proto::kombu_amqp::worker_direct_node(q) {
+        Some(node) => (celery_proto::kombu_amqp::WORKER_DIRECT_EXCHANGE, node),
+        None => (q, q),
+    };
     json!({
         "name": q,
-        "exchange": {"name": q, "type": "direct", "arguments": null, "durable": true, "passive": false, "auto_delete": false, "delivery_mode": null, "no_declare": false},
-        "routing_key": q, "queue_arguments": null, "binding_arguments": null, "consumer_arguments": null,
+        "exchange": {"name": exchange, "type": "direct", "arguments": null, "durable": true, "passive": false, "auto_delete": false, "delivery_mode": null, "no_declare": false},
+        "routing_key": routing_key, "queue_arguments": null, "binding_arguments": null, "consumer_arguments": null,
         "durable": true, "exclusive": false, "auto_delete": false, "no_ack": false, "alias": null, "bindings": [],
         "no_declare": null, "expires": null, "message_ttl": null, "max_length": null, "max_length_bytes": null,
         "max_priority": null,
@@ -308,5 +313,24 @@ mod tests {
         assert_eq!(keys(&got), keys(want));
         assert_eq!(keys(&got["exchange"]), keys(&want["exchange"]));
         assert!(rusage().is_object());
+    }
+
+    #[test]
+    fn worker_direct_queues_are_described_as_celery_declares_them() {
+        let capture: Value = serde_json::from_slice(
+            &std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/fixtures/celery-wire-amqp/c-remote-control/c05-inspect-active_queues-destination.json"
+            ))
+            .expect("fixture"),
+        )
+        .expect("json");
+        let replied = capture["result_returned_to_caller"]["capw@vm"]
+            .as_array()
+            .unwrap();
+        for q in ["celery", "capw@vm.dq2"] {
+            let want = replied.iter().find(|d| d["name"] == q).unwrap();
+            assert_eq!(&queue_dict(q), want, "{q}");
+        }
     }
 }
