@@ -1,8 +1,11 @@
-//! Issue 12, the worker part, proven against the real thing: Python Celery 5.7 clients and workers and the
-//! `celeriac-worker` binary on one RabbitMQ (a private vhost per test, testkit::AmqpVhost), with the Redis result
-//! backend (a database per test, testkit::RedisDb).
+//! Issue 12 proven against the real thing: Python Celery 5.7 clients, workers, `celery inspect`/`control` and
+//! Flower 2.2, the `celeriac-worker` binary and the `celeriac` command line on one RabbitMQ (a private vhost per
+//! test, testkit::AmqpVhost), with the Redis result backend (a database per test, testkit::RedisDb) or `rpc://`.
 
-use serde_json::json;
+mod rc_common;
+
+use rc_common::{celeriac, celery_with, free_port, http_get};
+use serde_json::{Value, json};
 use std::time::Duration;
 use testkit::{
     amqp_vhost_or_skip, py_json, python_or_skip, redis_db_or_skip, run_python_with, rust_worker,
@@ -264,4 +267,375 @@ print(json.dumps(res))
     assert_eq!(r["after"], json!(3), "the worker must keep consuming");
     assert_eq!(r["dead_letters"], json!(3));
     assert!(w.output().contains("rejecting message"));
+}
+
+/// Celery's `rpc://` backend with a Rust worker: Python's `AsyncResult.get()` gets every result from its reply
+/// queue (value, the failure re-raised, a retried task, countdown, an expired task as REVOKED, a chain, unicode,
+/// 1 MB), and the Rust client gets them too.
+#[test]
+fn rpc_results_from_the_rust_worker_reach_python_and_rust_callers() {
+    let vhost = amqp_vhost_or_skip!();
+    let py = python_or_skip!();
+    let _w = rust_worker(
+        &vhost.url,
+        "rpcw@%h",
+        &["-c", "4", "--result-backend", "rpc://"],
+    );
+    let out = run_python_with(
+        &py,
+        &vhost.url,
+        "rpc://",
+        r#"
+import json, time
+from celery import chain
+from celery.exceptions import TaskRevokedError
+from pytasks import app
+res = {}
+res['echo'] = app.send_task('celeriac.echo', args=('ünï€ode', 1, None), kwargs={'k': [1, 2.5]}).get(timeout=20)
+res['add'] = app.send_task('celeriac.add', args=(2, 3)).get(timeout=20)
+try:
+    app.send_task('celeriac.fail', args=('boom',)).get(timeout=20)
+    res['fail'] = 'no exception'
+except Exception as e:
+    res['fail'] = [type(e).__name__, str(e)]
+res['flaky'] = app.send_task('celeriac.flaky', kwargs={'succeed_on': 2, 'countdown': 0.2}).get(timeout=20)
+t0 = time.time()
+res['countdown'] = app.send_task('celeriac.add', args=(1, 1), countdown=1.5).get(timeout=20)
+res['countdown_waited'] = time.time() - t0 >= 1.4
+r = app.send_task('celeriac.add', args=(3, 3), expires=-1)
+try:
+    r.get(timeout=20)
+    res['expired'] = 'ran'
+except TaskRevokedError as e:
+    res['expired'] = [r.state, str(e)]
+c = chain(app.signature('celeriac.add', args=(2, 3)), app.signature('celeriac.add', args=(10,))).apply_async()
+res['chain'] = c.get(timeout=20)
+big = 'x' * (1024 * 1024)
+res['big'] = app.send_task('celeriac.echo', args=(big,)).get(timeout=30)['args'][0] == big
+print(json.dumps(res))
+"#,
+        T,
+    );
+    let r = py_json(&out);
+    assert_eq!(
+        r["echo"],
+        json!({"args": ["ünï€ode", 1, null], "kwargs": {"k": [1, 2.5]}})
+    );
+    assert_eq!(r["add"], json!(5));
+    assert_eq!(r["fail"], json!(["ValueError", "boom"]));
+    assert_eq!(r["flaky"], json!("ok after 2 retries"));
+    assert_eq!(r["countdown"], json!(2));
+    assert_eq!(r["countdown_waited"], json!(true));
+    assert_eq!(r["expired"], json!(["REVOKED", "expired"]));
+    assert_eq!(r["chain"], json!(15));
+    assert_eq!(r["big"], json!(true));
+
+    // The Rust client (through the CLI) on rpc:// too: a value, and a failure with exit status 1.
+    let ok = celeriac(
+        &vhost.url,
+        &[
+            "--result-backend",
+            "rpc://",
+            "call",
+            "celeriac.add",
+            "-a",
+            "[20, 22]",
+            "--wait",
+        ],
+    );
+    assert!(ok.ok, "{}\n{}", ok.stdout, ok.stderr);
+    assert_eq!(ok.stdout.trim(), "42");
+    let bad = celeriac(
+        &vhost.url,
+        &[
+            "--result-backend",
+            "rpc://",
+            "call",
+            "celeriac.fail",
+            "-a",
+            "[\"boom\"]",
+            "--wait",
+        ],
+    );
+    assert_eq!(bad.code, Some(1), "{}\n{}", bad.stdout, bad.stderr);
+    assert!(
+        bad.stdout.contains("FAILURE") && bad.stdout.contains("ValueError: boom"),
+        "{}",
+        bad.stdout
+    );
+}
+
+/// The Rust command line and client against Python workers on RabbitMQ: results through Redis and through
+/// `rpc://`, `celeriac inspect` sees the Python workers, `celeriac purge` empties a queue.
+#[test]
+fn the_rust_cli_calls_python_workers_on_rabbitmq() {
+    let vhost = amqp_vhost_or_skip!();
+    let db = redis_db_or_skip!();
+    let py = python_or_skip!();
+    let _redis_side = testkit::python_worker_with(
+        &py,
+        &vhost.url,
+        &db.url,
+        "pyredis@amqp",
+        &["-c", "1", "-Q", "viaredis"],
+    );
+    let _rpc_side = testkit::python_worker_with(
+        &py,
+        &vhost.url,
+        "rpc://",
+        "pyrpc@amqp",
+        &["-c", "1", "-Q", "viarpc"],
+    );
+
+    let via_redis = celeriac(
+        &vhost.url,
+        &[
+            "--result-backend",
+            &db.url,
+            "--json",
+            "call",
+            "tasks.whoami",
+            "-a",
+            "[\"r\"]",
+            "-Q",
+            "viaredis",
+            "--wait",
+        ],
+    );
+    assert!(via_redis.ok, "{}\n{}", via_redis.stdout, via_redis.stderr);
+    let meta: Value = serde_json::from_str(via_redis.stdout.trim()).unwrap();
+    assert_eq!(meta["status"], json!("SUCCESS"));
+    assert_eq!(
+        meta["result"],
+        json!({"hostname": "pyredis@amqp", "tag": "r"})
+    );
+    // It really went through Redis: the Python worker stored it there.
+    let stored = wait_meta(&db, meta["task_id"].as_str().unwrap(), T);
+    assert_eq!(stored["worker"], json!("pyredis@amqp"));
+
+    let via_rpc = celeriac(
+        &vhost.url,
+        &[
+            "--result-backend",
+            "rpc://",
+            "call",
+            "tasks.add",
+            "-a",
+            "[2, 3]",
+            "-k",
+            "{\"x\": 37}",
+            "-Q",
+            "viarpc",
+            "--wait",
+        ],
+    );
+    assert!(via_rpc.ok, "{}\n{}", via_rpc.stdout, via_rpc.stderr);
+    assert_eq!(via_rpc.stdout.trim(), "42");
+    let failed = celeriac(
+        &vhost.url,
+        &[
+            "--result-backend",
+            "rpc://",
+            "call",
+            "tasks.fail",
+            "-a",
+            "[\"nope\"]",
+            "-Q",
+            "viarpc",
+            "--wait",
+        ],
+    );
+    assert_eq!(failed.code, Some(1), "{}\n{}", failed.stdout, failed.stderr);
+    assert!(
+        failed.stdout.contains("ValueError: nope"),
+        "{}",
+        failed.stdout
+    );
+
+    let ping = celeriac(&vhost.url, &["--json", "inspect", "ping"]);
+    assert!(ping.ok, "{}\n{}", ping.stdout, ping.stderr);
+    let replies: Value = serde_json::from_str(ping.stdout.trim()).unwrap();
+    assert_eq!(replies["pyredis@amqp"], json!({"ok": "pong"}), "{replies}");
+    assert_eq!(replies["pyrpc@amqp"], json!({"ok": "pong"}), "{replies}");
+
+    for _ in 0..3 {
+        let sent = celeriac(
+            &vhost.url,
+            &["call", "tasks.add", "-a", "[1, 1]", "-Q", "idle"],
+        );
+        assert!(sent.ok, "{}", sent.stderr);
+    }
+    let purged = celeriac(&vhost.url, &["--json", "purge", "-f", "-Q", "idle"]);
+    assert!(purged.ok, "{}", purged.stderr);
+    let p: Value = serde_json::from_str(purged.stdout.trim()).unwrap();
+    assert_eq!(p["purged"], json!(3), "{p}");
+}
+
+/// `celery inspect` and `celery control` (Celery 5.7) steer a Rust worker on RabbitMQ, and Flower 2.2 on RabbitMQ
+/// lists it and its tasks.
+#[test]
+fn celery_inspect_control_and_flower_see_the_rust_worker_on_rabbitmq() {
+    let vhost = amqp_vhost_or_skip!();
+    let db = redis_db_or_skip!();
+    let py = python_or_skip!();
+    let node = "rsctl@amqphost";
+    let w = rust_worker(
+        &vhost.url,
+        node,
+        &[
+            "-c",
+            "2",
+            "-Q",
+            "celery,longtail",
+            "--result-backend",
+            &db.url,
+        ],
+    );
+    let inspect = |cmd: &str| -> Value {
+        let o = celery_with(
+            &py,
+            &vhost.url,
+            &db.url,
+            &["inspect", cmd, "-d", node, "--json"],
+        );
+        assert!(o.ok, "celery inspect {cmd}: {}\n{}", o.stdout, o.stderr);
+        let v: Value = serde_json::from_str(o.stdout.trim())
+            .unwrap_or_else(|e| panic!("celery inspect {cmd} printed no JSON ({e}): {}", o.stdout));
+        v[node].clone()
+    };
+    assert_eq!(inspect("ping"), json!({"ok": "pong"}));
+    let stats = inspect("stats");
+    assert_eq!(stats["broker"]["transport"], json!("amqp"), "{stats}");
+    assert_eq!(stats["pool"]["max-concurrency"], json!(2));
+    let queues = inspect("active_queues");
+    let names: Vec<&str> = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    let dq2 = format!("{node}.dq2");
+    assert!(
+        names.contains(&"celery") && names.contains(&"longtail") && names.contains(&dq2.as_str()),
+        "{names:?}"
+    );
+    let direct = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == dq2.as_str())
+        .unwrap();
+    assert_eq!(direct["exchange"]["name"], json!("C.dq2"));
+    assert_eq!(direct["routing_key"], json!(node));
+    assert!(
+        inspect("registered")
+            .as_array()
+            .unwrap()
+            .contains(&json!("celeriac.add"))
+    );
+
+    let rl = celery_with(
+        &py,
+        &vhost.url,
+        &db.url,
+        &[
+            "control",
+            "rate_limit",
+            "celeriac.add",
+            "100/m",
+            "-d",
+            node,
+            "--json",
+        ],
+    );
+    assert!(rl.ok, "{}\n{}", rl.stdout, rl.stderr);
+    assert!(
+        rl.stdout.contains("new rate limit set successfully"),
+        "{}",
+        rl.stdout
+    );
+
+    // revoke a scheduled task: stored REVOKED, never run.
+    let sent = run_python_with(
+        &py,
+        &vhost.url,
+        &db.url,
+        r#"
+import json
+from pytasks import app
+print(json.dumps({"id": app.send_task('celeriac.add', args=(1, 2), countdown=60).id}))
+"#,
+        T,
+    );
+    let id = py_json(&sent)["id"].as_str().unwrap().to_string();
+    assert!(
+        testkit::wait_until(T, || { inspect("scheduled").to_string().contains(&id) }),
+        "the countdown task was never scheduled"
+    );
+    let rv = celery_with(&py, &vhost.url, &db.url, &["control", "revoke", &id]);
+    assert!(rv.ok, "{}\n{}", rv.stdout, rv.stderr);
+    assert_eq!(wait_meta(&db, &id, T)["status"], json!("REVOKED"));
+    assert!(inspect("revoked").to_string().contains(&id));
+
+    // Flower 2.2 on the same RabbitMQ vhost.
+    let port = free_port();
+    let mut cmd = std::process::Command::new(&py);
+    cmd.args([
+        "-m",
+        "celery",
+        "-b",
+        &vhost.url,
+        "flower",
+        &format!("--port={port}"),
+        "--address=127.0.0.1",
+    ])
+    .current_dir(testkit::repo_root().join("tests/python"))
+    .env("CELERY_RESULT_BACKEND", &db.url)
+    .env("FLOWER_UNAUTHENTICATED_API", "true")
+    .env("PYTHONUNBUFFERED", "1");
+    let flower = testkit::Child::spawn("flower-amqp", &mut cmd);
+    let get_json = |path: &str| -> Value {
+        http_get(port, path)
+            .filter(|(c, _)| *c == 200)
+            .and_then(|(_, b)| serde_json::from_str(&b).ok())
+            .unwrap_or(Value::Null)
+    };
+    let mut workers = Value::Null;
+    assert!(
+        testkit::wait_until(T, || {
+            workers = get_json("/api/workers?refresh=1");
+            workers[node]["stats"].is_object() && workers[node]["registered"].is_array()
+        }),
+        "Flower does not list {node}: {workers}\n{}",
+        flower.output()
+    );
+    assert_eq!(workers[node]["stats"]["broker"]["transport"], json!("amqp"));
+    assert!(testkit::wait_until(T, || w
+        .output()
+        .contains("task events enabled by remote control")));
+    let v = py_json(&run_python_with(
+        &py,
+        &vhost.url,
+        &db.url,
+        r#"
+import json
+from pytasks import app
+ok = app.send_task('celeriac.add', args=(2, 3))
+print(json.dumps([ok.get(timeout=60), ok.id]))
+"#,
+        T,
+    ));
+    assert_eq!(v[0], json!(5));
+    let ok_id = v[1].as_str().unwrap().to_string();
+    let mut tasks = Value::Null;
+    assert!(
+        testkit::wait_until(T, || {
+            tasks = get_json("/api/tasks");
+            tasks[&ok_id]["state"] == "SUCCESS"
+        }),
+        "Flower never saw {ok_id} succeed: {tasks}\n{}",
+        flower.output()
+    );
+    assert_eq!(tasks[&ok_id]["worker"], json!(node));
+    assert_eq!(tasks[&ok_id]["result"], json!("5"));
 }

@@ -44,6 +44,16 @@ enum Results {
         subscriber: OnceCell<Subscriber>,
     },
     Rpc(RpcBackend),
+    /// No result backend (an AMQP broker and none given): tasks can be sent, results cannot be read, as with
+    /// Celery's `DisabledBackend`.
+    Disabled,
+}
+
+fn no_backend() -> ClientError {
+    ClientError::Config(
+        "no result backend configured: set one (--result-backend / CELERY_RESULT_BACKEND: redis://... or rpc://)"
+            .to_string(),
+    )
 }
 
 pub struct Client {
@@ -59,7 +69,7 @@ pub struct AsyncResult {
 
 impl Client {
     /// Connect to a broker (`redis://`, `rediss://`, `redis+sentinel://`, `amqp://`, `amqps://`) and a result backend
-    /// (`redis://...` or `rpc://`; default: the broker when it is Redis).
+    /// (`redis://...` or `rpc://`; default: the broker when it is Redis, none when it is RabbitMQ).
     pub async fn connect(
         broker_url: &str,
         backend_url: Option<&str>,
@@ -75,7 +85,16 @@ impl Client {
         amqp: AmqpOptions,
     ) -> Result<Client, ClientError> {
         let (transport, amqp_transport) = connect::transport_with_amqp(broker_url, amqp).await?;
-        let backend_url = backend_url.unwrap_or(broker_url);
+        let backend_url = match backend_url {
+            Some(u) => u,
+            None if amqp_transport.is_some() => {
+                return Ok(Client {
+                    transport,
+                    results: Results::Disabled,
+                });
+            }
+            None => broker_url,
+        };
         let results = if connect::is_rpc_url(backend_url) {
             let Some(t) = amqp_transport else {
                 return Err(ClientError::Config(
@@ -108,6 +127,7 @@ impl Client {
         Ok(match &self.results {
             Results::Redis { backend, .. } => backend.get_result(id).await?,
             Results::Rpc(rpc) => rpc.get(id).await?,
+            Results::Disabled => return Err(no_backend()),
         })
     }
 
@@ -121,7 +141,7 @@ impl Client {
                     .get_or_try_init(|| Subscriber::new(backend))
                     .await?,
             )),
-            Results::Rpc(_) => Ok(None),
+            Results::Rpc(_) | Results::Disabled => Ok(None),
         }
     }
 
@@ -149,6 +169,7 @@ impl Client {
                 rpc.listen().await?;
                 None
             }
+            (Results::Disabled, true) => return Err(no_backend()),
         };
         self.publish(req).await?;
         Ok(AsyncResult {
@@ -180,6 +201,7 @@ impl Client {
                 rpc.forget(&res.id);
                 outcome
             }
+            Results::Disabled => Err(no_backend()),
         }
     }
 

@@ -59,6 +59,18 @@ pub fn celery(python: &Path, broker: &str, args: &[&str]) -> Out {
     run(cmd, Duration::from_secs(60))
 }
 
+/// `python -m celery -b <broker> <args...>` with `CELERY_RESULT_BACKEND=<backend>`.
+pub fn celery_with(python: &Path, broker: &str, backend: &str, args: &[&str]) -> Out {
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "celery", "-b", broker])
+        .args(args)
+        .current_dir(repo_root().join("tests/python"))
+        .env("CELERY_RESULT_BACKEND", backend)
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONWARNINGS", "ignore");
+    run(cmd, Duration::from_secs(60))
+}
+
 /// The `celeriac` binary.
 pub fn celeriac(broker: &str, args: &[&str]) -> Out {
     let mut cmd = Command::new(testkit::bin("celeriac"));

@@ -220,6 +220,8 @@ pub fn queue_dict(q: &str) -> Value {
 /// kombu's `Connection.info()` for a Redis URL.
 pub fn broker_info(url: &str) -> Value {
     let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let scheme = scheme.to_ascii_lowercase();
+    let amqp = matches!(scheme.as_str(), "amqp" | "amqps" | "pyamqp");
     let (auth, hostpart) = match rest.rsplit_once('@') {
         Some((a, h)) => (Some(a), h),
         None => (None, rest),
@@ -227,28 +229,66 @@ pub fn broker_info(url: &str) -> Value {
     let userid = auth
         .and_then(|a| a.split_once(':').map(|(u, _)| u).or(Some(a)))
         .filter(|u| !u.is_empty());
-    let (hostport, db) = hostpart.split_once('/').unwrap_or((hostpart, "0"));
+    let (hostport, path) = hostpart.split_once('/').unwrap_or((hostpart, ""));
     let hostport = hostport.split(',').next().unwrap_or("");
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().unwrap_or(6379)),
-        None => (
-            hostport,
-            if scheme.contains("sentinel") {
-                26379
-            } else {
-                6379
-            },
-        ),
+    let default_port = match scheme.as_str() {
+        "amqps" => 5671,
+        "amqp" | "pyamqp" => 5672,
+        s if s.contains("sentinel") => 26379,
+        _ => 6379,
     };
-    let db = db.split('/').next_back().unwrap_or("0");
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().unwrap_or(default_port)),
+        None => (hostport, default_port),
+    };
+    let path = path.split('?').next().unwrap_or("");
+    let virtual_host = if amqp {
+        // kombu: the path is the vhost, `/` when empty (`amqp://host//` is `/` too), percent-decoded.
+        match percent_decode(path) {
+            v if v.is_empty() => "/".to_string(),
+            v => v,
+        }
+    } else {
+        match path.split('/').next_back().unwrap_or("") {
+            "" => "0".to_string(),
+            db => db.to_string(),
+        }
+    };
+    let transport = match scheme.as_str() {
+        "amqp" | "amqps" => "amqp",
+        "pyamqp" => "pyamqp",
+        s if s.contains("sentinel") => "sentinel",
+        _ => "redis",
+    };
     json!({
-        "hostname": host, "userid": userid, "virtual_host": if db.is_empty() { "0" } else { db },
-        "port": port, "insist": false, "ssl": scheme == "rediss", "transport": if scheme.contains("sentinel") { "sentinel" } else { "redis" },
-        "connect_timeout": 4, "transport_options": {}, "login_method": null, "uri_prefix": null,
-        "heartbeat": 120.0, "failover_strategy": "round-robin", "alternates": [], "credential_provider": null,
+        "hostname": host, "userid": userid, "virtual_host": virtual_host,
+        "port": port, "insist": false, "ssl": scheme == "rediss" || scheme == "amqps", "transport": transport,
+        "connect_timeout": 4, "transport_options": {}, "login_method": if amqp { json!("PLAIN") } else { Value::Null },
+        "uri_prefix": null, "heartbeat": 120.0, "failover_strategy": "round-robin", "alternates": [],
+        "credential_provider": null,
     })
 }
 
+/// `%XX` escapes decoded (an AMQP vhost in a URL: `%2F` is `/`).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
 /// `resource.getrusage(RUSAGE_SELF)` from /proc (Linux); `"N/A"` elsewhere, as Celery allows.
 pub fn rusage() -> Value {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
@@ -296,6 +336,28 @@ mod tests {
             "redis://:********@127.0.0.1:6390/0"
         );
         assert_eq!(broker_info("redis://localhost")["port"], 6379);
+    }
+
+    #[test]
+    fn broker_info_on_amqp_is_what_celery_reports() {
+        let capture: Value = serde_json::from_slice(
+            &std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/fixtures/celery-wire-amqp/c-remote-control/c04-inspect-stats.json"
+            ))
+            .expect("fixture"),
+        )
+        .expect("json");
+        let want = &capture["result_returned_to_caller"]["capw@vm"]["broker"];
+        assert_eq!(
+            &broker_info("amqp://guest:guest@127.0.0.1:5673/capture_amqp"),
+            want
+        );
+        assert_eq!(broker_info("amqp://guest@h//")["virtual_host"], "/");
+        assert_eq!(broker_info("amqp://h")["virtual_host"], "/");
+        assert_eq!(broker_info("amqp://h/a%2Fb")["virtual_host"], "a/b");
+        let tls = broker_info("amqps://u:p@h/v");
+        assert_eq!((tls["port"].clone(), tls["ssl"].clone()), (json!(5671), json!(true)));
     }
 
     #[test]
