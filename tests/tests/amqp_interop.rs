@@ -8,8 +8,8 @@ use rc_common::{celeriac, celery_with, free_port, http_get};
 use serde_json::{Value, json};
 use std::time::Duration;
 use testkit::{
-    amqp_vhost_or_skip, py_json, python_or_skip, redis_db_or_skip, run_python_with, rust_worker,
-    wait_meta,
+    amqp_vhost_or_skip, py_json, python_or_skip, rabbit_node_or_skip, redis_db_or_skip,
+    run_python_with, rust_worker, wait_meta,
 };
 
 const T: Duration = Duration::from_secs(90);
@@ -638,4 +638,101 @@ print(json.dumps([ok.get(timeout=60), ok.id]))
     );
     assert_eq!(tasks[&ok_id]["worker"], json!(node));
     assert_eq!(tasks[&ok_id]["result"], json!("5"));
+}
+
+/// Publish `n` tasks `celeriac.sleep(secs)` from Python on `broker`; their ids.
+fn publish_sleeps(
+    py: &std::path::Path,
+    broker: &str,
+    backend: &str,
+    n: usize,
+    secs: f64,
+) -> Vec<String> {
+    let out = run_python_with(
+        py,
+        broker,
+        backend,
+        &format!(
+            r#"
+import json
+from pytasks import app
+print(json.dumps([app.send_task('celeriac.sleep', args=({secs},)).id for _ in range({n})]))
+"#
+        ),
+        T,
+    );
+    serde_json::from_value(py_json(&out)).unwrap()
+}
+
+fn count_done(db: &testkit::RedisDb, ids: &[String]) -> usize {
+    let mut conn = db.conn();
+    ids.iter()
+        .filter(|id| {
+            let raw: Option<String> = redis::cmd("GET")
+                .arg(format!("celery-task-meta-{id}"))
+                .query(&mut conn)
+                .unwrap();
+            raw.is_some_and(|r| r.contains("\"SUCCESS\""))
+        })
+        .count()
+}
+
+/// RabbitMQ restarted under a running worker (a node of the test's own, `rabbitmqctl stop` and start again): the
+/// worker reconnects with backoff, declares again and goes on. Every task published before the restart (a backlog
+/// the restart cuts through) and after it completes, and the worker answers `celery inspect ping` again.
+#[test]
+fn the_worker_rides_out_a_rabbitmq_restart() {
+    let mut node = rabbit_node_or_skip!();
+    let db = redis_db_or_skip!();
+    let py = python_or_skip!();
+    let w = rust_worker(
+        &node.url,
+        "restart@amqp",
+        &["-c", "2", "--result-backend", &db.url],
+    );
+    let before = publish_sleeps(&py, &node.url, &db.url, 40, 0.1);
+    assert!(
+        testkit::wait_until(T, || count_done(&db, &before) >= 6),
+        "the backlog did not start:\n{}",
+        w.output()
+    );
+    node.stop();
+    let during = count_done(&db, &before);
+    assert!(
+        during < before.len(),
+        "the whole backlog ran before the restart; nothing was tested"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        node.start_again(),
+        "RabbitMQ did not restart:\n{}",
+        node.output()
+    );
+
+    assert!(
+        testkit::wait_until(T, || count_done(&db, &before) == before.len()),
+        "{} of {} tasks done after the restart (stopped at {during}):\n{}",
+        count_done(&db, &before),
+        before.len(),
+        w.output()
+    );
+    let after = publish_sleeps(&py, &node.url, &db.url, 5, 0.0);
+    assert!(
+        testkit::wait_until(T, || count_done(&db, &after) == after.len()),
+        "tasks sent after the restart did not run:\n{}",
+        w.output()
+    );
+    let out = w.output();
+    assert!(
+        out.contains("AMQP connection lost; connecting again"),
+        "the worker never saw the connection go:\n{out}"
+    );
+    let ping = celery_with(
+        &py,
+        &node.url,
+        &db.url,
+        &["inspect", "ping", "-d", "restart@amqp", "--json"],
+    );
+    assert!(ping.ok, "{}\n{}", ping.stdout, ping.stderr);
+    assert!(ping.stdout.contains("pong"), "{}", ping.stdout);
 }

@@ -218,6 +218,144 @@ macro_rules! amqp_vhost_or_skip {
     };
 }
 
+/// A RabbitMQ node of a test's own: the machine's `rabbitmq-server` on free ports, with its data, logs and
+/// configuration in a temporary directory, so the test can stop it and start it again (a broker restart under a
+/// running worker) without touching the shared broker. Its data survives a restart; it is stopped and removed when
+/// dropped. Run as root, `rabbitmq-server` drops to the `rabbitmq` user, so the directory is handed to that user.
+pub struct RabbitNode {
+    /// The Erlang node name (`celeriac_t_<id>@localhost`).
+    pub node: String,
+    pub port: u16,
+    /// `amqp://guest:guest@127.0.0.1:<port>//` (the default vhost `/`).
+    pub url: String,
+    dist_port: u16,
+    dir: PathBuf,
+    running: bool,
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+impl RabbitNode {
+    /// Start a fresh node, or `None` if `rabbitmq-server` is missing or does not accept connections within 60 s.
+    pub fn start() -> Option<RabbitNode> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let dir = std::env::temp_dir().join(format!("celeriac-rabbit-{}", &id[..12]));
+        std::fs::create_dir_all(dir.join("mnesia")).ok()?;
+        std::fs::create_dir_all(dir.join("log")).ok()?;
+        let port = free_tcp_port();
+        let mut node = RabbitNode {
+            node: format!("celeriac_t_{}@localhost", &id[..12]),
+            port,
+            url: format!("amqp://guest:guest@127.0.0.1:{port}//"),
+            dist_port: free_tcp_port(),
+            dir,
+            running: false,
+        };
+        std::fs::write(node.dir.join("enabled_plugins"), "[].\n").ok()?;
+        std::fs::write(
+            node.dir.join("rabbitmq.conf"),
+            format!("listeners.tcp.local = 127.0.0.1:{port}\n"),
+        )
+        .ok()?;
+        std::fs::write(node.dir.join("rabbitmq-env.conf"), "").ok()?;
+        // As root the server runs as `rabbitmq`; elsewhere this fails harmlessly and the server runs as us.
+        let _ = Command::new("chown")
+            .args(["-R", "rabbitmq:rabbitmq"])
+            .arg(&node.dir)
+            .stderr(Stdio::null())
+            .status();
+        node.start_again().then_some(node)
+    }
+
+    /// Start the node (again, with the data it had); true once it accepts connections.
+    pub fn start_again(&mut self) -> bool {
+        let d = |sub: &str| self.dir.join(sub);
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d("server.out"));
+        let Ok(out) = out else { return false };
+        let spawned = Command::new("rabbitmq-server")
+            .current_dir(&self.dir)
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_CONF_ENV_FILE", d("rabbitmq-env.conf"))
+            .env("RABBITMQ_CONFIG_FILE", d("rabbitmq.conf"))
+            .env("RABBITMQ_MNESIA_BASE", d("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d("enabled_plugins"))
+            .env("RABBITMQ_FEATURE_FLAGS_FILE", d("feature_flags"))
+            .env("RABBITMQ_PID_FILE", d("pid"))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
+            .stderr(Stdio::from(out))
+            .spawn();
+        if spawned.is_err() {
+            return false;
+        }
+        self.running = wait_until(Duration::from_secs(60), || port_open(self.port));
+        self.running
+    }
+
+    /// Stop the node (`rabbitmqctl stop`, as an operator's restart does) and wait until its port is closed.
+    pub fn stop(&mut self) {
+        if !self.running {
+            return;
+        }
+        let _ = Command::new("rabbitmqctl")
+            .args(["-n", &self.node, "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        wait_until(Duration::from_secs(30), || !port_open(self.port));
+        self.running = false;
+    }
+
+    /// What the server wrote to its console (for failure messages).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.out")).unwrap_or_default()
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Start a private RabbitMQ node ([`RabbitNode`]) or skip/fail per [`require`].
+#[macro_export]
+macro_rules! rabbit_node_or_skip {
+    () => {
+        match $crate::RabbitNode::start() {
+            Some(n) => n,
+            None => {
+                $crate::require(
+                    "a private RabbitMQ node (rabbitmq-server and rabbitmqctl on PATH)",
+                    false,
+                );
+                return;
+            }
+        }
+    };
+}
+
 /// The target directory holding the workspace binaries (next to the running test executable).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

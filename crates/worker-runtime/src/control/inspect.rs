@@ -357,7 +357,10 @@ mod tests {
         assert_eq!(broker_info("amqp://h")["virtual_host"], "/");
         assert_eq!(broker_info("amqp://h/a%2Fb")["virtual_host"], "a/b");
         let tls = broker_info("amqps://u:p@h/v");
-        assert_eq!((tls["port"].clone(), tls["ssl"].clone()), (json!(5671), json!(true)));
+        assert_eq!(
+            (tls["port"].clone(), tls["ssl"].clone()),
+            (json!(5671), json!(true))
+        );
     }
 
     #[test]
