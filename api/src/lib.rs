@@ -110,6 +110,11 @@ pub enum StartError {
     },
     #[error("HTTP server: {0}")]
     Server(#[source] std::io::Error),
+    /// With RabbitMQ as the broker, the API's Redis (rate limits, job records) is the result backend's.
+    #[error(
+        "with an AMQP broker the API keeps its records and rate limits in the Redis result backend: set --result-backend (or CELERY_RESULT_BACKEND) to redis://..."
+    )]
+    NeedsRedisBackend,
 }
 
 /// The shared state of every handler and background task.
@@ -129,9 +134,37 @@ pub struct AppState {
     pub started: Instant,
 }
 
+impl Settings {
+    /// True when the broker is RabbitMQ (`amqp://`, `amqps://`).
+    pub fn broker_is_amqp(&self) -> bool {
+        let scheme = self.broker_url.split("://").next().unwrap_or("");
+        matches!(
+            scheme.to_ascii_lowercase().as_str(),
+            "amqp" | "amqps" | "pyamqp"
+        )
+    }
+
+    /// The Redis the API keeps its own state in (rate limits, job records): the broker's, or with RabbitMQ the
+    /// result backend's.
+    pub fn redis_url(&self) -> &str {
+        match &self.result_backend {
+            Some(url) if self.broker_is_amqp() => url,
+            _ => &self.broker_url,
+        }
+    }
+}
+
 impl AppState {
     /// Build the state: load the routing config; nothing is connected yet.
     pub fn new(settings: Settings) -> Result<AppState, StartError> {
+        if settings.broker_is_amqp()
+            && !settings
+                .result_backend
+                .as_deref()
+                .is_some_and(|u| u.starts_with("redis") || u.starts_with("unix"))
+        {
+            return Err(StartError::NeedsRedisBackend);
+        }
         let config = Arc::new(jobs::ConfigHandle::load(&settings.config_path)?);
         Ok(AppState::with_config(settings, config))
     }
@@ -139,7 +172,7 @@ impl AppState {
     /// Build the state around a loaded config.
     pub fn with_config(settings: Settings, config: Arc<jobs::ConfigHandle>) -> AppState {
         let metrics = Arc::new(metrics::Metrics::new());
-        let redis = Arc::new(redis_handle::RedisHandle::new(&settings.broker_url));
+        let redis = Arc::new(redis_handle::RedisHandle::new(settings.redis_url()));
         AppState {
             db: Arc::new(db::Db::new(&settings.db, metrics.clone())),
             limiter: limits::Limiter::new(
@@ -180,18 +213,28 @@ pub fn spawn_background(
     let mut handles = vec![state.db.clone().spawn_probe(shutdown.clone())];
     let st = state.clone();
     handles.push(tokio::spawn(async move {
-        let Some(broker) = st.redis.connect(shutdown.clone()).await else {
+        let Some(redis) = st.redis.connect(shutdown.clone()).await else {
             return;
         };
-        let backend = match &st.settings.result_backend {
-            None => broker.clone(),
-            Some(url) => {
-                let h = redis_handle::RedisHandle::new(url);
-                match h.connect(shutdown.clone()).await {
-                    Some(b) => b,
-                    None => return,
+        let (broker, backend): (jobs::Connections, _) = if st.settings.broker_is_amqp() {
+            // RabbitMQ: the broker through the transport seam; records and rate limits in the result backend's
+            // Redis (`redis` above).
+            let Some(t) = connect_amqp(&st.settings.broker_url, shutdown.clone()).await else {
+                return;
+            };
+            (t, redis)
+        } else {
+            let backend = match &st.settings.result_backend {
+                None => redis.clone(),
+                Some(url) => {
+                    let h = redis_handle::RedisHandle::new(url);
+                    match h.connect(shutdown.clone()).await {
+                        Some(b) => b,
+                        None => return,
+                    }
                 }
-            }
+            };
+            (redis.into(), backend)
         };
         let jobs = Arc::new(jobs::Jobs::new(
             broker,
@@ -213,6 +256,26 @@ pub fn spawn_background(
         }
     }));
     handles
+}
+
+/// Connect to RabbitMQ, retrying with backoff (0.5 s doubling to 10 s) until it works or `shutdown`.
+async fn connect_amqp(url: &str, mut shutdown: watch::Receiver<bool>) -> Option<jobs::Connections> {
+    let mut backoff = transport::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    loop {
+        match jobs::Connections::connect(url).await {
+            Ok(c) => {
+                tracing::info!(url = %transport::redact_url(url), "connected to RabbitMQ");
+                return Some(c);
+            }
+            Err(e) => {
+                tracing::warn!(url = %transport::redact_url(url), error = %e, retry_in = ?backoff.peek(), "cannot reach RabbitMQ; retrying");
+                tokio::select! {
+                    _ = backoff.wait() => {}
+                    _ = shutdown.changed() => return None,
+                }
+            }
+        }
+    }
 }
 
 /// Run until `shutdown` turns true: apply migrations (unless disabled), start the background tasks, serve HTTP.

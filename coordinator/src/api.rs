@@ -87,10 +87,21 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: Data<AppState>) -> Result<HttpResponse> {
     state
         .jobs
-        .broker
+        .store
+        .broker()
         .ping()
         .await
-        .map_err(|e| ApiError::NotReady(format!("broker: {e}")))?;
+        .map_err(|e| ApiError::NotReady(format!("Redis: {e}")))?;
+    if state.jobs.broker_redis.is_none() {
+        // RabbitMQ: a passive declare of the default queue proves the connection works.
+        let default_queue = state.jobs.config.get().routing.default_queue.clone();
+        state
+            .jobs
+            .transport
+            .queue_len(&default_queue)
+            .await
+            .map_err(|e| ApiError::NotReady(format!("broker: {e}")))?;
+    }
     Ok(HttpResponse::Ok().json(json!({
         "status": "ready",
         "config": state.jobs.config.path().display().to_string(),

@@ -100,6 +100,12 @@ impl From<broker::BrokerError> for ApiError {
     }
 }
 
+impl From<transport::TransportError> for ApiError {
+    fn from(e: transport::TransportError) -> Self {
+        ApiError::BrokerUnavailable(e.to_string())
+    }
+}
+
 impl From<JobStoreError> for ApiError {
     fn from(e: JobStoreError) -> Self {
         match e {

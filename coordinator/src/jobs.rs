@@ -5,6 +5,12 @@
 //! Re-routing only touches messages still *waiting* in the list (taken with `RPOPLPUSH`), never ones a worker has
 //! already fetched, so a worker that is merely slow cannot run a job that was also moved. Messages a dead worker
 //! had fetched come back to its `.dq2` through kombu's visibility timeout, and are then moved like the others.
+//!
+//! On RabbitMQ there is no holding list: the coordinator consumes the offline node's `.dq2` with manual
+//! acknowledgements, publishes each message to its new queue (waiting for RabbitMQ's confirm), and only then
+//! acknowledges it. A coordinator that dies between the two gives the message back to the `.dq2` (it was never
+//! acknowledged), to be moved again: a job can be delivered twice then, never lost. Messages a dead worker had
+//! fetched return to its `.dq2` by themselves when its connection closes.
 
 use ::jobs::{HOLDING_KEY, JobError, JobRecord, Reroute};
 use celery_proto::Message;
@@ -39,17 +45,90 @@ pub async fn submit(state: &AppState, req: &JobRequest) -> Result<JobRecord, Api
 /// Give every message still waiting in an offline node's `.dq2` a new place. Returns how many moved.
 pub async fn reroute_node(state: &AppState, node: &str) -> Result<usize, ApiError> {
     let dq = celery_proto::keys::worker_direct_queue(node);
+    let Some(redis) = &state.jobs.broker_redis else {
+        return reroute_through_transport(state, node, &dq).await;
+    };
     let mut moved = 0;
-    while let Some(raw) = state.jobs.broker.take_to_holding(&dq, HOLDING_KEY).await? {
+    while let Some(raw) = redis.take_to_holding(&dq, HOLDING_KEY).await? {
         move_held(state, &raw, node).await?;
         moved += 1;
     }
     Ok(moved)
 }
 
+/// Re-route through the transport seam (RabbitMQ): take each waiting message unacknowledged, publish it to its
+/// new queue, then acknowledge it.
+async fn reroute_through_transport(
+    state: &AppState,
+    node: &str,
+    dq: &str,
+) -> Result<usize, ApiError> {
+    let t = &state.jobs.transport;
+    // Nothing to do for a node whose queue does not exist (or is empty): do not start a consumer for it.
+    if t.queue_len(dq).await?.unwrap_or(0) == 0 {
+        return Ok(0);
+    }
+    let queues = [dq.to_string()];
+    let mut moved = 0;
+    let outcome = async {
+        loop {
+            let batch = t
+                .consume(&queues, 16, std::time::Duration::from_millis(500))
+                .await?;
+            if batch.is_empty() {
+                return Ok::<_, ApiError>(());
+            }
+            for d in batch {
+                let unreadable = match &d.message {
+                    Ok(msg) => {
+                        let mv = plan_move(state, msg, node).await?;
+                        let mut env = celery_proto::kombu_amqp::envelope_of(msg);
+                        env.routing_key = mv.target.clone();
+                        t.publish(&mv.target, &env).await?;
+                        finish_move(state, mv, node).await?;
+                        None
+                    }
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(why) = unreadable {
+                    // Unreadable: kept as a dead letter with the reason, as a worker would.
+                    tracing::error!(from_node = node, error = %why, "an unreadable message in an offline worker's queue");
+                    let record = serde_json::json!({
+                        "reason": format!("undecodable message while re-routing: {why}"),
+                        "queue": dq,
+                        "node": "celeriac-coordinator",
+                        "time": chrono_now(),
+                        "message": String::from_utf8_lossy(&d.raw),
+                    });
+                    t.dead_letter(celery_proto::keys::DEAD_LETTERS, record.to_string().as_bytes())
+                        .await?;
+                }
+                if let Some(tag) = &d.tag {
+                    t.ack(tag).await?;
+                }
+                moved += 1;
+            }
+        }
+    }
+    .await;
+    // Stop consuming the queue (anything still prefetched goes back to it).
+    if let Err(e) = t.consume(&[], 0, std::time::Duration::ZERO).await {
+        tracing::warn!(error = %e, "could not stop consuming {dq}");
+    }
+    outcome?;
+    Ok(moved)
+}
+
+fn chrono_now() -> String {
+    celery_proto::time::isoformat(chrono::Utc::now())
+}
+
 /// Finish moves a previous run left in the holding list.
 pub async fn recover_held(state: &AppState) -> Result<usize, ApiError> {
-    let held = state.jobs.broker.held(HOLDING_KEY).await?;
+    let Some(redis) = &state.jobs.broker_redis else {
+        return Ok(0);
+    };
+    let held = redis.held(HOLDING_KEY).await?;
     let n = held.len();
     for raw in held {
         let from = Message::decode(&raw, false)
@@ -63,29 +142,50 @@ pub async fn recover_held(state: &AppState) -> Result<usize, ApiError> {
 
 /// Decide again for one held message and push it to its new queue (atomically with its removal from holding).
 async fn move_held(state: &AppState, raw: &[u8], from_node: &str) -> Result<(), ApiError> {
+    let redis = state
+        .jobs
+        .broker_redis
+        .as_ref()
+        .expect("holding moves happen on Redis");
     let Ok(msg) = Message::decode(raw, false) else {
         // Unreadable: hand it to the default shared queue unchanged, where a worker dead-letters it visibly.
         let q = state.jobs.config.get().routing.default_queue.clone();
         tracing::error!(from_node, queue = %q, "moving an unreadable message from an offline worker's queue");
-        state
-            .jobs
-            .broker
+        redis
             .commit_from_holding(HOLDING_KEY, raw, &q, 0, raw)
             .await?;
         return Ok(());
     };
-    let id = msg
-        .headers
-        .get("id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let task = msg
-        .headers
-        .get("task")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let mv = plan_move(state, &msg, from_node).await?;
+    let rewritten =
+        celery_proto::kombu_redis::readdress(raw, &mv.target).unwrap_or_else(|| raw.to_vec());
+    redis
+        .commit_from_holding(HOLDING_KEY, raw, &mv.target, msg.priority, &rewritten)
+        .await?;
+    finish_move(state, mv, from_node).await
+}
+
+/// Where a job taken from an offline node's queue goes, and why.
+struct Move {
+    id: String,
+    task: String,
+    record: Option<JobRecord>,
+    decision: Decision,
+    target: String,
+    reason: String,
+}
+
+/// Decide again for a message from `from_node`'s queue: the new place routing gives it, or the shared queue when
+/// no other worker qualifies (never back to the offline node).
+async fn plan_move(state: &AppState, msg: &Message, from_node: &str) -> Result<Move, ApiError> {
+    let text = |k: &str| {
+        msg.headers
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (id, task) = (text("id"), text("task"));
     let record = if id.is_empty() {
         None
     } else {
@@ -114,29 +214,35 @@ async fn move_held(state: &AppState, raw: &[u8], from_node: &str) -> Result<(), 
             ),
         ),
     };
-    let rewritten =
-        celery_proto::kombu_redis::readdress(raw, &target).unwrap_or_else(|| raw.to_vec());
-    state
-        .jobs
-        .broker
-        .commit_from_holding(HOLDING_KEY, raw, &target, msg.priority, &rewritten)
-        .await?;
+    Ok(Move {
+        id,
+        task,
+        record,
+        decision,
+        target,
+        reason,
+    })
+}
+
+/// After a move: count it, log it, and write it into the job's record.
+async fn finish_move(state: &AppState, mv: Move, from_node: &str) -> Result<(), ApiError> {
     state.metrics.reroutes.inc();
-    tracing::warn!(id = %id, task = %task, from_node, to = %target, "re-routed a job waiting for an offline worker");
-    if let Some(mut rec) = record {
+    tracing::warn!(id = %mv.id, task = %mv.task, from_node, to = %mv.target, "re-routed a job waiting for an offline worker");
+    if let Some(mut rec) = mv.record {
         rec.reroutes.push(Reroute {
             from_node: from_node.to_string(),
-            to_queue: target.clone(),
+            to_queue: mv.target.clone(),
             at: broker::now_f64(),
-            reason,
+            reason: mv.reason,
         });
-        rec.node = decision
+        rec.node = mv
+            .decision
             .outcome
             .node()
             .map(str::to_string)
-            .filter(|_| target != decision.queue);
-        rec.published_to = Some(target);
-        rec.decision = decision;
+            .filter(|_| mv.target != mv.decision.queue);
+        rec.published_to = Some(mv.target);
+        rec.decision = mv.decision;
         state.jobs.store.put_job(&rec).await?;
     }
     Ok(())

@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-pub use ::jobs::{ConfigHandle, JobStore, Reload, WorkerRegistry, config_handle, registry, store};
+pub use ::jobs::{
+    ConfigHandle, Connections, JobStore, Reload, WorkerRegistry, config_handle, registry, store,
+};
 pub use error::ApiError;
 pub use metrics::Metrics;
 
@@ -77,6 +79,13 @@ pub enum CoordinatorError {
     Config(#[from] routing::ConfigError),
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
+    /// With RabbitMQ as the broker, celeriac's state needs a Redis result backend.
+    #[error(
+        "with an AMQP broker the coordinator keeps its records in the Redis result backend: set --result-backend (or CELERY_RESULT_BACKEND) to redis://..."
+    )]
+    NeedsRedisBackend,
     #[error("cannot serve HTTP on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -98,7 +107,10 @@ pub struct AppState {
 
 impl AppState {
     /// Build the state: load the config file and connect the result backend.
-    pub async fn new(settings: Settings, broker: Broker) -> Result<AppState, CoordinatorError> {
+    pub async fn new(
+        settings: Settings,
+        broker: impl Into<Connections>,
+    ) -> Result<AppState, CoordinatorError> {
         let config = ConfigHandle::load(&settings.config_path)?;
         AppState::with_config(settings, broker, config).await
     }
@@ -106,12 +118,16 @@ impl AppState {
     /// Build the state around an already loaded config.
     pub async fn with_config(
         settings: Settings,
-        broker: Broker,
+        broker: impl Into<Connections>,
         config: ConfigHandle,
     ) -> Result<AppState, CoordinatorError> {
-        let backend = match &settings.result_backend {
-            Some(url) => Broker::connect(url).await?,
-            None => broker.clone(),
+        let broker = broker.into();
+        let backend = match (&settings.result_backend, &broker.broker_redis) {
+            (Some(url), _) if !broker_amqp::is_amqp_url(url) && !url.starts_with("rpc") => {
+                Broker::connect(url).await?
+            }
+            (None, Some(redis)) => redis.clone(),
+            _ => return Err(CoordinatorError::NeedsRedisBackend),
         };
         let jobs = Jobs::new(
             broker,
@@ -153,7 +169,9 @@ impl AppState {
     /// One re-route pass: move waiting jobs out of every offline worker's `.dq2`.
     pub async fn reroute_pass(&self, include_stale: bool) -> usize {
         // A move that failed half way (Redis error between the two steps) is finished first.
-        if let Err(e) = jobs::recover_held(self).await {
+        if self.jobs.broker_redis.is_some()
+            && let Err(e) = jobs::recover_held(self).await
+        {
             tracing::warn!(error = %e, "cannot finish held moves; will retry");
         }
         let now = broker::now_f64();
@@ -163,8 +181,10 @@ impl AppState {
             .lock()
             .expect("registry")
             .offline_nodes(now);
-        if include_stale {
-            match self.jobs.broker.kv_scan("*.dq2*").await {
+        // Direct queues of nodes never seen since start: found by a key scan on Redis (RabbitMQ lists queues only
+        // through its management API, so there only the nodes the registry knows are re-routed).
+        if include_stale && let Some(redis) = &self.jobs.broker_redis {
+            match redis.kv_scan("*.dq2*").await {
                 Ok(keys) => {
                     let reg = self.jobs.registry.lock().expect("registry");
                     for node in direct_queue_nodes(&keys) {
@@ -266,7 +286,7 @@ pub fn spawn_background(
 /// `settings.bind`.
 pub async fn run(
     settings: Settings,
-    broker: Broker,
+    broker: impl Into<Connections>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), CoordinatorError> {
     let state = Arc::new(AppState::new(settings, broker).await?);

@@ -159,9 +159,15 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token { action } => {
-            let broker = broker::Broker::connect(&cli.broker)
+            // Tokens live with the coordinator's records: in the broker's Redis, or with an AMQP broker in the
+            // result backend's.
+            let state_url = match &cli.result_backend {
+                Some(url) if broker_amqp::is_amqp_url(&cli.broker) => url.as_str(),
+                _ => cli.broker.as_str(),
+            };
+            let broker = broker::Broker::connect(state_url)
                 .await
-                .context("connecting to the broker")?;
+                .context("connecting to Redis")?;
             let store = JobStore::new(broker, 0);
             match action {
                 TokenAction::Create { name, ttl_secs } => {
@@ -201,7 +207,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             settings.result_backend = cli.result_backend.filter(|u| *u != cli.broker);
             settings.inspect_interval = Duration::from_secs_f64(inspect_interval.max(0.2));
             settings.inspect_timeout = Duration::from_secs_f64(inspect_timeout.max(0.05));
-            let broker = broker::Broker::connect(&cli.broker)
+            let broker = celeriac_coordinator::Connections::connect(&cli.broker)
                 .await
                 .with_context(|| format!("connecting to {}", broker::redact(&cli.broker)))?;
             let (tx, rx) = watch::channel(false);

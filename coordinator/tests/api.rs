@@ -140,7 +140,9 @@ async fn submit_routes_by_priority_records_and_reports_state() {
     assert_eq!(
         state
             .jobs
-            .broker
+            .broker_redis
+            .as_ref()
+            .unwrap()
             .queue_bucket_lens("fast@h.dq2")
             .await
             .unwrap(),
@@ -165,7 +167,9 @@ async fn submit_routes_by_priority_records_and_reports_state() {
     meta.date_done = None;
     state
         .jobs
-        .broker
+        .broker_redis
+        .as_ref()
+        .unwrap()
         .store_result(&id, &meta.encode(), 60)
         .await
         .unwrap();
@@ -178,7 +182,9 @@ async fn submit_routes_by_priority_records_and_reports_state() {
     let meta = ResultMeta::new(&id, State::Success, json!(5));
     state
         .jobs
-        .broker
+        .broker_redis
+        .as_ref()
+        .unwrap()
         .store_result(&id, &meta.encode(), 60)
         .await
         .unwrap();
@@ -199,7 +205,17 @@ async fn submit_routes_by_priority_records_and_reports_state() {
             .set_json(json!({"task": "celeriac.ping"}))
     );
     assert_eq!((s, v["queue"].as_str()), (201, Some("celery")), "{v}");
-    assert_eq!(state.jobs.broker.queue_len("celery").await.unwrap(), 1);
+    assert_eq!(
+        state
+            .jobs
+            .broker_redis
+            .as_ref()
+            .unwrap()
+            .queue_len("celery")
+            .await
+            .unwrap(),
+        1
+    );
 
     // Revoke: accepted and recorded.
     let (s, v) = call!(
@@ -395,13 +411,23 @@ async fn registration_tokens_create_use_rotate_revoke_expire() {
     let mut raw: Vec<String> = Vec::new();
     for k in state
         .jobs
-        .broker
+        .broker_redis
+        .as_ref()
+        .unwrap()
         .kv_scan("celeriac:regtoken*")
         .await
         .unwrap()
     {
         raw.push(k.clone());
-        let v = state.jobs.broker.kv_get(&k).await.unwrap().unwrap();
+        let v = state
+            .jobs
+            .broker_redis
+            .as_ref()
+            .unwrap()
+            .kv_get(&k)
+            .await
+            .unwrap()
+            .unwrap();
         raw.push(String::from_utf8(v).unwrap());
     }
     assert!(

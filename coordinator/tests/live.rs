@@ -278,7 +278,15 @@ routing:
     tokio::time::sleep(Duration::from_millis(500)).await;
     let dq_a = format!("{a}.dq2");
     assert_eq!(
-        coord.state.jobs.broker.queue_len(&dq_a).await.unwrap(),
+        coord
+            .state
+            .jobs
+            .broker_redis
+            .as_ref()
+            .unwrap()
+            .queue_len(&dq_a)
+            .await
+            .unwrap(),
         1,
         "job 2 must be waiting in {dq_a} before the kill"
     );
@@ -296,12 +304,25 @@ routing:
         format!("{b}.dq2"),
         "{done}"
     );
-    assert_eq!(coord.state.jobs.broker.queue_len(&dq_a).await.unwrap(), 0);
     assert_eq!(
         coord
             .state
             .jobs
-            .broker
+            .broker_redis
+            .as_ref()
+            .unwrap()
+            .queue_len(&dq_a)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        coord
+            .state
+            .jobs
+            .broker_redis
+            .as_ref()
+            .unwrap()
             .held(celeriac_coordinator::store::HOLDING_KEY)
             .await
             .unwrap()

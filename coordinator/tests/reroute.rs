@@ -35,7 +35,9 @@ fn offline(state: &celeriac_coordinator::AppState, node: &str) {
 async fn only_message(state: &celeriac_coordinator::AppState, queue: &str) -> Message {
     let got = state
         .jobs
-        .broker
+        .broker_redis
+        .as_ref()
+        .unwrap()
         .take_to_holding(queue, "test:peek")
         .await
         .unwrap()
@@ -58,15 +60,37 @@ async fn waiting_job_moves_to_the_next_choice_when_its_worker_goes_offline() {
     assert_eq!(rec.node.as_deref(), Some("fast@h"));
     // While fast@h is alive nothing moves, however long the job waits.
     assert_eq!(state.reroute_pass(true).await, 0);
-    assert_eq!(state.jobs.broker.queue_len("fast@h.dq2").await.unwrap(), 1);
-
-    offline(&state, "fast@h");
-    assert_eq!(state.reroute_pass(false).await, 1);
-    assert_eq!(state.jobs.broker.queue_len("fast@h.dq2").await.unwrap(), 0);
     assert_eq!(
         state
             .jobs
-            .broker
+            .broker_redis
+            .as_ref()
+            .unwrap()
+            .queue_len("fast@h.dq2")
+            .await
+            .unwrap(),
+        1
+    );
+
+    offline(&state, "fast@h");
+    assert_eq!(state.reroute_pass(false).await, 1);
+    assert_eq!(
+        state
+            .jobs
+            .broker_redis
+            .as_ref()
+            .unwrap()
+            .queue_len("fast@h.dq2")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        state
+            .jobs
+            .broker_redis
+            .as_ref()
+            .unwrap()
             .queue_bucket_lens("slow@h.dq2")
             .await
             .unwrap(),
@@ -81,7 +105,18 @@ async fn waiting_job_moves_to_the_next_choice_when_its_worker_goes_offline() {
     assert_eq!(stored.published_to.as_deref(), Some("slow@h.dq2"));
     assert_eq!(stored.reroutes.len(), 1);
     assert_eq!(stored.reroutes[0].from_node, "fast@h");
-    assert_eq!(state.jobs.broker.held(HOLDING_KEY).await.unwrap().len(), 0);
+    assert_eq!(
+        state
+            .jobs
+            .broker_redis
+            .as_ref()
+            .unwrap()
+            .held(HOLDING_KEY)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
 }
 
 #[actix_web::test]
@@ -96,7 +131,17 @@ async fn with_every_worker_offline_the_job_goes_to_the_shared_queue_not_back() {
     assert_eq!(rec.published_to.as_deref(), Some("fast@h.dq2"));
     offline(&state, "fast@h");
     assert_eq!(state.reroute_pass(false).await, 1);
-    assert_eq!(state.jobs.broker.queue_len("work").await.unwrap(), 1);
+    assert_eq!(
+        state
+            .jobs
+            .broker_redis
+            .as_ref()
+            .unwrap()
+            .queue_len("work")
+            .await
+            .unwrap(),
+        1
+    );
     let stored = state.jobs.store.job(&rec.id).await.unwrap().unwrap();
     assert_eq!(stored.published_to.as_deref(), Some("work"));
     assert_eq!(stored.node, None);
@@ -111,7 +156,9 @@ async fn never_seen_nodes_queues_are_rescued_only_in_the_stale_pass() {
     ghost.queue = "ghost@h.dq2".into();
     state
         .jobs
-        .broker
+        .broker_redis
+        .as_ref()
+        .unwrap()
         .publish(&ghost.queue, 0, &ghost.envelope().encode())
         .await
         .unwrap();
@@ -120,16 +167,35 @@ async fn never_seen_nodes_queues_are_rescued_only_in_the_stale_pass() {
     kept.queue = "alive@h.dq2".into();
     state
         .jobs
-        .broker
+        .broker_redis
+        .as_ref()
+        .unwrap()
         .publish(&kept.queue, 0, &kept.envelope().encode())
         .await
         .unwrap();
 
     assert_eq!(state.reroute_pass(false).await, 0, "unknown is not offline");
     assert_eq!(state.reroute_pass(true).await, 1);
-    assert_eq!(state.jobs.broker.queue_len("ghost@h.dq2").await.unwrap(), 0);
     assert_eq!(
-        state.jobs.broker.queue_len("alive@h.dq2").await.unwrap(),
+        state
+            .jobs
+            .broker_redis
+            .as_ref()
+            .unwrap()
+            .queue_len("ghost@h.dq2")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        state
+            .jobs
+            .broker_redis
+            .as_ref()
+            .unwrap()
+            .queue_len("alive@h.dq2")
+            .await
+            .unwrap(),
         1,
         "a live worker's queue is left alone"
     );
@@ -146,20 +212,42 @@ async fn an_interrupted_move_is_finished_at_start() {
     req.queue = "dead@h.dq2".into();
     state
         .jobs
-        .broker
+        .broker_redis
+        .as_ref()
+        .unwrap()
         .lpush(HOLDING_KEY, &req.envelope().encode())
         .await
         .unwrap();
     state
         .jobs
-        .broker
+        .broker_redis
+        .as_ref()
+        .unwrap()
         .lpush(HOLDING_KEY, b"not an envelope")
         .await
         .unwrap();
     assert_eq!(jobs::recover_held(&state).await.unwrap(), 2);
-    assert_eq!(state.jobs.broker.held(HOLDING_KEY).await.unwrap().len(), 0);
     assert_eq!(
-        state.jobs.broker.queue_len("celery").await.unwrap(),
+        state
+            .jobs
+            .broker_redis
+            .as_ref()
+            .unwrap()
+            .held(HOLDING_KEY)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        state
+            .jobs
+            .broker_redis
+            .as_ref()
+            .unwrap()
+            .queue_len("celery")
+            .await
+            .unwrap(),
         2,
         "nothing is lost, even unreadable bytes"
     );

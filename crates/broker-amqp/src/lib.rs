@@ -411,7 +411,28 @@ impl AmqpTransport {
         let (ex, q, bind) = kombu_amqp::task_queue(queue, &self.inner.opts.queues);
         let ch = self.misc(live).await?;
         self.declare_exchange_on(live, &ch, &ex).await?;
-        self.declare_queue_on(live, &ch, &q).await?;
+        if let Err(e) = self.declare_queue_on(live, &ch, &q).await {
+            // PRECONDITION_FAILED: the queue exists with other arguments (another x-max-priority or queue type,
+            // declared by workers configured differently). Use it as it is rather than fail every publish.
+            if !e.to_string().contains("PRECONDITION_FAILED") {
+                return Err(e);
+            }
+            tracing::warn!(queue, error = %e, "task queue exists with other arguments; using it as declared");
+            let ch = self.misc(live).await?;
+            ch.queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                LapinTable::default(),
+            )
+            .await
+            .map_err(|e| self.error(live, &format!("declaring queue {queue}"), e))?;
+            Self::remember(live, key);
+            return Ok(());
+        }
+        let ch = self.misc(live).await?;
         ch.queue_bind(
             bind.queue.as_str().into(),
             bind.exchange.as_str().into(),
@@ -741,6 +762,28 @@ impl Transport for AmqpTransport {
             Ok(n) => Ok(u64::from(n)),
             Err(e) if reply_code(&e) == Some(404) => Ok(0),
             Err(e) => Err(self.error(&live, &format!("purging {queue}"), e)),
+        }
+    }
+
+    async fn queue_len(&self, queue: &str) -> transport::Result<Option<u64>> {
+        let live = self.live().await?;
+        // A passive declare on a channel of its own: a missing queue is a channel error (404), meaning None.
+        let ch = self.temp_channel(&live).await?;
+        let _guard = CloseOnDrop(ch.clone());
+        let declared = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                LapinTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(q) => Ok(Some(u64::from(q.message_count()))),
+            Err(e) if reply_code(&e) == Some(404) => Ok(None),
+            Err(e) => Err(self.error(&live, &format!("reading the depth of {queue}"), e)),
         }
     }
 

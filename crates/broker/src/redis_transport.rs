@@ -149,6 +149,12 @@ impl Transport for Broker {
         Ok(Broker::purge(self, queue).await?)
     }
 
+    async fn queue_len(&self, queue: &str) -> transport::Result<Option<u64>> {
+        // A Redis list that does not exist is an empty one: every queue "exists".
+        let lens = self.queue_bucket_lens(queue).await?;
+        Ok(Some(lens.iter().sum()))
+    }
+
     async fn consume(
         &self,
         queues: &[String],

@@ -5,9 +5,10 @@
 //!   the worker [`Registry`] and the remote-control client; its methods decide, submit, view, revoke and watch
 //!   jobs, and run one inspect round ([`Jobs::refresh`]); [`Jobs::queue_depths`] reads the known queues' depths.
 //! - [`spawn_cluster_watch`] keeps the registry current: the Celery event subscription and periodic inspect rounds.
-//! - Decisions come from the pure `routing` crate; Redis is reached only through `broker` (remote control and
-//!   events through its `transport::Transport` implementation). There is no HTTP here: each service maps
-//!   [`JobError`] to its own error table.
+//! - Decisions come from the pure `routing` crate. The broker is reached through the `transport` seam (publishing,
+//!   remote control, events), so jobs run on Redis or RabbitMQ ([`Connections`]); celeriac's own state (records,
+//!   tokens, registrations) is kept in Redis through `broker`: the broker's Redis, or with RabbitMQ the result
+//!   backend's. There is no HTTP here: each service maps [`JobError`] to its own error table.
 
 pub mod cluster;
 pub mod config_handle;
@@ -22,6 +23,7 @@ use celeriac_control::ControlClient;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use transport::{SharedTransport, TransportError};
 
 pub use cluster::spawn_cluster_watch;
 pub use config_handle::{ConfigHandle, Reload};
@@ -67,6 +69,12 @@ impl From<BrokerError> for JobError {
     }
 }
 
+impl From<TransportError> for JobError {
+    fn from(e: TransportError) -> Self {
+        JobError::BrokerUnavailable(e.to_string())
+    }
+}
+
 impl From<JobStoreError> for JobError {
     fn from(e: JobStoreError) -> Self {
         match e {
@@ -76,12 +84,52 @@ impl From<JobStoreError> for JobError {
     }
 }
 
+/// The broker a coordinator or API works with.
+#[derive(Clone)]
+pub struct Connections {
+    /// The broker behind the transport seam: publishing, remote control, events, queue lengths.
+    pub transport: SharedTransport,
+    /// The broker's own Redis when the broker is Redis: kombu's lists are then read directly (depths per priority
+    /// bucket, `unacked`, the dead-letter list, re-routing moves) and celeriac's state is kept there.
+    pub broker_redis: Option<Broker>,
+}
+
+impl From<Broker> for Connections {
+    fn from(broker: Broker) -> Connections {
+        Connections {
+            transport: Arc::new(broker.clone()),
+            broker_redis: Some(broker),
+        }
+    }
+}
+
+impl Connections {
+    /// Connect to the broker at `url`: Redis (`redis://`, `rediss://`, `redis+sentinel://`) or RabbitMQ
+    /// (`amqp://`, `amqps://`, with Celery's default queue declarations).
+    pub async fn connect(url: &str) -> Result<Connections, TransportError> {
+        if broker_amqp::is_amqp_url(url) {
+            let t = broker_amqp::AmqpTransport::connect(url, broker_amqp::AmqpOptions::default())
+                .await?;
+            Ok(Connections {
+                transport: Arc::new(t),
+                broker_redis: None,
+            })
+        } else {
+            Ok(Broker::connect(url).await?.into())
+        }
+    }
+}
+
 /// Everything a job operation needs: the broker, the result backend, the records, the live config and registry,
 /// and the control client.
 pub struct Jobs {
-    pub broker: Broker,
+    /// The broker behind the transport seam.
+    pub transport: SharedTransport,
+    /// The broker's Redis when the broker is Redis (see [`Connections::broker_redis`]).
+    pub broker_redis: Option<Broker>,
     /// The Celery result backend (the broker itself unless configured apart).
     pub backend: Broker,
+    /// Job records, tokens and registrations, in the broker's Redis or else the result backend's.
     pub store: JobStore,
     pub config: Arc<ConfigHandle>,
     pub registry: Arc<Mutex<WorkerRegistry>>,
@@ -92,18 +140,21 @@ impl Jobs {
     /// Job records are kept `job_ttl`; an inspect reply counts as a sign of life for `inspect_window` seconds
     /// (for workers without heartbeats).
     pub fn new(
-        broker: Broker,
+        broker: impl Into<Connections>,
         backend: Broker,
         config: Arc<ConfigHandle>,
         job_ttl: Duration,
         inspect_window: f64,
     ) -> Jobs {
+        let c = broker.into();
+        let state = c.broker_redis.clone().unwrap_or_else(|| backend.clone());
         Jobs {
-            store: JobStore::new(broker.clone(), job_ttl.as_secs()),
+            store: JobStore::new(state, job_ttl.as_secs()),
             registry: Arc::new(Mutex::new(WorkerRegistry::new(inspect_window))),
-            control: Arc::new(ControlClient::new(Arc::new(broker.clone()))),
+            control: Arc::new(ControlClient::new(c.transport.clone())),
             config,
-            broker,
+            transport: c.transport,
+            broker_redis: c.broker_redis,
             backend,
         }
     }

@@ -102,12 +102,29 @@ impl Jobs {
         queues
     }
 
-    /// The depth of every known queue, read now (one pipelined `LLEN` per bucket of each queue), and its unacked count.
+    /// The depth of every known queue, read now. On Redis: one pipelined `LLEN` per bucket of each queue, and its
+    /// unacked count. On RabbitMQ: the ready messages of each queue that exists (a passive declare), in one bucket;
+    /// RabbitMQ tells unacknowledged counts only through its management API, so `unacked` is 0 there.
     pub async fn queue_depths(&self) -> Result<Vec<QueueDepth>, JobError> {
-        let unacked = self.broker.unacked_per_queue().await?;
+        let Some(redis) = &self.broker_redis else {
+            let mut out = Vec::new();
+            for name in self.known_queues() {
+                if let Some(n) = self.transport.queue_len(&name).await? {
+                    out.push(QueueDepth {
+                        direct: name.ends_with(".dq2"),
+                        buckets: vec![(0, n)],
+                        total: n,
+                        unacked: 0,
+                        name,
+                    });
+                }
+            }
+            return Ok(out);
+        };
+        let unacked = redis.unacked_per_queue().await?;
         let mut out = Vec::new();
         for name in self.known_queues() {
-            let lens = self.broker.queue_bucket_lens(&name).await?;
+            let lens = redis.queue_bucket_lens(&name).await?;
             let buckets: Vec<(u8, u64)> = celery_proto::kombu_redis::PRIORITY_STEPS
                 .iter()
                 .copied()
@@ -126,10 +143,18 @@ impl Jobs {
 }
 
 impl Jobs {
-    /// How many dead letters the workers kept, and the newest `limit` of them.
+    /// How many dead letters the workers kept, and the newest `limit` of them. On RabbitMQ they wait in the durable
+    /// queue of that name, which is counted but not read here (reading would take them out): use RabbitMQ's tools.
     pub async fn dead_letters(&self, limit: usize) -> Result<(u64, Vec<DeadLetter>), JobError> {
-        let (count, raw) = self
-            .broker
+        let Some(redis) = &self.broker_redis else {
+            let count = self
+                .transport
+                .queue_len(celery_proto::keys::DEAD_LETTERS)
+                .await?
+                .unwrap_or(0);
+            return Ok((count, Vec::new()));
+        };
+        let (count, raw) = redis
             .list_head(celery_proto::keys::DEAD_LETTERS, limit)
             .await?;
         Ok((count, raw.iter().map(|r| DeadLetter::parse(r)).collect()))

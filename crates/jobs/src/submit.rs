@@ -163,9 +163,7 @@ impl Jobs {
         request.queue = target.clone();
         record.published_to = Some(target.clone());
         self.store.put_job(&record).await?;
-        self.broker
-            .publish(&target, request.priority, &request.envelope().encode())
-            .await?;
+        self.transport.publish(&target, &request.envelope()).await?;
         tracing::info!(id = %record.id, task = %record.task, queue = %target, outcome = decision.outcome.kind(), "job published");
         Ok(record)
     }

@@ -68,7 +68,9 @@ async fn submit_records_then_publishes_and_the_view_shows_it() {
     assert_eq!(rec.decision.outcome.kind(), "shared_queue");
     assert_eq!(jobs.store.job(&rec.id).await.unwrap().as_ref(), Some(&rec));
     let raw = jobs
-        .broker
+        .broker_redis
+        .as_ref()
+        .unwrap()
         .take_to_holding("celery", "test:peek")
         .await
         .unwrap()
@@ -111,7 +113,7 @@ async fn a_live_worker_gets_the_job_on_its_dq2_and_without_one_it_is_rejected_an
     let rec = jobs.submit(&work).await.unwrap();
     assert_eq!(rec.node.as_deref(), Some("fast@h"));
     assert_eq!(rec.published_to.as_deref(), Some("fast@h.dq2"));
-    assert_eq!(jobs.broker.queue_len("fast@h.dq2").await.unwrap(), 1);
+    assert_eq!(jobs.broker_redis.as_ref().unwrap().queue_len("fast@h.dq2").await.unwrap(), 1);
     let explain = routing::Job {
         task: "t".into(),
         queue: Some("work".into()),
@@ -204,18 +206,17 @@ async fn watch_yields_each_stored_state_and_ends_after_a_ready_one() {
 
 #[tokio::test]
 async fn queue_depths_count_waiting_messages_per_bucket_and_unacked_ones() {
-    use transport::Transport;
     let db = testkit::redis_db_or_skip!();
     let jobs = jobs(&db).await;
     for priority in [0, 9, 9] {
         let mut req = celery_proto::TaskRequest::new("celeriac.noop");
         req.priority = priority;
-        Transport::publish(&jobs.broker, "celery", &req.envelope())
+        jobs.transport.publish( "celery", &req.envelope())
             .await
             .expect("publish");
     }
     // A consumer takes one (the priority-0 message) and holds it unacknowledged.
-    let got = Transport::consume(&jobs.broker, &["celery".to_string()], 1, Duration::ZERO)
+    let got = jobs.transport.consume( &["celery".to_string()], 1, Duration::ZERO)
         .await
         .expect("consume");
     assert_eq!(got.len(), 1);
@@ -225,7 +226,7 @@ async fn queue_depths_count_waiting_messages_per_bucket_and_unacked_ones() {
     assert_eq!((celery.total, celery.unacked), (2, 1));
     let work = depths.iter().find(|q| q.name == "work").expect("work");
     assert_eq!((work.total, work.unacked), (0, 0));
-    Transport::ack(&jobs.broker, got[0].tag.as_deref().unwrap())
+    jobs.transport.ack( got[0].tag.as_deref().unwrap())
         .await
         .expect("ack");
     let depths = jobs.queue_depths().await.expect("depths");

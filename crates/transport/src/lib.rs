@@ -163,6 +163,10 @@ pub trait Transport: Send + Sync + 'static {
     /// Remove every message waiting in `queue` (not those held unacknowledged); returns how many.
     async fn purge(&self, queue: &str) -> Result<u64>;
 
+    /// How many messages wait in `queue` (not those held unacknowledged), or `None` when the broker has no such
+    /// queue.
+    async fn queue_len(&self, queue: &str) -> Result<Option<u64>>;
+
     /// Acknowledge a held message: it is gone for good.
     async fn ack(&self, tag: &str) -> Result<()>;
 

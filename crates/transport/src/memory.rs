@@ -307,6 +307,11 @@ impl Transport for MemoryBroker {
         Ok(n)
     }
 
+    async fn queue_len(&self, queue: &str) -> crate::Result<Option<u64>> {
+        self.check()?;
+        Ok(self.lock().queues.get(queue).map(|q| q.len() as u64))
+    }
+
     async fn ack(&self, tag: &str) -> crate::Result<()> {
         self.check()?;
         let mut st = self.lock();

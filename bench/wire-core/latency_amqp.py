@@ -1,0 +1,63 @@
+"""Round-trip latency on RabbitMQ, one run: a worker idles on the queue (broker RabbitMQ, results in Redis);
+`celeriac-bench latency` (Rust client) or a Python client makes N sequential calls of celeriac.noop and prints
+p50/p90/p99 as one JSON line.
+
+usage: latency_amqp.py KIND CLIENT N      KIND: rust | python-solo | python-prefork; CLIENT: rust | python
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from drain import BIN, QUEUE, R, ROOT, VENV  # noqa: E402
+from drain import URL as REDIS_URL  # noqa: E402
+from drain_amqp import AMQP, Ready, reset_vhost, start  # noqa: E402
+
+
+def main():
+    kind, client, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    reset_vhost()
+    R.flushdb()
+    p = start(kind, n)
+    ready = Ready()
+    t0 = time.time()
+    # The worker declared its queue: it is consuming (a passive declare of a missing queue fails, counted as 0,
+    # so wait for the worker's consumer through the stats instead).
+    from celery import Celery
+    a = Celery(broker=AMQP, backend=REDIS_URL)
+    while not (a.control.broadcast('ping', reply=True, limit=1, timeout=0.5) or []):
+        if time.time() - t0 > 60:
+            raise TimeoutError('worker not ready')
+    ready()
+    time.sleep(1.0)
+    load = open('/proc/loadavg').read().split()[:3]
+    if client == 'rust':
+        out = subprocess.run([os.path.join(BIN, 'celeriac-bench'), '-b', AMQP, '--result-backend', REDIS_URL,
+                              'latency', str(n), '--queue', QUEUE, '--task', 'celeriac.noop'],
+                             check=True, capture_output=True, text=True).stdout
+        res = json.loads(out.strip().splitlines()[-1])
+    else:
+        code = (
+            "import json, time\n"
+            "from pytasks import app\n"
+            "s = []\n"
+            "for i in range(%d + 50):\n"
+            "    t = time.perf_counter(); app.send_task('celeriac.noop', queue='%s').get(timeout=30)\n"
+            "    if i >= 50: s.append((time.perf_counter() - t) * 1e6)\n"
+            "s.sort(); q = lambda f: s[round((len(s) - 1) * f)]\n"
+            "print(json.dumps({'n': len(s), 'p50_us': q(.5), 'p90_us': q(.9), 'p99_us': q(.99), 'max_us': s[-1]}))\n"
+        ) % (n, QUEUE)
+        env = dict(os.environ, CELERY_BROKER_URL=AMQP, CELERY_RESULT_BACKEND=REDIS_URL)
+        out = subprocess.run([os.path.join(VENV, 'bin', 'python'), '-c', code], cwd=os.path.join(ROOT, 'tests', 'python'),
+                             env=env, check=True, capture_output=True, text=True).stdout
+        res = json.loads(out.strip().splitlines()[-1])
+    p.terminate()
+    p.wait(30)
+    res.update({'bench': 'latency-amqp', 'kind': kind, 'client': client, 'loadavg': load})
+    print(json.dumps(res))
+
+
+if __name__ == '__main__':
+    main()
