@@ -9,7 +9,7 @@ use common::*;
 use serde_json::{Value, json};
 use std::io::Read;
 use std::time::Duration;
-use testkit::{redis_db_or_skip, rust_worker};
+use testkit::{amqp_vhost_or_skip, redis_db_or_skip, rust_worker};
 
 const WINDOW: &str = r#"{"start": "2018-01-01T00:00:00Z", "end": "2025-01-01T00:00:00Z"}"#;
 
@@ -290,4 +290,74 @@ fn a_queued_job_can_be_revoked_and_bad_submissions_are_refused_before_publishing
     }
     let (status, nf) = get(&api.url("/api/v1/jobs/no-such-job"), Some(&key));
     assert_eq!((status, nf["code"].as_str()), (404, Some("job_not_found")));
+}
+
+/// The API on RabbitMQ (the result backend's Redis keeps its records and rate limits): an analysis submitted
+/// through it goes through RabbitMQ to a Rust worker and its result and finding come back; the cluster views read
+/// the worker from its events and the queue depths from RabbitMQ.
+#[test]
+fn on_rabbitmq_an_analysis_runs_through_the_api_and_the_cluster_views_read_rabbitmq() {
+    let vhost = amqp_vhost_or_skip!();
+    let redis = redis_db_or_skip!();
+    let rt = runtime();
+    let Some(db) = loaded_db(&rt) else { return };
+    let api = Api::start_env(
+        &db.url,
+        &vhost.url,
+        &["--analyses-rate-limit", "1000/minute"],
+        &[("CELERY_RESULT_BACKEND", redis.url.as_str())],
+    );
+    let (key, _) = create_key(&db.url, "statistics:read,jobs:write", &[]);
+    let window: Value = serde_json::from_str(WINDOW).unwrap();
+    let node = "ml@amqpapi";
+    let _worker = rust_worker(
+        &vhost.url,
+        node,
+        &[
+            "-Q",
+            "celery,longtail,snowshoe",
+            "-c",
+            "2",
+            "--database-url",
+            &db.url,
+            "--result-backend",
+            &redis.url,
+        ],
+    );
+    let r = post(
+        &api.url("/api/v1/analyses"),
+        Some(&key),
+        &json!({"kind": "longtail", "sensor": null, "time_window": window}),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let done = testkit::wait_until(Duration::from_secs(120), || {
+        get(&api.url(&format!("/api/v1/jobs/{id}")), Some(&key)).1["ready"] == true
+    });
+    assert!(done, "the job never finished");
+    let (_, job) = get(&api.url(&format!("/api/v1/jobs/{id}")), Some(&key));
+    assert_eq!(job["state"], "SUCCESS", "{job}");
+    assert_eq!(job["worker"], node, "{job}");
+    let (_, list) = get(&api.url("/api/v1/findings/longtail"), Some(&key));
+    assert_eq!(list["findings"].as_array().map(Vec::len), Some(1), "{list}");
+
+    let seen = testkit::wait_until(Duration::from_secs(30), || {
+        get(&api.url("/api/v1/cluster/workers"), Some(&key)).1["workers"]
+            .as_array()
+            .is_some_and(|ws| {
+                ws.iter()
+                    .any(|w| w["node"] == node && w["implementation"] == "rust")
+            })
+    });
+    assert!(seen, "the API's registry never listed {node}");
+    let (s, queues) = get(&api.url("/api/v1/cluster/queues"), Some(&key));
+    assert_eq!(s, 200, "{queues}");
+    let longtail = queues["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "longtail")
+        .unwrap_or_else(|| panic!("longtail not among {queues}"));
+    assert_eq!(longtail["total"], 0, "{queues}");
+    assert_eq!(queues["dead_letters"], 0, "{queues}");
 }

@@ -113,7 +113,15 @@ async fn a_live_worker_gets_the_job_on_its_dq2_and_without_one_it_is_rejected_an
     let rec = jobs.submit(&work).await.unwrap();
     assert_eq!(rec.node.as_deref(), Some("fast@h"));
     assert_eq!(rec.published_to.as_deref(), Some("fast@h.dq2"));
-    assert_eq!(jobs.broker_redis.as_ref().unwrap().queue_len("fast@h.dq2").await.unwrap(), 1);
+    assert_eq!(
+        jobs.broker_redis
+            .as_ref()
+            .unwrap()
+            .queue_len("fast@h.dq2")
+            .await
+            .unwrap(),
+        1
+    );
     let explain = routing::Job {
         task: "t".into(),
         queue: Some("work".into()),
@@ -211,12 +219,15 @@ async fn queue_depths_count_waiting_messages_per_bucket_and_unacked_ones() {
     for priority in [0, 9, 9] {
         let mut req = celery_proto::TaskRequest::new("celeriac.noop");
         req.priority = priority;
-        jobs.transport.publish( "celery", &req.envelope())
+        jobs.transport
+            .publish("celery", &req.envelope())
             .await
             .expect("publish");
     }
     // A consumer takes one (the priority-0 message) and holds it unacknowledged.
-    let got = jobs.transport.consume( &["celery".to_string()], 1, Duration::ZERO)
+    let got = jobs
+        .transport
+        .consume(&["celery".to_string()], 1, Duration::ZERO)
         .await
         .expect("consume");
     assert_eq!(got.len(), 1);
@@ -226,7 +237,8 @@ async fn queue_depths_count_waiting_messages_per_bucket_and_unacked_ones() {
     assert_eq!((celery.total, celery.unacked), (2, 1));
     let work = depths.iter().find(|q| q.name == "work").expect("work");
     assert_eq!((work.total, work.unacked), (0, 0));
-    jobs.transport.ack( got[0].tag.as_deref().unwrap())
+    jobs.transport
+        .ack(got[0].tag.as_deref().unwrap())
         .await
         .expect("ack");
     let depths = jobs.queue_depths().await.expect("depths");
