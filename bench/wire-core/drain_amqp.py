@@ -167,7 +167,9 @@ def main():
             p.kill()
     print(json.dumps({
         'bench': 'drain-amqp', 'kind': kind, 'mode': mode, 'n': n, 'seconds': round(dt, 3),
-        'tasks_per_s': round(n / dt, 1), 'worker_cpu_us_per_task': round(cpu / n * 1e6, 1),
+        'tasks_per_s': round(n / dt, 1),
+        # The bare consumer has exited when the clock stops, so its CPU cannot be read then.
+        'worker_cpu_us_per_task': None if kind == 'bare' else round(cpu / n * 1e6, 1),
         'rabbitmq_cpu_us_per_task': round(rcpu / n * 1e6, 1), 'max_rss_mib': round(rss_max / 1024, 1),
         'loadavg_before': load, 'loadavg_after': open('/proc/loadavg').read().split()[:3],
         'verified': ran,
