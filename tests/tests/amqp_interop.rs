@@ -736,3 +736,73 @@ fn the_worker_rides_out_a_rabbitmq_restart() {
     assert!(ping.ok, "{}\n{}", ping.stdout, ping.stderr);
     assert!(ping.stdout.contains("pong"), "{}", ping.stdout);
 }
+
+/// `amqps://` with Celery's `broker_use_ssl` settings, on a RabbitMQ node of the test's own that takes TLS only
+/// with a client certificate (a CA made for the test): Python Celery (`broker_use_ssl`) sends to the Rust worker,
+/// the `celeriac` CLI calls it, both with the `ssl_*` URL parameters; without the client certificate the broker
+/// refuses the connection and the CLI says so.
+#[test]
+fn tls_with_a_client_certificate_on_amqps() {
+    let node = match testkit::RabbitNode::start_tls() {
+        Some(n) => n,
+        None => {
+            testkit::require(
+                "a private RabbitMQ node with TLS (rabbitmq-server, rabbitmqctl, openssl)",
+                false,
+            );
+            return;
+        }
+    };
+    let db = redis_db_or_skip!();
+    let py = python_or_skip!();
+    let tls = node.tls.clone().unwrap();
+    let base = format!("amqps://guest:guest@localhost:{}//", tls.port);
+    let url = format!(
+        "{base}?ssl_ca_certs={}&ssl_certfile={}&ssl_keyfile={}&ssl_cert_reqs=required",
+        tls.ca.display(),
+        tls.client_cert.display(),
+        tls.client_key.display()
+    );
+    let w = rust_worker(&url, "tls@amqp", &["-c", "2", "--result-backend", &db.url]);
+    let out = run_python_with(
+        &py,
+        &base,
+        &db.url,
+        &format!(
+            r#"
+import json, ssl
+from pytasks import app
+app.conf.broker_use_ssl = {{'ca_certs': '{}', 'certfile': '{}', 'keyfile': '{}', 'cert_reqs': ssl.CERT_REQUIRED}}
+print(json.dumps({{'add': app.send_task('celeriac.add', args=(2, 3)).get(timeout=30)}}))
+"#,
+            tls.ca.display(),
+            tls.client_cert.display(),
+            tls.client_key.display()
+        ),
+        T,
+    );
+    assert_eq!(py_json(&out)["add"], json!(5), "{}", w.output());
+    let ok = celeriac(
+        &url,
+        &[
+            "--result-backend",
+            &db.url,
+            "call",
+            "celeriac.add",
+            "-a",
+            "[20, 22]",
+            "--wait",
+        ],
+    );
+    assert!(ok.ok, "{}\n{}", ok.stdout, ok.stderr);
+    assert_eq!(ok.stdout.trim(), "42");
+
+    let no_cert = format!("{base}?ssl_ca_certs={}", tls.ca.display());
+    let refused = celeriac(&no_cert, &["inspect", "ping", "--timeout", "1"]);
+    assert!(!refused.ok, "{}\n{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stderr.contains("connecting to amqps://"),
+        "{}",
+        refused.stderr
+    );
+}

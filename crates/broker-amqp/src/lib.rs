@@ -114,6 +114,8 @@ impl Live {
 
 struct Inner {
     uri: lapin::uri::AMQPUri,
+    /// For `amqps://`: the TLS files to read at each connection.
+    tls: Option<url::TlsFiles>,
     url: String,
     opts: AmqpOptions,
     slot: tokio::sync::Mutex<Option<Arc<Live>>>,
@@ -160,10 +162,11 @@ fn parse_tag(tag: &str) -> Option<(u64, u64)> {
 impl AmqpTransport {
     /// A transport for `url` (`amqp://user:pass@host:port/vhost`, kombu's forms) that connects on first use.
     pub fn new(url: &str, opts: AmqpOptions) -> Result<AmqpTransport, TransportError> {
-        let uri = url::parse(url)?;
+        let (uri, tls) = url::parse(url)?;
         Ok(AmqpTransport {
             inner: Arc::new(Inner {
                 uri,
+                tls,
                 url: transport::redact_url(url),
                 opts,
                 slot: tokio::sync::Mutex::new(None),
@@ -227,9 +230,15 @@ impl AmqpTransport {
 
     async fn open(&self) -> Result<Live, TransportError> {
         let props = ConnectionProperties::default().with_connection_name("celeriac".into());
+        let tls = match &self.inner.tls {
+            Some(files) => files.load()?,
+            None => lapin::tcp::OwnedTLSConfig::default(),
+        };
+        let runtime = lapin::runtime::default_runtime()
+            .map_err(|e| failed(format!("no async runtime for lapin: {e}")))?;
         let conn = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            Connection::connect_uri(self.inner.uri.clone(), props),
+            lapin::Connect::connect_with_config(self.inner.uri.clone(), props, tls, runtime),
         )
         .await
         .map_err(|_| unavailable(format!("connecting to {} timed out", self.inner.url)))?

@@ -231,6 +231,89 @@ pub struct RabbitNode {
     dist_port: u16,
     dir: PathBuf,
     running: bool,
+    /// With [`RabbitNode::start_tls`]: the TLS listener and the test CA's files.
+    pub tls: Option<RabbitTls>,
+}
+
+/// A node's TLS listener (which requires a client certificate) and the PEM files of a CA made for the test, the
+/// server's certificate for `localhost` and 127.0.0.1 signed by it, and a client certificate and key.
+#[derive(Debug, Clone)]
+pub struct RabbitTls {
+    pub port: u16,
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// Make a CA, a server certificate for localhost/127.0.0.1 and a client certificate under `dir` with `openssl`.
+fn make_test_certificates(dir: &Path) -> bool {
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let ext = |name: &str, text: &str| std::fs::write(dir.join(name), text).is_ok();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=celeriac test CA",
+    ]) && ext(
+        "server.ext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    ) && ext(
+        "client.ext",
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    ) && ["server", "client"].iter().all(|who| {
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{who}.key"),
+            "-out",
+            &format!("{who}.csr"),
+            "-subj",
+            &format!(
+                "/CN={}",
+                if *who == "server" {
+                    "localhost"
+                } else {
+                    "guest"
+                }
+            ),
+        ]) && run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{who}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{who}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{who}.ext"),
+        ])
+    })
 }
 
 fn free_tcp_port() -> u16 {
@@ -251,6 +334,16 @@ fn port_open(port: u16) -> bool {
 impl RabbitNode {
     /// Start a fresh node, or `None` if `rabbitmq-server` is missing or does not accept connections within 60 s.
     pub fn start() -> Option<RabbitNode> {
+        RabbitNode::start_with(false)
+    }
+
+    /// [`RabbitNode::start`] with a TLS listener too ([`RabbitTls`]: certificates made with `openssl`; clients must
+    /// present the client certificate).
+    pub fn start_tls() -> Option<RabbitNode> {
+        RabbitNode::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Option<RabbitNode> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = std::env::temp_dir().join(format!("celeriac-rabbit-{}", &id[..12]));
         std::fs::create_dir_all(dir.join("mnesia")).ok()?;
@@ -263,13 +356,34 @@ impl RabbitNode {
             dist_port: free_tcp_port(),
             dir,
             running: false,
+            tls: None,
         };
         std::fs::write(node.dir.join("enabled_plugins"), "[].\n").ok()?;
-        std::fs::write(
-            node.dir.join("rabbitmq.conf"),
-            format!("listeners.tcp.local = 127.0.0.1:{port}\n"),
-        )
-        .ok()?;
+        let mut conf = format!("listeners.tcp.local = 127.0.0.1:{port}\n");
+        if tls {
+            let certs = node.dir.join("tls");
+            std::fs::create_dir_all(&certs).ok()?;
+            if !make_test_certificates(&certs) {
+                return None;
+            }
+            let tls_port = free_tcp_port();
+            let f = |name: &str| certs.join(name).display().to_string();
+            conf.push_str(&format!(
+                "listeners.ssl.default = 127.0.0.1:{tls_port}\n\
+                 ssl_options.cacertfile = {}\nssl_options.certfile = {}\nssl_options.keyfile = {}\n\
+                 ssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = true\n",
+                f("ca.pem"),
+                f("server.pem"),
+                f("server.key"),
+            ));
+            node.tls = Some(RabbitTls {
+                port: tls_port,
+                ca: certs.join("ca.pem"),
+                client_cert: certs.join("client.pem"),
+                client_key: certs.join("client.key"),
+            });
+        }
+        std::fs::write(node.dir.join("rabbitmq.conf"), conf).ok()?;
         std::fs::write(node.dir.join("rabbitmq-env.conf"), "").ok()?;
         // As root the server runs as `rabbitmq`; elsewhere this fails harmlessly and the server runs as us.
         let _ = Command::new("chown")
@@ -308,7 +422,10 @@ impl RabbitNode {
         if spawned.is_err() {
             return false;
         }
-        self.running = wait_until(Duration::from_secs(60), || port_open(self.port));
+        let tls_port = self.tls.as_ref().map(|t| t.port);
+        self.running = wait_until(Duration::from_secs(60), || {
+            port_open(self.port) && tls_port.is_none_or(port_open)
+        });
         self.running
     }
 
