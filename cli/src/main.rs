@@ -35,6 +35,10 @@ pub struct Cli {
     /// RabbitMQ only: `classic` or `quorum` task queues (Celery's `task_default_queue_type`).
     #[arg(long, global = true, default_value = "classic", value_parser = ["classic", "quorum"])]
     pub task_default_queue_type: String,
+    /// RabbitMQ only: the kind of each task queue's exchange (Celery's `task_default_exchange_type`); `topic` with
+    /// quorum queues sends countdowns through RabbitMQ's native delayed delivery, as Celery 5.5+ does.
+    #[arg(long, global = true, default_value = "direct", value_parser = ["direct", "topic"])]
+    pub task_default_exchange_type: String,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -61,7 +65,7 @@ pub enum Command {
 impl Cli {
     /// The AMQP queue options from the flags.
     pub fn amqp(&self) -> celeriac_client::AmqpOptions {
-        use celery_proto::kombu_amqp::{QueueType, TaskQueueOptions};
+        use celery_proto::kombu_amqp::{ExchangeKind, QueueType, TaskQueueOptions};
         celeriac_client::AmqpOptions {
             queues: TaskQueueOptions {
                 max_priority: self.task_queue_max_priority,
@@ -69,6 +73,11 @@ impl Cli {
                     QueueType::Quorum
                 } else {
                     QueueType::Classic
+                },
+                exchange_type: if self.task_default_exchange_type == "topic" {
+                    ExchangeKind::Topic
+                } else {
+                    ExchangeKind::Direct
                 },
             },
             ..celeriac_client::AmqpOptions::default()

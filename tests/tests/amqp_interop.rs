@@ -806,3 +806,97 @@ print(json.dumps({{'add': app.send_task('celeriac.add', args=(2, 3)).get(timeout
         refused.stderr
     );
 }
+
+/// Celery 5.5+'s native delayed delivery (quorum queues on a topic exchange): the Rust worker declares the 28
+/// delay levels as Celery's worker does; a countdown sent by Python waits in RabbitMQ's delay queues, not in the
+/// worker, and comes back to `celery` when due; the `celeriac` CLI sends its countdowns the same way.
+#[test]
+fn countdowns_on_quorum_queues_wait_in_rabbitmqs_delay_levels() {
+    let vhost = amqp_vhost_or_skip!();
+    let db = redis_db_or_skip!();
+    let py = python_or_skip!();
+    let mode = [
+        "--task-default-queue-type",
+        "quorum",
+        "--task-default-exchange-type",
+        "topic",
+    ];
+    let _w = rust_worker(
+        &vhost.url,
+        "delay@amqp",
+        &[&mode[..], &["-c", "2", "--result-backend", &db.url]].concat(),
+    );
+    let out = run_python_with(
+        &py,
+        &vhost.url,
+        &db.url,
+        r#"
+import json, time
+from pytasks import app
+app.conf.task_default_queue_type = 'quorum'
+app.conf.task_create_missing_queue_type = 'quorum'
+app.conf.task_default_exchange_type = 'topic'
+t0 = time.time()
+r = app.send_task('celeriac.add', args=(1, 2), countdown=3)
+time.sleep(0.5)
+with app.connection_for_write() as conn:
+    waiting = conn.default_channel.queue_declare('celery_delayed_1', passive=True).message_count
+scheduled = app.control.inspect(timeout=1).scheduled() or {}
+res = r.get(timeout=30)
+print(json.dumps({'waiting': waiting, 'scheduled': scheduled, 'result': res, 'waited': time.time() - t0}))
+"#,
+        T,
+    );
+    let r = py_json(&out);
+    assert_eq!(r["waiting"], json!(1), "3 s = 0b11: level 1 holds it first");
+    assert_eq!(
+        r["scheduled"]["delay@amqp"],
+        json!([]),
+        "the worker must not hold it"
+    );
+    assert_eq!(r["result"], json!(3));
+    assert!(r["waited"].as_f64().unwrap() >= 2.9, "{r}");
+
+    // The CLI: a countdown of 2 s (0b10) waits in level 1 too, and the worker holds nothing meanwhile.
+    let sent = celeriac(
+        &vhost.url,
+        &[
+            &mode[..],
+            &[
+                "--result-backend",
+                &db.url,
+                "call",
+                "celeriac.add",
+                "-a",
+                "[20, 22]",
+                "--countdown",
+                "2",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(sent.ok, "{}\n{}", sent.stdout, sent.stderr);
+    let id = sent.stdout.trim().to_string();
+    let out = run_python_with(
+        &py,
+        &vhost.url,
+        &db.url,
+        r#"
+import json
+from pytasks import app
+with app.connection_for_write() as conn:
+    waiting = conn.default_channel.queue_declare('celery_delayed_1', passive=True).message_count
+print(json.dumps({'waiting': waiting, 'scheduled': app.control.inspect(timeout=1).scheduled() or {}}))
+"#,
+        T,
+    );
+    let r = py_json(&out);
+    assert_eq!(r["waiting"], json!(1), "{r}");
+    assert_eq!(r["scheduled"]["delay@amqp"], json!([]), "{r}");
+    let got = celeriac(
+        &vhost.url,
+        &["--result-backend", &db.url, "result", &id, "--wait"],
+    );
+    assert!(got.ok, "{}\n{}", got.stdout, got.stderr);
+    assert_eq!(got.stdout.trim(), "42");
+}

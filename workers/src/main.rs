@@ -44,6 +44,10 @@ struct Cli {
     /// AMQP only: classic or quorum task queues (Celery's task_default_queue_type).
     #[arg(long, default_value = "classic", value_parser = ["classic", "quorum"])]
     task_default_queue_type: String,
+    /// AMQP only: the kind of each task queue's exchange (Celery's task_default_exchange_type); `topic` with quorum
+    /// queues turns on Celery 5.5+'s native delayed delivery for countdowns and ETAs.
+    #[arg(long, default_value = "direct", value_parser = ["direct", "topic"])]
+    task_default_exchange_type: String,
     /// Queues to consume, comma separated. The worker-direct queue <node>.dq2 is always added.
     #[arg(short = 'Q', long, default_value = "celery", value_delimiter = ',')]
     queues: Vec<String>,
@@ -228,7 +232,7 @@ impl BrokerChoice {
         }
         #[cfg(feature = "amqp")]
         {
-            use celery_proto::kombu_amqp::{QueueType, TaskQueueOptions};
+            use celery_proto::kombu_amqp::{ExchangeKind, QueueType, TaskQueueOptions};
             let prefetch =
                 (config.concurrency * config.prefetch_multiplier).min(u16::MAX as usize) as u16;
             Ok(BrokerChoice::Amqp(broker_amqp::AmqpOptions {
@@ -239,6 +243,11 @@ impl BrokerChoice {
                         QueueType::Quorum
                     } else {
                         QueueType::Classic
+                    },
+                    exchange_type: if cli.task_default_exchange_type == "topic" {
+                        ExchangeKind::Topic
+                    } else {
+                        ExchangeKind::Direct
                     },
                 },
             }))

@@ -40,8 +40,9 @@ use celery_proto::kombu_amqp::{
 use futures_util::StreamExt as _;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
-    BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+    BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions, ExchangeBindOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueuePurgeOptions,
 };
 use lapin::types::{FieldTable as LapinTable, ShortString};
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
@@ -442,15 +443,84 @@ impl AmqpTransport {
             return Ok(());
         }
         let ch = self.misc(live).await?;
+        self.bind_queue(live, &ch, &bind).await?;
+        if self.inner.opts.queues.native_delayed_delivery()
+            && kombu_amqp::worker_direct_node(queue).is_none()
+        {
+            // Celery 5.5+: delayed messages come back from the delay levels to this queue.
+            self.ensure_delayed_topology(live, &ch).await?;
+            let (back, own) = kombu_amqp::delayed_return_bindings(queue);
+            self.bind_exchange(live, &ch, &back).await?;
+            self.bind_queue(live, &ch, &own).await?;
+        }
+        Self::remember(live, key);
+        Ok(())
+    }
+
+    async fn bind_queue(
+        &self,
+        live: &Live,
+        ch: &Channel,
+        b: &kombu_amqp::BindDecl,
+    ) -> Result<(), TransportError> {
         ch.queue_bind(
-            bind.queue.as_str().into(),
-            bind.exchange.as_str().into(),
-            bind.routing_key.as_str().into(),
+            b.queue.as_str().into(),
+            b.exchange.as_str().into(),
+            b.routing_key.as_str().into(),
             QueueBindOptions::default(),
             LapinTable::default(),
         )
         .await
-        .map_err(|e| self.error(live, &format!("binding queue {queue}"), e))?;
+        .map_err(|e| self.error(live, &format!("binding queue {}", b.queue), e))
+    }
+
+    async fn bind_exchange(
+        &self,
+        live: &Live,
+        ch: &Channel,
+        b: &kombu_amqp::ExchangeBindDecl,
+    ) -> Result<(), TransportError> {
+        ch.exchange_bind(
+            b.destination.as_str().into(),
+            b.source.as_str().into(),
+            b.routing_key.as_str().into(),
+            ExchangeBindOptions::default(),
+            LapinTable::default(),
+        )
+        .await
+        .map_err(|e| {
+            self.error(
+                live,
+                &format!("binding exchange {} to {}", b.destination, b.source),
+                e,
+            )
+        })
+    }
+
+    /// The 28 delay levels of native delayed delivery, declared once per connection as Celery's worker declares
+    /// them (`kombu_amqp::delayed_delivery_topology`).
+    async fn ensure_delayed_topology(
+        &self,
+        live: &Live,
+        ch: &Channel,
+    ) -> Result<(), TransportError> {
+        let key = "x:celery_delayed_delivery".to_string();
+        if !Self::first_time(live, key.clone()) {
+            return Ok(());
+        }
+        let t = kombu_amqp::delayed_delivery_topology();
+        for e in &t.exchanges {
+            self.declare_exchange_on(live, ch, e).await?;
+        }
+        for q in &t.queues {
+            self.declare_queue_on(live, ch, q).await?;
+        }
+        for b in &t.queue_bindings {
+            self.bind_queue(live, ch, b).await?;
+        }
+        for b in &t.exchange_bindings {
+            self.bind_exchange(live, ch, b).await?;
+        }
         Self::remember(live, key);
         Ok(())
     }
@@ -726,8 +796,17 @@ impl Transport for AmqpTransport {
     async fn publish(&self, queue: &str, envelope: &Envelope) -> transport::Result<()> {
         let live = self.live().await?;
         self.ensure_task_queue(&live, queue).await?;
-        // Celery publishes to a queue on a direct exchange through the default exchange, routing key = queue.
-        let p = kombu_amqp::publish(envelope, kombu_amqp::DEFAULT_EXCHANGE, queue);
+        // Celery publishes to a queue on a direct exchange through the default exchange (routing key = queue), to a
+        // topic queue through its exchange, and a countdown under native delayed delivery to the delay levels.
+        let countdown = envelope
+            .headers
+            .get("eta")
+            .and_then(serde_json::Value::as_str)
+            .and_then(celery_proto::time::parse_iso)
+            .map(|eta| (eta - chrono::Utc::now()).num_milliseconds() as f64 / 1000.0);
+        let (exchange, routing_key) =
+            kombu_amqp::task_publish_target(queue, &self.inner.opts.queues, countdown);
+        let p = kombu_amqp::publish(envelope, &exchange, &routing_key);
         self.publish_confirmed(&live, &p, false).await?;
         Ok(())
     }

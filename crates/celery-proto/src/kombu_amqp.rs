@@ -168,8 +168,9 @@ impl FieldValue {
 // ---------------------------------------------------------------------------------------------------------------
 
 /// AMQP exchange types Celery uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ExchangeKind {
+    #[default]
     Direct,
     Fanout,
     Topic,
@@ -227,6 +228,18 @@ pub struct TaskQueueOptions {
     pub max_priority: Option<u8>,
     /// `task_default_queue_type`: `x-queue-type` on task queues (worker-direct queues stay classic).
     pub queue_type: QueueType,
+    /// `task_default_exchange_type`: the kind of each task queue's own exchange (worker-direct queues stay on the
+    /// direct `C.dq2`). With quorum queues and a non-direct exchange, countdowns and ETAs go through RabbitMQ's
+    /// native delayed delivery ([`delayed_delivery_topology`]).
+    pub exchange_type: ExchangeKind,
+}
+
+impl TaskQueueOptions {
+    /// Celery 5.5+'s native delayed delivery applies: quorum queues on a non-direct exchange (with a direct
+    /// exchange Celery's worker only warns, and countdowns are held by the worker as on classic queues).
+    pub fn native_delayed_delivery(&self) -> bool {
+        self.queue_type == QueueType::Quorum && self.exchange_type != ExchangeKind::Direct
+    }
 }
 
 /// The node name of a worker-direct queue `<node>.dq2`.
@@ -252,7 +265,11 @@ pub fn task_queue(queue: &str, opts: &TaskQueueOptions) -> (ExchangeDecl, QueueD
     (
         ExchangeDecl {
             name: exchange.to_string(),
-            kind: ExchangeKind::Direct,
+            kind: if direct.is_some() {
+                ExchangeKind::Direct
+            } else {
+                opts.exchange_type
+            },
             durable: true,
         },
         QueueDecl {
@@ -266,6 +283,155 @@ pub fn task_queue(queue: &str, opts: &TaskQueueOptions) -> (ExchangeDecl, QueueD
             queue: queue.to_string(),
             exchange: exchange.to_string(),
             routing_key: routing_key.to_string(),
+        },
+    )
+}
+
+/// Where a task message for `queue` is published: a queue on a direct exchange (and a worker-direct queue) through
+/// the default exchange with the queue's name as routing key; a queue on a topic or fanout exchange through its
+/// own exchange; with native delayed delivery and a countdown of a second or more, to `celery_delayed_27` with the
+/// countdown's bits in the routing key ([`delayed_routing_key`]), as Celery 5.5+ publishes it.
+/// `countdown_secs` is how long until the message's ETA.
+pub fn task_publish_target(
+    queue: &str,
+    opts: &TaskQueueOptions,
+    countdown_secs: Option<f64>,
+) -> (String, String) {
+    if worker_direct_node(queue).is_some() || opts.exchange_type == ExchangeKind::Direct {
+        return (DEFAULT_EXCHANGE.to_string(), queue.to_string());
+    }
+    // Whole seconds, rounded: a countdown of 2 s measured a moment after its ETA was set is 1.99 s, and is meant
+    // as 2 (Celery takes the int of a countdown it is given).
+    if opts.native_delayed_delivery()
+        && let Some(key) = countdown_secs
+            .map(f64::round)
+            .filter(|c| *c >= 1.0)
+            .and_then(|c| delayed_routing_key(c as u64, queue))
+    {
+        return (delayed_exchange(DELAYED_LEVELS - 1), key);
+    }
+    (queue.to_string(), queue.to_string())
+}
+
+/// Levels of native delayed delivery: queues `celery_delayed_0` to `celery_delayed_27`, level N holding a message
+/// 2^N seconds; the longest delay is 2^28 - 1 seconds (about 8.5 years).
+pub const DELAYED_LEVELS: u32 = 28;
+/// Where a delayed message comes out of the levels, to be routed back to its queue by the `#.<routing key>` binding.
+pub const DELAYED_DELIVERY_EXCHANGE: &str = "celery_delayed_delivery";
+
+/// The exchange (and queue) of delay level `level`.
+pub fn delayed_exchange(level: u32) -> String {
+    format!("celery_delayed_{level}")
+}
+
+/// Celery's routing key for a delayed message: the countdown in whole seconds as 28 binary digits separated by
+/// dots, then the original routing key (`60 s` on `celery`: `0.0.…0.1.1.1.1.0.0.celery`). `None` for 0 or a delay
+/// beyond the levels.
+pub fn delayed_routing_key(countdown_secs: u64, routing_key: &str) -> Option<String> {
+    if countdown_secs == 0 || countdown_secs >= 1 << DELAYED_LEVELS {
+        return None;
+    }
+    let bits: Vec<String> = (0..DELAYED_LEVELS)
+        .rev()
+        .map(|b| ((countdown_secs >> b) & 1).to_string())
+        .collect();
+    Some(format!("{}.{routing_key}", bits.join(".")))
+}
+
+/// An `exchange.bind`: messages published to `source` that match `routing_key` also go to `destination`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeBindDecl {
+    pub destination: String,
+    pub source: String,
+    pub routing_key: String,
+}
+
+/// Everything Celery's worker declares for native delayed delivery (its `DelayedDelivery` bootstep, kombu's
+/// `declare_native_delayed_delivery_exchanges_and_queues`): for each level N from 27 down to 0, a durable topic
+/// exchange and a quorum queue `celery_delayed_N` holding messages 2^N s (`x-message-ttl`, `x-overflow`
+/// reject-publish) and dead-lettering them at least once to level N-1's exchange (level 0's: to
+/// `celery_delayed_delivery`); the queue takes the keys whose bit N is 1, the next level's exchange those whose bit N
+/// is 0. Plus the durable topic exchange `celery_delayed_delivery`.
+pub struct DelayedTopology {
+    pub exchanges: Vec<ExchangeDecl>,
+    pub queues: Vec<QueueDecl>,
+    pub queue_bindings: Vec<BindDecl>,
+    pub exchange_bindings: Vec<ExchangeBindDecl>,
+}
+
+pub fn delayed_delivery_topology() -> DelayedTopology {
+    let topic = |name: String| ExchangeDecl {
+        name,
+        kind: ExchangeKind::Topic,
+        durable: true,
+    };
+    let mut t = DelayedTopology {
+        exchanges: vec![topic(DELAYED_DELIVERY_EXCHANGE.to_string())],
+        queues: Vec::new(),
+        queue_bindings: Vec::new(),
+        exchange_bindings: Vec::new(),
+    };
+    for level in (0..DELAYED_LEVELS).rev() {
+        let name = delayed_exchange(level);
+        let next = if level == 0 {
+            DELAYED_DELIVERY_EXCHANGE.to_string()
+        } else {
+            delayed_exchange(level - 1)
+        };
+        let ttl_ms = (1i64 << level) * 1000;
+        let mut arguments = FieldTable::new();
+        arguments.insert("x-queue-type", FieldValue::Str("quorum".into()));
+        arguments.insert("x-overflow", FieldValue::Str("reject-publish".into()));
+        arguments.insert(
+            "x-message-ttl",
+            match i32::try_from(ttl_ms) {
+                Ok(small) => FieldValue::I32(small),
+                Err(_) => FieldValue::I64(ttl_ms),
+            },
+        );
+        arguments.insert("x-dead-letter-exchange", FieldValue::Str(next.clone()));
+        arguments.insert(
+            "x-dead-letter-strategy",
+            FieldValue::Str("at-least-once".into()),
+        );
+        let stars = "*.".repeat((DELAYED_LEVELS - 1 - level) as usize);
+        t.exchanges.push(topic(name.clone()));
+        t.queues.push(QueueDecl {
+            name: name.clone(),
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            arguments,
+        });
+        t.queue_bindings.push(BindDecl {
+            queue: name.clone(),
+            exchange: name.clone(),
+            routing_key: format!("{stars}1.#"),
+        });
+        t.exchange_bindings.push(ExchangeBindDecl {
+            destination: next,
+            source: name,
+            routing_key: format!("{stars}0.#"),
+        });
+    }
+    t
+}
+
+/// The bindings that bring delayed messages back to a task queue (kombu's
+/// `bind_queue_to_native_delayed_delivery_exchange`): `celery_delayed_delivery` to the queue's exchange, and the
+/// queue to its exchange, both with `#.<routing key>`.
+pub fn delayed_return_bindings(queue: &str) -> (ExchangeBindDecl, BindDecl) {
+    let key = format!("#.{queue}");
+    (
+        ExchangeBindDecl {
+            destination: queue.to_string(),
+            source: DELAYED_DELIVERY_EXCHANGE.to_string(),
+            routing_key: key.clone(),
+        },
+        BindDecl {
+            queue: queue.to_string(),
+            exchange: queue.to_string(),
+            routing_key: key,
         },
     )
 }
@@ -601,6 +767,7 @@ mod tests {
         let opts = TaskQueueOptions {
             max_priority: Some(10),
             queue_type: QueueType::Quorum,
+            ..TaskQueueOptions::default()
         };
         let (ex, q, b) = task_queue("celery", &opts);
         assert_eq!(

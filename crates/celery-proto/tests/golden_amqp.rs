@@ -254,6 +254,7 @@ fn an_idle_workers_declarations_are_ours() {
             TaskQueueOptions {
                 max_priority: Some(10),
                 queue_type: QueueType::Classic,
+                ..TaskQueueOptions::default()
             },
         ),
         (
@@ -261,6 +262,7 @@ fn an_idle_workers_declarations_are_ours() {
             TaskQueueOptions {
                 max_priority: None,
                 queue_type: QueueType::Quorum,
+                ..TaskQueueOptions::default()
             },
         ),
     ] {
@@ -386,4 +388,140 @@ fn rpc_results_are_published_as_celery_publishes_them() {
             render_args(&q.arguments).as_str()
         )
     );
+}
+
+/// The table rows after the header line starting with `first` in `b-declarations/<mode>/<file>`.
+fn table_rows(mode: &str, file: &str, first: &str) -> Vec<Vec<String>> {
+    let text =
+        std::fs::read_to_string(fixtures().join("b-declarations").join(mode).join(file)).unwrap();
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("{first}\t")));
+    lines.next();
+    lines
+        .take_while(|l| !l.starts_with('$'))
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn native_delayed_delivery_is_declared_and_addressed_as_celery_does() {
+    let opts = TaskQueueOptions {
+        max_priority: None,
+        queue_type: QueueType::Quorum,
+        exchange_type: ExchangeKind::Topic,
+    };
+    assert!(opts.native_delayed_delivery());
+    let t = kombu_amqp::delayed_delivery_topology();
+
+    // Queues: every celery_delayed_N with its type, flags and arguments, as a worker left them.
+    let listed = table_rows("quorum-topic", "queues-extended.txt", "name");
+    let delayed: Vec<&Vec<String>> = listed
+        .iter()
+        .filter(|r| r[0].starts_with("celery_delayed_"))
+        .collect();
+    assert_eq!(delayed.len(), t.queues.len());
+    for q in &t.queues {
+        let row = delayed.iter().find(|r| r[0] == q.name).expect(&q.name);
+        assert_eq!(row[1], "quorum", "{}", q.name);
+        assert_eq!(
+            (row[2].as_str(), row[3].as_str()),
+            (
+                q.durable.to_string().as_str(),
+                q.auto_delete.to_string().as_str()
+            )
+        );
+        assert_eq!(row[5], render_args(&q.arguments), "{}", q.name);
+    }
+    // Exchanges: the 28 levels and celery_delayed_delivery, durable topics.
+    let ex = table_rows("quorum-topic", "exchanges-extended.txt", "name");
+    for e in &t.exchanges {
+        let row = ex.iter().find(|r| r[0] == e.name).expect(&e.name);
+        assert_eq!(
+            (row[1].as_str(), row[2].as_str()),
+            (e.kind.as_str(), e.durable.to_string().as_str()),
+            "{}",
+            e.name
+        );
+    }
+    assert_eq!(
+        ex.iter()
+            .filter(|r| r[0].starts_with("celery_delayed"))
+            .count(),
+        t.exchanges.len()
+    );
+    // Bindings: level queues, level-to-level exchange bindings, and the way back to `celery`.
+    let bindings = table_rows("quorum-topic", "bindings.txt", "source_name");
+    let has = |source: &str, dest: &str, kind: &str, key: &str| {
+        bindings
+            .iter()
+            .any(|r| r[0] == source && r[2] == dest && r[3] == kind && r[4] == key)
+    };
+    for b in &t.queue_bindings {
+        assert!(has(&b.exchange, &b.queue, "queue", &b.routing_key), "{b:?}");
+    }
+    for b in &t.exchange_bindings {
+        assert!(
+            has(&b.source, &b.destination, "exchange", &b.routing_key),
+            "{b:?}"
+        );
+    }
+    let (back, own) = kombu_amqp::delayed_return_bindings("celery");
+    assert!(has(
+        &back.source,
+        &back.destination,
+        "exchange",
+        &back.routing_key
+    ));
+    assert!(has(&own.exchange, &own.queue, "queue", &own.routing_key));
+    let (exchange, _, _) = kombu_amqp::task_queue("celery", &opts);
+    assert_eq!(exchange.kind, ExchangeKind::Topic);
+
+    // Publishing: the captured countdown messages went to celery_delayed_27 with the countdown's bits; a plain one
+    // to its own topic exchange.
+    for (file, countdown) in [
+        (
+            "a21-quorum-topic-countdown60.capture.delayed27.tap.json",
+            60.0,
+        ),
+        ("a21-quorum-topic-countdown3.celery.json", 3.0),
+        ("a21-quorum-topic-plain.celery.json", 0.0),
+    ] {
+        let cap: Value = serde_json::from_str(
+            &std::fs::read_to_string(fixtures().join("a-task-messages").join(file)).unwrap(),
+        )
+        .unwrap();
+        let args = &cap["wire_publish"]["method_args"];
+        let got = kombu_amqp::task_publish_target("celery", &opts, Some(countdown));
+        assert_eq!(
+            (got.0.as_str(), got.1.as_str()),
+            (
+                args["exchange"].as_str().unwrap(),
+                args["routing_key"].as_str().unwrap()
+            ),
+            "{file}"
+        );
+    }
+    // Without quorum queues, or on a direct exchange, countdowns are not the broker's business.
+    let direct = TaskQueueOptions {
+        exchange_type: ExchangeKind::Direct,
+        ..opts
+    };
+    assert_eq!(
+        kombu_amqp::task_publish_target("celery", &direct, Some(60.0)),
+        (String::new(), "celery".to_string())
+    );
+    // A countdown measured just after its ETA was set (1.99 s for 2 s) counts as the whole seconds meant.
+    assert_eq!(
+        kombu_amqp::task_publish_target("celery", &opts, Some(1.99)).1,
+        kombu_amqp::delayed_routing_key(2, "celery").unwrap()
+    );
+    assert_eq!(
+        kombu_amqp::task_publish_target("celery", &opts, Some(0.4)),
+        ("celery".to_string(), "celery".to_string()),
+        "under half a second: published to the queue, the worker holds it"
+    );
+    assert_eq!(kombu_amqp::delayed_routing_key(0, "celery"), None);
+    assert_eq!(kombu_amqp::delayed_routing_key(1 << 28, "celery"), None);
 }
