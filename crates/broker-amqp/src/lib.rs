@@ -47,7 +47,7 @@ use lapin::options::{
 use lapin::types::{FieldTable as LapinTable, ShortString};
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -98,6 +98,8 @@ struct Live {
     consumers: tokio::sync::Mutex<HashMap<String, ShortString>>,
     /// Delivery tags taken by `consume` and not settled yet.
     held: Mutex<HashSet<u64>>,
+    /// The `basic.qos` prefetch count in force on the consume channel.
+    qos: AtomicU64,
 }
 
 impl Live {
@@ -125,6 +127,8 @@ struct Inner {
     arrived: Notify,
     generations: AtomicU64,
     reconnects: AtomicU64,
+    /// Messages the caller holds outside its prefetch budget (ETA tasks), added to the prefetch count.
+    beyond: AtomicI64,
 }
 
 /// The AMQP transport. Cheap to clone; clones share the connection.
@@ -176,6 +180,7 @@ impl AmqpTransport {
                 arrived: Notify::new(),
                 generations: AtomicU64::new(0),
                 reconnects: AtomicU64::new(0),
+                beyond: AtomicI64::new(0),
             }),
         })
     }
@@ -250,12 +255,15 @@ impl AmqpTransport {
                 .confirm_select(ConfirmSelectOptions::default())
                 .await?;
             let consume = conn.create_channel().await?;
-            if self.inner.opts.prefetch > 0 {
-                // Classic queues: one budget for the channel (Celery's global QoS); quorum queues refuse a global
-                // QoS, so Celery (and we) set it per consumer there.
-                let global = self.inner.opts.queues.queue_type == QueueType::Classic;
+            let prefetch = self.wanted_prefetch();
+            if prefetch > 0 {
                 consume
-                    .basic_qos(self.inner.opts.prefetch, BasicQosOptions { global })
+                    .basic_qos(
+                        prefetch,
+                        BasicQosOptions {
+                            global: self.global_qos(),
+                        },
+                    )
                     .await?;
             }
             let misc = conn.create_channel().await?;
@@ -277,7 +285,44 @@ impl AmqpTransport {
             kinds: Mutex::new(HashMap::new()),
             consumers: tokio::sync::Mutex::new(HashMap::new()),
             held: Mutex::new(HashSet::new()),
+            qos: AtomicU64::new(u64::from(self.wanted_prefetch())),
         })
+    }
+
+    /// Classic queues: one budget for the channel (Celery's global QoS); quorum queues refuse a global QoS, so
+    /// Celery (and we) set it per consumer there.
+    fn global_qos(&self) -> bool {
+        self.inner.opts.queues.queue_type == QueueType::Classic
+    }
+
+    /// The prefetch count to ask for: the configured one plus the messages held beyond it (0 stays unlimited).
+    fn wanted_prefetch(&self) -> u16 {
+        let base = i64::from(self.inner.opts.prefetch);
+        if base == 0 {
+            return 0;
+        }
+        let extra = self.inner.beyond.load(Ordering::SeqCst).max(0);
+        (base + extra).min(i64::from(u16::MAX)) as u16
+    }
+
+    /// Apply a changed prefetch count (Celery's `qos.update()`, run from the consume loop).
+    async fn update_qos(&self, live: &Live) -> Result<(), TransportError> {
+        let want = self.wanted_prefetch();
+        if want == 0 || live.qos.load(Ordering::SeqCst) == u64::from(want) {
+            return Ok(());
+        }
+        live.consume
+            .basic_qos(
+                want,
+                BasicQosOptions {
+                    global: self.global_qos(),
+                },
+            )
+            .await
+            .map_err(|e| self.error(live, "basic.qos", e))?;
+        live.qos.store(u64::from(want), Ordering::SeqCst);
+        tracing::debug!(prefetch = want, "prefetch count changed");
+        Ok(())
     }
 
     /// Map a lapin error: a lost connection or a failed long-lived channel makes the connection dead (the next call
@@ -818,6 +863,7 @@ impl Transport for AmqpTransport {
         idle_wait: Duration,
     ) -> transport::Result<Vec<Delivery>> {
         let live = self.live().await?;
+        self.update_qos(&live).await?;
         self.ensure_consumers(&live, queues).await?;
         let deadline = tokio::time::Instant::now() + idle_wait;
         loop {
@@ -831,6 +877,10 @@ impl Transport for AmqpTransport {
             if !live.ok() {
                 live.broken.store(true, Ordering::SeqCst);
                 return Err(unavailable("the AMQP connection was lost"));
+            }
+            if u64::from(self.wanted_prefetch()) != live.qos.load(Ordering::SeqCst) {
+                // The prefetch count must change first (held ETA tasks): the caller's next consume applies it.
+                return Ok(Vec::new());
             }
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
                 return Ok(Vec::new());
@@ -1035,6 +1085,12 @@ impl Transport for AmqpTransport {
             }
             tokio::time::sleep(POP_POLL.min(deadline - tokio::time::Instant::now())).await;
         }
+    }
+
+    fn hold_beyond_prefetch(&self, delta: i64) {
+        self.inner.beyond.fetch_add(delta, Ordering::SeqCst);
+        // Applied by the next `consume` (the consumer loop calls it at least every idle wait).
+        self.inner.arrived.notify_waiters();
     }
 
     fn reconnects(&self) -> u64 {

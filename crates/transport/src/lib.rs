@@ -213,6 +213,11 @@ pub trait Transport: Send + Sync + 'static {
     /// Take one message from a mailbox queue without holding it (kombu's `no_ack`), waiting up to `timeout`.
     async fn pop(&self, queue: &str, timeout: Duration) -> Result<Option<Incoming>>;
 
+    /// The caller holds `delta` more (or, negative, fewer) unacknowledged messages outside its prefetch budget
+    /// (tasks waiting for their ETA). Transports whose broker limits unacknowledged messages (AMQP's `basic.qos`)
+    /// raise that limit by as much, as Celery does, so held ETA tasks do not stop delivery; others do nothing.
+    fn hold_beyond_prefetch(&self, _delta: i64) {}
+
     /// Record a connection problem seen by a caller (feeds [`Transport::reconnects`]).
     fn note_error(&self, _error: &TransportError) {}
 

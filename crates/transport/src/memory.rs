@@ -72,6 +72,7 @@ struct State {
 pub struct MemoryBroker {
     state: Arc<Mutex<State>>,
     changed: Arc<Notify>,
+    beyond: Arc<std::sync::atomic::AtomicI64>,
     failures: Arc<AtomicUsize>,
     errors_seen: Arc<AtomicU64>,
 }
@@ -141,6 +142,11 @@ impl MemoryBroker {
             .results
             .get(task_id)
             .and_then(|m| serde_json::from_slice(m).ok())
+    }
+
+    /// How many messages the consumer says it holds outside its prefetch budget (ETA tasks).
+    pub fn held_beyond_prefetch(&self) -> i64 {
+        self.beyond.load(Ordering::SeqCst)
     }
 
     /// The `reply_to` the result of `task_id` was stored with (where `rpc://` would have sent it).
@@ -310,6 +316,10 @@ impl Transport for MemoryBroker {
     async fn queue_len(&self, queue: &str) -> crate::Result<Option<u64>> {
         self.check()?;
         Ok(self.lock().queues.get(queue).map(|q| q.len() as u64))
+    }
+
+    fn hold_beyond_prefetch(&self, delta: i64) {
+        self.beyond.fetch_add(delta, Ordering::SeqCst);
     }
 
     async fn ack(&self, tag: &str) -> crate::Result<()> {

@@ -125,6 +125,9 @@ pub(crate) enum Outcome {
 /// already settled its message.
 pub(crate) struct Slot {
     permit: Option<Arc<Semaphore>>,
+    /// Set while the message is held outside the prefetch budget (an ETA task): the transport was told, and is
+    /// told again when the message is settled or the handler ends.
+    beyond: Option<SharedTransport>,
     settled: bool,
     /// Delivery order of the message (see `Requests::next_delivery`).
     seq: u64,
@@ -134,6 +137,7 @@ impl Slot {
     pub(crate) fn new(prefetch: Arc<Semaphore>, seq: u64) -> Slot {
         Slot {
             permit: Some(prefetch),
+            beyond: None,
             settled: false,
             seq,
         }
@@ -145,12 +149,28 @@ impl Slot {
         }
     }
 
+    /// Give the prefetch slot back while the message stays held (an ETA task), and tell the transport.
+    fn hold_beyond_prefetch(&mut self, transport: &SharedTransport) {
+        self.release();
+        if self.beyond.is_none() && !self.settled {
+            transport.hold_beyond_prefetch(1);
+            self.beyond = Some(transport.clone());
+        }
+    }
+
+    fn end_hold(&mut self) {
+        if let Some(t) = self.beyond.take() {
+            t.hold_beyond_prefetch(-1);
+        }
+    }
+
     /// True when this caller may settle `tag` now: not yet settled by this handler nor claimed by anyone else.
     fn claim(&mut self, state: &WorkerState, tag: &str) -> bool {
         if self.settled {
             return false;
         }
         self.settled = true;
+        self.end_hold();
         state.requests.claim_settlement(tag)
     }
 }
@@ -158,6 +178,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.release();
+        self.end_hold();
     }
 }
 
@@ -420,9 +441,10 @@ impl Executor {
             return Outcome::Revoked(RevokeReason::Expired);
         }
         if let Some(eta) = req.eta.filter(|e| *e > Utc::now()) {
-            // Held in memory; like Celery, an ETA task does not count against prefetch.
+            // Held in memory; like Celery, an ETA task does not count against prefetch (and the broker's own limit
+            // is raised for it).
             self.state.requests.set_phase(tag, Phase::Scheduled, |_| {});
-            slot.release();
+            slot.hold_beyond_prefetch(&self.transport);
             let wait = (eta - Utc::now()).to_std().unwrap_or_default();
             let mut shutdown = self.shutdown.clone();
             tokio::select! {

@@ -144,6 +144,11 @@ async fn eta_task_is_scheduled_runs_on_time_and_takes_no_prefetch_slot() {
         "the ETA message is held unacked"
     );
     assert_eq!(w.broker.queued(QUEUE), 0);
+    assert_eq!(
+        w.broker.held_beyond_prefetch(),
+        1,
+        "the transport is told (AMQP raises basic.qos by as much)"
+    );
 
     // Not run before its time.
     tokio::time::sleep_until(t0 + secs(9.0)).await;
@@ -160,6 +165,11 @@ async fn eta_task_is_scheduled_runs_on_time_and_takes_no_prefetch_slot() {
     );
     until("all acked", MINUTE, || w.broker.unacked().is_empty()).await;
     assert_eq!(w.broker.acks(), 2);
+    assert_eq!(
+        w.broker.held_beyond_prefetch(),
+        0,
+        "settled: no longer held beyond the prefetch"
+    );
     w.stop().await;
 }
 
