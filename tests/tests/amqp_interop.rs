@@ -377,7 +377,7 @@ fn the_rust_cli_calls_python_workers_on_rabbitmq() {
         &vhost.url,
         &db.url,
         "pyredis@amqp",
-        &["-c", "1", "-Q", "viaredis"],
+        &["-c", "1", "-Q", "viaredis", "-E"],
     );
     let _rpc_side = testkit::python_worker_with(
         &py,
@@ -457,6 +457,59 @@ fn the_rust_cli_calls_python_workers_on_rabbitmq() {
     let replies: Value = serde_json::from_str(ping.stdout.trim()).unwrap();
     assert_eq!(replies["pyredis@amqp"], json!({"ok": "pong"}), "{replies}");
     assert_eq!(replies["pyrpc@amqp"], json!({"ok": "pong"}), "{replies}");
+
+    // `celeriac control` steers a Python worker on RabbitMQ.
+    let rl = celeriac(
+        &vhost.url,
+        &[
+            "--json",
+            "control",
+            "rate_limit",
+            "tasks.add",
+            "100/m",
+            "-d",
+            "pyredis@amqp",
+        ],
+    );
+    assert!(rl.ok, "{}\n{}", rl.stdout, rl.stderr);
+    let replies: Value = serde_json::from_str(rl.stdout.trim()).unwrap();
+    assert_eq!(
+        replies["pyredis@amqp"],
+        json!({"ok": "new rate limit set successfully"}),
+        "{replies}"
+    );
+
+    // `celeriac events` receives a Python worker's task events from RabbitMQ's `celeryev` exchange.
+    let mut events = std::process::Command::new(testkit::bin("celeriac"));
+    events
+        .args(["-b", &vhost.url, "events", "--dump", "--duration", "6"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let events = events.spawn().expect("celeriac events");
+    std::thread::sleep(Duration::from_secs(2));
+    let again = celeriac(
+        &vhost.url,
+        &[
+            "--result-backend",
+            &db.url,
+            "call",
+            "tasks.add",
+            "-a",
+            "[4, 4]",
+            "-Q",
+            "viaredis",
+            "--wait",
+        ],
+    );
+    assert_eq!(again.stdout.trim(), "8", "{}", again.stderr);
+    let dumped = testkit::wait_output(events, T);
+    let text = String::from_utf8_lossy(&dumped.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("pyredis@amqp") && l.contains("task succeeded")),
+        "no task-succeeded from pyredis@amqp in:\n{text}\n{}",
+        String::from_utf8_lossy(&dumped.stderr)
+    );
 
     for _ in 0..3 {
         let sent = celeriac(
