@@ -997,3 +997,58 @@ print(json.dumps({'now': now, 'took': took, 'held': ids == sorted(later)}))
     assert!(r["took"].as_f64().unwrap() < 10.0, "{r}");
     assert_eq!(r["held"], json!(true), "{r}");
 }
+
+/// Warm shutdown on RabbitMQ: the active task finishes; the messages the worker had prefetched and not started go
+/// back to the queue (`basic.reject` with requeue) and the next worker runs them all.
+#[test]
+fn warm_shutdown_on_rabbitmq_gives_prefetched_messages_back() {
+    let vhost = amqp_vhost_or_skip!();
+    let db = redis_db_or_skip!();
+    let py = python_or_skip!();
+    let flags = [
+        "-c",
+        "1",
+        "--prefetch-multiplier",
+        "4",
+        "--result-extended",
+        "--result-backend",
+        db.url.as_str(),
+    ];
+    let mut first = rust_worker(&vhost.url, "warm1@amqp", &flags);
+    let out = run_python_with(
+        &py,
+        &vhost.url,
+        &db.url,
+        r#"
+import json
+from pytasks import app
+slow = app.send_task('celeriac.sleep', args=(2,)).id
+quick = [app.send_task('celeriac.add', args=(i, i)).id for i in range(5)]
+print(json.dumps({'slow': slow, 'quick': quick}))
+"#,
+        T,
+    );
+    let ids = py_json(&out);
+    std::thread::sleep(Duration::from_millis(800));
+    first.signal("TERM");
+    let status = first.wait_timeout(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "warm shutdown: {status:?}\n{}",
+        first.output()
+    );
+    let slow = wait_meta(&db, ids["slow"].as_str().unwrap(), T);
+    assert_eq!(slow["status"], json!("SUCCESS"), "the active task finishes");
+    assert_eq!(slow["worker"], json!("warm1@amqp"));
+
+    let _second = rust_worker(&vhost.url, "warm2@amqp", &flags);
+    for id in ids["quick"].as_array().unwrap() {
+        let meta = wait_meta(&db, id.as_str().unwrap(), T);
+        assert_eq!(meta["status"], json!("SUCCESS"), "{meta}");
+        assert_eq!(
+            meta["worker"],
+            json!("warm2@amqp"),
+            "the first worker gave it back without running it: {meta}"
+        );
+    }
+}
