@@ -7,8 +7,9 @@
 //! - [`ResultBackend`]: store, get and wait for task results, and chord joins.
 //!
 //! Implementations: `broker` (Redis, kombu's conventions), `broker-amqp` (RabbitMQ, kombu's AMQP conventions; also
-//! the `rpc://` result backend), and [`memory`] (in-process, for tests of the runtime with `tokio::time::pause`). Messages cross the seam as `celery_proto` values:
-//! [`Envelope`] out, [`celery_proto::Message`] in; how they are laid out on the wire is the implementation's business.
+//! the `rpc://` result backend), and [`memory`] (in-process, for tests of the runtime with `tokio::time::pause`).
+//! Messages cross the seam as `celery_proto` values: [`Envelope`] out, [`celery_proto::Message`] in; how they are
+//! laid out on the wire is the implementation's business.
 //!
 //! Architecture invariant: this crate depends on no client library (no `redis`, no `lapin`), only on `celery-proto`
 //! and tokio's channels and timers.
