@@ -74,7 +74,7 @@ pub(crate) fn parse(url: &str) -> Result<(AMQPUri, Option<TlsFiles>), TransportE
     let mut keep = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v);
+        let v = transport::percent_decode(v);
         match k {
             "ssl_ca_certs" => files.ca_certs = Some(PathBuf::from(v)),
             "ssl_certfile" => files.certfile = Some(PathBuf::from(v)),
@@ -115,26 +115,6 @@ pub(crate) fn parse(url: &str) -> Result<(AMQPUri, Option<TlsFiles>), TransportE
         uri.vhost = "/".to_string();
     }
     Ok((uri, tls.then_some(files)))
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub use backoff::Backoff;
-pub use redact::redact_url;
+pub use redact::{percent_decode, redact_url};
 
 /// What can go wrong talking to a broker or result backend.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -244,7 +244,7 @@ pub fn broker_info(url: &str) -> Value {
     let path = path.split('?').next().unwrap_or("");
     let virtual_host = if amqp {
         // kombu: the path is the vhost, `/` when empty (`amqp://host//` is `/` too), percent-decoded.
-        match percent_decode(path) {
+        match transport::percent_decode(path) {
             v if v.is_empty() => "/".to_string(),
             v => v,
         }
@@ -269,26 +269,6 @@ pub fn broker_info(url: &str) -> Value {
     })
 }
 
-/// `%XX` escapes decoded (an AMQP vhost in a URL: `%2F` is `/`).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 /// `resource.getrusage(RUSAGE_SELF)` from /proc (Linux); `"N/A"` elsewhere, as Celery allows.
 pub fn rusage() -> Value {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
