@@ -11,9 +11,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from drain import BIN, QUEUE, R, ROOT, VENV  # noqa: E402
+from drain import BIN, QUEUE, R  # noqa: E402
 from drain import URL as REDIS_URL  # noqa: E402
 from drain_amqp import AMQP, Ready, reset_vhost, start  # noqa: E402
+from latency import python_client  # noqa: E402
 
 
 def main():
@@ -39,20 +40,7 @@ def main():
                              check=True, capture_output=True, text=True).stdout
         res = json.loads(out.strip().splitlines()[-1])
     else:
-        code = (
-            "import json, time\n"
-            "from pytasks import app\n"
-            "s = []\n"
-            "for i in range(%d + 50):\n"
-            "    t = time.perf_counter(); app.send_task('celeriac.noop', queue='%s').get(timeout=30)\n"
-            "    if i >= 50: s.append((time.perf_counter() - t) * 1e6)\n"
-            "s.sort(); q = lambda f: s[round((len(s) - 1) * f)]\n"
-            "print(json.dumps({'n': len(s), 'p50_us': q(.5), 'p90_us': q(.9), 'p99_us': q(.99), 'max_us': s[-1]}))\n"
-        ) % (n, QUEUE)
-        env = dict(os.environ, CELERY_BROKER_URL=AMQP, CELERY_RESULT_BACKEND=REDIS_URL)
-        out = subprocess.run([os.path.join(VENV, 'bin', 'python'), '-c', code], cwd=os.path.join(ROOT, 'tests', 'python'),
-                             env=env, check=True, capture_output=True, text=True).stdout
-        res = json.loads(out.strip().splitlines()[-1])
+        res = python_client(n, AMQP, REDIS_URL)
     p.terminate()
     p.wait(30)
     res.update({'bench': 'latency-amqp', 'kind': kind, 'client': client, 'loadavg': load})

@@ -63,23 +63,15 @@ pub enum Command {
 }
 
 impl Cli {
-    /// The AMQP queue options from the flags.
+    /// The AMQP queue options from the flags (clap has checked their values).
     pub fn amqp(&self) -> celeriac_client::AmqpOptions {
-        use celery_proto::kombu_amqp::{ExchangeKind, QueueType, TaskQueueOptions};
         celeriac_client::AmqpOptions {
-            queues: TaskQueueOptions {
-                max_priority: self.task_queue_max_priority,
-                queue_type: if self.task_default_queue_type == "quorum" {
-                    QueueType::Quorum
-                } else {
-                    QueueType::Classic
-                },
-                exchange_type: if self.task_default_exchange_type == "topic" {
-                    ExchangeKind::Topic
-                } else {
-                    ExchangeKind::Direct
-                },
-            },
+            queues: celery_proto::kombu_amqp::TaskQueueOptions::from_settings(
+                self.task_queue_max_priority,
+                &self.task_default_queue_type,
+                &self.task_default_exchange_type,
+            )
+            .unwrap_or_default(),
             ..celeriac_client::AmqpOptions::default()
         }
     }

@@ -26,10 +26,17 @@ fn python_client_calls_rust_builtins_on_rabbitmq() {
         "amqp@%h",
         &["-c", "4", "--result-backend", &db.url],
     );
+    python_calls_the_builtins(&py, &vhost.url, &db.url);
+}
+
+/// Python's `send_task` to the Rust built-ins with the given broker and result backend, and what must come back:
+/// values, the failure re-raised as `ValueError`, a retried task, a countdown, an expired task as REVOKED, a chain,
+/// unicode and a 1 MB argument.
+fn python_calls_the_builtins(py: &std::path::Path, broker: &str, backend: &str) {
     let out = run_python_with(
-        &py,
-        &vhost.url,
-        &db.url,
+        py,
+        broker,
+        backend,
         r#"
 import json, time
 from celery import chain
@@ -281,54 +288,7 @@ fn rpc_results_from_the_rust_worker_reach_python_and_rust_callers() {
         "rpcw@%h",
         &["-c", "4", "--result-backend", "rpc://"],
     );
-    let out = run_python_with(
-        &py,
-        &vhost.url,
-        "rpc://",
-        r#"
-import json, time
-from celery import chain
-from celery.exceptions import TaskRevokedError
-from pytasks import app
-res = {}
-res['echo'] = app.send_task('celeriac.echo', args=('ünï€ode', 1, None), kwargs={'k': [1, 2.5]}).get(timeout=20)
-res['add'] = app.send_task('celeriac.add', args=(2, 3)).get(timeout=20)
-try:
-    app.send_task('celeriac.fail', args=('boom',)).get(timeout=20)
-    res['fail'] = 'no exception'
-except Exception as e:
-    res['fail'] = [type(e).__name__, str(e)]
-res['flaky'] = app.send_task('celeriac.flaky', kwargs={'succeed_on': 2, 'countdown': 0.2}).get(timeout=20)
-t0 = time.time()
-res['countdown'] = app.send_task('celeriac.add', args=(1, 1), countdown=1.5).get(timeout=20)
-res['countdown_waited'] = time.time() - t0 >= 1.4
-r = app.send_task('celeriac.add', args=(3, 3), expires=-1)
-try:
-    r.get(timeout=20)
-    res['expired'] = 'ran'
-except TaskRevokedError as e:
-    res['expired'] = [r.state, str(e)]
-c = chain(app.signature('celeriac.add', args=(2, 3)), app.signature('celeriac.add', args=(10,))).apply_async()
-res['chain'] = c.get(timeout=20)
-big = 'x' * (1024 * 1024)
-res['big'] = app.send_task('celeriac.echo', args=(big,)).get(timeout=30)['args'][0] == big
-print(json.dumps(res))
-"#,
-        T,
-    );
-    let r = py_json(&out);
-    assert_eq!(
-        r["echo"],
-        json!({"args": ["ünï€ode", 1, null], "kwargs": {"k": [1, 2.5]}})
-    );
-    assert_eq!(r["add"], json!(5));
-    assert_eq!(r["fail"], json!(["ValueError", "boom"]));
-    assert_eq!(r["flaky"], json!("ok after 2 retries"));
-    assert_eq!(r["countdown"], json!(2));
-    assert_eq!(r["countdown_waited"], json!(true));
-    assert_eq!(r["expired"], json!(["REVOKED", "expired"]));
-    assert_eq!(r["chain"], json!(15));
-    assert_eq!(r["big"], json!(true));
+    python_calls_the_builtins(&py, &vhost.url, "rpc://");
 
     // The Rust client (through the CLI) on rpc:// too: a value, and a failure with exit status 1.
     let ok = celeriac(

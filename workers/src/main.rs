@@ -232,24 +232,16 @@ impl BrokerChoice {
         }
         #[cfg(feature = "amqp")]
         {
-            use celery_proto::kombu_amqp::{ExchangeKind, QueueType, TaskQueueOptions};
             let prefetch =
                 (config.concurrency * config.prefetch_multiplier).min(u16::MAX as usize) as u16;
             Ok(BrokerChoice::Amqp(broker_amqp::AmqpOptions {
                 prefetch,
-                queues: TaskQueueOptions {
-                    max_priority: cli.task_queue_max_priority,
-                    queue_type: if cli.task_default_queue_type == "quorum" {
-                        QueueType::Quorum
-                    } else {
-                        QueueType::Classic
-                    },
-                    exchange_type: if cli.task_default_exchange_type == "topic" {
-                        ExchangeKind::Topic
-                    } else {
-                        ExchangeKind::Direct
-                    },
-                },
+                queues: celery_proto::kombu_amqp::TaskQueueOptions::from_settings(
+                    cli.task_queue_max_priority,
+                    &cli.task_default_queue_type,
+                    &cli.task_default_exchange_type,
+                )
+                .map_err(anyhow::Error::msg)?,
             }))
         }
         #[cfg(not(feature = "amqp"))]

@@ -235,6 +235,40 @@ pub struct TaskQueueOptions {
 }
 
 impl TaskQueueOptions {
+    /// The options from Celery's settings as written in its configuration and on our command lines:
+    /// `task_queue_max_priority`, `task_default_queue_type` (`classic` or `quorum`) and `task_default_exchange_type`
+    /// (`direct`, `topic` or `fanout`). Anything else is an error naming the setting.
+    pub fn from_settings(
+        max_priority: Option<u8>,
+        queue_type: &str,
+        exchange_type: &str,
+    ) -> Result<TaskQueueOptions, String> {
+        let queue_type = match queue_type.to_ascii_lowercase().as_str() {
+            "classic" => QueueType::Classic,
+            "quorum" => QueueType::Quorum,
+            other => {
+                return Err(format!(
+                    "task_default_queue_type must be classic or quorum, not {other:?}"
+                ));
+            }
+        };
+        let exchange_type = match exchange_type.to_ascii_lowercase().as_str() {
+            "direct" => ExchangeKind::Direct,
+            "topic" => ExchangeKind::Topic,
+            "fanout" => ExchangeKind::Fanout,
+            other => {
+                return Err(format!(
+                    "task_default_exchange_type must be direct, topic or fanout, not {other:?}"
+                ));
+            }
+        };
+        Ok(TaskQueueOptions {
+            max_priority,
+            queue_type,
+            exchange_type,
+        })
+    }
+
     /// Celery 5.5+'s native delayed delivery applies: quorum queues on a non-direct exchange (with a direct
     /// exchange Celery's worker only warns, and countdowns are held by the worker as on classic queues).
     pub fn native_delayed_delivery(&self) -> bool {
@@ -764,11 +798,9 @@ mod tests {
 
     #[test]
     fn declarations_follow_celery() {
-        let opts = TaskQueueOptions {
-            max_priority: Some(10),
-            queue_type: QueueType::Quorum,
-            ..TaskQueueOptions::default()
-        };
+        let opts = TaskQueueOptions::from_settings(Some(10), "quorum", "direct").unwrap();
+        assert!(TaskQueueOptions::from_settings(None, "stream", "direct").is_err());
+        assert!(TaskQueueOptions::from_settings(None, "classic", "headers").is_err());
         let (ex, q, b) = task_queue("celery", &opts);
         assert_eq!(
             (ex.name.as_str(), ex.kind, ex.durable),
