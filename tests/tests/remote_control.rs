@@ -644,9 +644,15 @@ print(json.dumps({
         p2.output()
     );
     assert!(!p2.output().contains("ValueError"), "{}", p2.output());
+    // A worker that has just started may miss the first broadcast (its pidbox consumer comes up after "ready"):
+    // ask until it answers.
+    let mut seen = std::collections::BTreeMap::new();
     assert!(
-        inspect(&db.url, "revoked", json!({}), Some(vec!["py2@mix".into()]))["py2@mix"]
-            .to_string()
-            .contains(&from_rs)
+        testkit::wait_until(T, || {
+            seen = inspect(&db.url, "revoked", json!({}), Some(vec!["py2@mix".into()]));
+            seen.get("py2@mix").is_some()
+        }),
+        "py2@mix never answered inspect revoked"
     );
+    assert!(seen["py2@mix"].to_string().contains(&from_rs), "{seen:?}");
 }
