@@ -71,6 +71,14 @@ struct Cli {
     /// Seconds results are kept in the backend (0 = forever).
     #[arg(long, default_value_t = 86_400)]
     result_expires: u64,
+    /// Results larger than this many bytes (encoded) are not stored; the task fails with a ValueError saying so
+    /// (0 = no limit).
+    #[arg(long, default_value_t = 64 << 20)]
+    result_max_bytes: usize,
+    /// Hold at most this many tasks waiting for their ETA in memory; beyond, the worker stops taking messages until
+    /// some are due, and the rest waits in the broker.
+    #[arg(long, default_value_t = 10_000)]
+    eta_hold_max: usize,
     /// Store name, args, kwargs, worker, retries and queue with results (Celery's result_extended).
     #[arg(long)]
     result_extended: bool,
@@ -160,6 +168,8 @@ fn main() -> anyhow::Result<()> {
     config.visibility_timeout = cli.visibility_timeout;
     config.heartbeat_interval = cli.heartbeat_interval;
     config.result_expires = cli.result_expires;
+    config.result_max_bytes = cli.result_max_bytes;
+    config.eta_hold_max = cli.eta_hold_max;
     config.result_extended = cli.result_extended;
     config.track_started = cli.track_started;
     config.acks_late = cli.acks_late;

@@ -26,6 +26,13 @@ pub struct RuntimeConfig {
     pub dead_letter_key: String,
     /// Serve Prometheus metrics on this port (None = off).
     pub metrics_port: Option<u16>,
+    /// At most this many tasks waiting for their ETA are held outside the prefetch budget. Beyond it an ETA task
+    /// keeps its prefetch slot, so once every slot holds one the worker takes nothing more and the rest waits in
+    /// the broker, not in memory (Celery has no such bound).
+    pub eta_hold_max: usize,
+    /// A result whose encoded meta is larger than this is not stored; the task's result becomes a `ValueError`
+    /// saying so, which Python re-raises (0 = no limit).
+    pub result_max_bytes: usize,
 }
 
 impl RuntimeConfig {
@@ -48,6 +55,8 @@ impl RuntimeConfig {
             without_gossip: false,
             dead_letter_key: celery_proto::keys::DEAD_LETTERS.to_string(),
             metrics_port: None,
+            eta_hold_max: 10_000,
+            result_max_bytes: 64 << 20,
         }
     }
 

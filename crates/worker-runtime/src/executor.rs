@@ -125,9 +125,9 @@ pub(crate) enum Outcome {
 /// already settled its message.
 pub(crate) struct Slot {
     permit: Option<Arc<Semaphore>>,
-    /// Set while the message is held outside the prefetch budget (an ETA task): the transport was told, and is
-    /// told again when the message is settled or the handler ends.
-    beyond: Option<SharedTransport>,
+    /// Set while the message is held outside the prefetch budget (an ETA task): the transport was told and the
+    /// worker's count raised, both undone when the message is settled or the handler ends.
+    beyond: Option<(SharedTransport, Arc<AtomicUsize>)>,
     settled: bool,
     /// Delivery order of the message (see `Requests::next_delivery`).
     seq: u64,
@@ -149,18 +149,21 @@ impl Slot {
         }
     }
 
-    /// Give the prefetch slot back while the message stays held (an ETA task), and tell the transport.
-    fn hold_beyond_prefetch(&mut self, transport: &SharedTransport) {
+    /// Give the prefetch slot back while the message stays held (an ETA task), count it in `held`, and tell the
+    /// transport.
+    fn hold_beyond_prefetch(&mut self, transport: &SharedTransport, held: &Arc<AtomicUsize>) {
         self.release();
         if self.beyond.is_none() && !self.settled {
             transport.hold_beyond_prefetch(1);
-            self.beyond = Some(transport.clone());
+            held.fetch_add(1, Ordering::SeqCst);
+            self.beyond = Some((transport.clone(), held.clone()));
         }
     }
 
     fn end_hold(&mut self) {
-        if let Some(t) = self.beyond.take() {
+        if let Some((t, held)) = self.beyond.take() {
             t.hold_beyond_prefetch(-1);
+            held.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -203,6 +206,10 @@ pub(crate) struct Executor {
     pub shutdown: watch::Receiver<Shutdown>,
     /// Becomes true once the consumer took its last messages (set by `consumer::consume` when it returns).
     pub consumer_done: Arc<watch::Sender<bool>>,
+    /// ETA tasks held outside the prefetch budget now (bounded by `config.eta_hold_max`).
+    pub eta_held: Arc<AtomicUsize>,
+    /// The bound was reached once (logged once).
+    pub eta_bound_logged: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Executor {
@@ -442,9 +449,17 @@ impl Executor {
         }
         if let Some(eta) = req.eta.filter(|e| *e > Utc::now()) {
             // Held in memory; like Celery, an ETA task does not count against prefetch (and the broker's own limit
-            // is raised for it).
+            // is raised for it), up to `eta_hold_max` of them: beyond, it keeps its slot, so the worker stops taking
+            // messages once every slot holds one, and the rest waits in the broker instead of in memory.
             self.state.requests.set_phase(tag, Phase::Scheduled, |_| {});
-            slot.hold_beyond_prefetch(&self.transport);
+            if self.eta_held.load(Ordering::SeqCst) < self.config.eta_hold_max {
+                slot.hold_beyond_prefetch(&self.transport, &self.eta_held);
+            } else if !self.eta_bound_logged.swap(true, Ordering::SeqCst) {
+                tracing::warn!(
+                    max = self.config.eta_hold_max,
+                    "holding the most ETA tasks allowed (--eta-hold-max); more stay in the broker until these are due"
+                );
+            }
             let wait = (eta - Utc::now()).to_std().unwrap_or_default();
             let mut shutdown = self.shutdown.clone();
             tokio::select! {
@@ -753,7 +768,28 @@ impl Executor {
     /// Write a result meta, retrying while the backend is unreachable (the result must not be lost). `msg` is the
     /// task message: its `reply_to` is where `rpc://` sends the result.
     async fn write_meta(&self, meta: &ResultMeta, msg: &Message) {
-        let bytes = meta.encode();
+        let mut bytes = meta.encode();
+        let max = self.config.result_max_bytes;
+        if max > 0 && bytes.len() > max {
+            let why = format!(
+                "the result of {} is {} bytes, more than this worker stores (--result-max-bytes {max})",
+                meta.task_id,
+                bytes.len()
+            );
+            if !meta.status.is_ready() {
+                tracing::error!(id = %meta.task_id, state = %meta.status, "{why}; state not stored");
+                return;
+            }
+            tracing::error!(id = %meta.task_id, "{why}; storing a ValueError instead");
+            let mut refused = ResultMeta::new(
+                &meta.task_id,
+                State::Failure,
+                ExceptionInfo::new("builtins", "ValueError", why.clone()).to_value(),
+            );
+            refused.group_id = meta.group_id.clone();
+            refused.parent_id = meta.parent_id.clone();
+            bytes = refused.encode();
+        }
         let reply_to = msg.properties.get("reply_to").and_then(Value::as_str);
         let key = ResultKey::with_reply_to(&meta.task_id, reply_to);
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));

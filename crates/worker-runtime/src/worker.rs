@@ -57,6 +57,8 @@ impl Worker {
                 events,
                 shutdown,
                 consumer_done: Arc::new(watch::channel(false).0),
+                eta_held: Arc::default(),
+                eta_bound_logged: Arc::default(),
             },
         }
     }

@@ -173,6 +173,76 @@ async fn eta_task_is_scheduled_runs_on_time_and_takes_no_prefetch_slot() {
     w.stop().await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn eta_tasks_beyond_the_hold_bound_keep_their_slot_and_the_rest_waits_in_the_broker() {
+    let probe = Probe::new();
+    let mut cfg = config();
+    cfg.concurrency = 1;
+    cfg.prefetch_multiplier = 2;
+    cfg.eta_hold_max = 2;
+    let w = Running::start(cfg, probe.registry());
+    let t0 = Instant::now();
+    let mut later = Vec::new();
+    for i in 0..5 {
+        let mut r = request("t.record", vec![json!(format!("later {i}"))]);
+        r.eta = Some(Utc::now() + chrono::Duration::seconds(10));
+        w.publish(&r).await;
+        later.push(r);
+    }
+    let now = request("t.record", vec![json!("now")]);
+    w.publish(&now).await;
+
+    // Two ETA tasks held beyond the prefetch budget (the bound), two more holding both prefetch slots: the worker
+    // takes nothing more, and the fifth ETA task and the plain one wait in the broker.
+    until("four scheduled", MINUTE, || {
+        later
+            .iter()
+            .filter(|r| w.phase(&r.id) == Some(Phase::Scheduled))
+            .count()
+            == 4
+    })
+    .await;
+    tokio::time::sleep(secs(1.0)).await;
+    assert_eq!(w.broker.queued(QUEUE), 2, "the rest stays in the broker");
+    assert_eq!(w.broker.held_beyond_prefetch(), 2);
+    assert!(!probe.has_started(&now.id));
+
+    // When they are due everything runs, the two left in the broker included.
+    let meta = w.wait_status(&now.id, "SUCCESS").await;
+    assert_eq!(meta["result"], "now");
+    assert!(probe.start_of(&now.id).unwrap() - t0 >= secs(9.5));
+    for r in &later {
+        w.wait_status(&r.id, "SUCCESS").await;
+    }
+    until("all settled", MINUTE, || {
+        w.broker.held_beyond_prefetch() == 0
+    })
+    .await;
+    w.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_result_larger_than_the_limit_is_stored_as_a_value_error() {
+    let probe = Probe::new();
+    let mut cfg = config();
+    cfg.result_max_bytes = 1_000;
+    let w = Running::start(cfg, probe.registry());
+    let big = request("t.record", vec![json!("x".repeat(5_000))]);
+    let small = request("t.record", vec![json!("fits")]);
+    w.publish(&big).await;
+    w.publish(&small).await;
+    let meta = w.wait_status(&big.id, "FAILURE").await;
+    let (exc_type, message) = exception(&meta);
+    assert_eq!(exc_type, "ValueError");
+    assert!(
+        message.contains("--result-max-bytes 1000") && message.contains(&big.id),
+        "{message}"
+    );
+    assert_eq!(meta["result"]["exc_module"], "builtins");
+    assert_eq!(w.wait_status(&small.id, "SUCCESS").await["result"], "fits");
+    w.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // 3. Expiry
 // ---------------------------------------------------------------------------------------------------------------
