@@ -241,3 +241,99 @@ fn sentinel_finds_the_master() {
     assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
     let _ = std::fs::remove_file(&conf);
 }
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Sentinel failover: a private master, a replica and three sentinels started by the test. The master is killed,
+/// the sentinels promote the replica, and the running worker on `redis+sentinel://` follows it (it asks the
+/// sentinels every second): a task sent after the failover runs, and its result is on the new master.
+#[test]
+fn a_running_worker_follows_a_sentinel_failover() {
+    if !testkit::require("redis-server", have("redis-server", "--version")) {
+        return;
+    }
+    let master_port = free_port();
+    let replica_port = free_port();
+    let mut master = redis_server("redis-master", &["--port".into(), master_port.to_string()]);
+    let _replica = redis_server(
+        "redis-replica",
+        &[
+            "--port".into(),
+            replica_port.to_string(),
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            master_port.to_string(),
+        ],
+    );
+    assert!(
+        testkit::wait_until(Duration::from_secs(20), || redis_cli(
+            replica_port,
+            &["info", "replication"]
+        )
+        .contains("master_link_status:up")),
+        "the replica never synchronised"
+    );
+    let mut sentinels = Vec::new();
+    let mut confs = Vec::new();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    for port in &ports {
+        let conf = std::env::temp_dir().join(format!("sentinel-failover-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nsentinel monitor failmaster 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds failmaster 1000\nsentinel failover-timeout failmaster 5000\n"
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new("redis-server");
+        cmd.arg(&conf).arg("--sentinel");
+        let s = Child::spawn(&format!("redis-sentinel-{port}"), &mut cmd);
+        s.wait_for_output("monitor master failmaster", Duration::from_secs(20));
+        sentinels.push(s);
+        confs.push(conf);
+    }
+    let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let url = format!("redis+sentinel://{}/failmaster/0", hosts.join(","));
+    let w = rust_worker(&url, "failover@%h", &[]);
+    assert_eq!(call(&url, "[1, 2]").1, "3");
+
+    master.signal("KILL");
+    let _ = master.wait_timeout(Duration::from_secs(5));
+    assert!(
+        testkit::wait_until(Duration::from_secs(30), || redis_cli(
+            ports[0],
+            &["sentinel", "get-master-addr-by-name", "failmaster"]
+        )
+        .contains(&replica_port.to_string())),
+        "the sentinels never promoted the replica"
+    );
+    // The CLI asks the sentinels afresh; the worker must have moved to the new master to run the task.
+    let mut last = (false, String::new(), String::new());
+    let followed = testkit::wait_until(Duration::from_secs(60), || {
+        last = call(&url, "[20, 22]");
+        last.1 == "42"
+    });
+    assert!(
+        followed,
+        "no result after the failover: {last:?}\n{}",
+        w.output()
+    );
+    assert!(
+        w.output().contains("Redis master changed"),
+        "{}",
+        w.output()
+    );
+    let on_new = redis_cli(replica_port, &["--scan", "--pattern", "celery-task-meta-*"]);
+    assert!(!on_new.trim().is_empty(), "no result on the new master");
+    for c in confs {
+        let _ = std::fs::remove_file(c);
+    }
+}

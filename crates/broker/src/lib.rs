@@ -60,7 +60,9 @@ impl From<redis::RedisError> for BrokerError {
             || e.is_connection_refusal()
             || matches!(
                 e.kind(),
-                redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                redis::ErrorKind::Server(
+                    redis::ServerErrorKind::BusyLoading | redis::ServerErrorKind::ReadOnly
+                )
             );
         if transient {
             BrokerError::Unavailable(e.to_string())
@@ -107,10 +109,18 @@ impl Scripts {
     }
 }
 
-struct Inner {
-    url: BrokerUrl,
+/// The Redis server commands go to now: for Sentinel, the master the sentinels named last.
+#[derive(Clone)]
+struct Link {
+    /// `host:port` (or the URL) it was opened for.
+    addr: String,
     client: redis::Client,
     conn: ConnectionManager,
+}
+
+struct Inner {
+    url: BrokerUrl,
+    link: std::sync::RwLock<Link>,
     declared: Mutex<HashSet<String>>,
     reconnects: Arc<AtomicU64>,
     scripts: Scripts,
@@ -137,25 +147,26 @@ pub fn now_f64() -> f64 {
 
 impl Broker {
     /// Connect (resolving Sentinel if needed). Fails fast if Redis cannot be reached now.
+    ///
+    /// With a Sentinel URL the broker then follows failovers: every second it asks the sentinels for the master,
+    /// and when another one was promoted it moves every connection there (commands, the idle consumer's, mailbox
+    /// replies; subscriptions end with the old master's connection and their owners subscribe again).
     pub async fn connect(url: &str) -> Result<Broker> {
         let parsed = BrokerUrl::parse(url)?;
         let resolved = parsed.resolve().await?;
-        let client = open_client(&parsed, &resolved).map_err(|why| BrokerError::BadUrl {
-            url: redact(url),
-            why,
+        let link = open_link(&parsed, &resolved).await.map_err(|e| match e {
+            BrokerError::BadUrl { why, .. } => BrokerError::BadUrl {
+                url: redact(url),
+                why,
+            },
+            other => other,
         })?;
         let reconnects = Arc::new(AtomicU64::new(0));
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(Duration::from_secs(30)))
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_max_delay(Duration::from_secs(5))
-            .set_number_of_retries(3);
-        let conn = client.get_connection_manager_with_config(config).await?;
-        Ok(Broker {
+        let sentinel = matches!(parsed, BrokerUrl::Sentinel { .. });
+        let broker = Broker {
             inner: Arc::new(Inner {
                 url: parsed,
-                client,
-                conn,
+                link: std::sync::RwLock::new(link),
                 declared: Mutex::new(HashSet::new()),
                 reconnects,
                 scripts: Scripts::new(),
@@ -163,7 +174,11 @@ impl Broker {
                 reply_conns: Mutex::new(Vec::new()),
                 acker: std::sync::OnceLock::new(),
             }),
-        })
+        };
+        if sentinel {
+            tokio::spawn(follow_sentinel(Arc::downgrade(&broker.inner)));
+        }
+        Ok(broker)
     }
 
     /// The Redis database number (used in fanout channel names).
@@ -188,7 +203,11 @@ impl Broker {
     }
 
     fn conn(&self) -> ConnectionManager {
-        self.inner.conn.clone()
+        self.inner.link.read().expect("link").conn.clone()
+    }
+
+    fn client(&self) -> redis::Client {
+        self.inner.link.read().expect("link").client.clone()
     }
 
     /// A separate connection for blocking commands (BRPOP), so they do not stall pipelined traffic.
@@ -198,15 +217,14 @@ impl Broker {
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_max_delay(Duration::from_secs(5));
         Ok(self
-            .inner
-            .client
+            .client()
             .get_connection_manager_with_config(config)
             .await?)
     }
 
     /// A pub/sub connection (for the pidbox, events and result waits).
     pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub> {
-        Ok(self.inner.client.get_async_pubsub().await?)
+        Ok(self.client().get_async_pubsub().await?)
     }
 
     /// `PING`.
@@ -604,6 +622,58 @@ impl Broker {
 }
 
 /// Build the redis client, with TLS certificates when the URL asked for them.
+/// Open the command connection to `resolved` (a connection manager that reconnects by itself).
+async fn open_link(parsed: &BrokerUrl, resolved: &str) -> Result<Link> {
+    let client = open_client(parsed, resolved).map_err(|why| BrokerError::BadUrl {
+        url: redact(resolved),
+        why,
+    })?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(30)))
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_max_delay(Duration::from_secs(5))
+        .set_number_of_retries(3);
+    let conn = client.get_connection_manager_with_config(config).await?;
+    Ok(Link {
+        addr: resolved.to_string(),
+        client,
+        conn,
+    })
+}
+
+/// How often a Sentinel broker asks which server is the master.
+const SENTINEL_POLL: Duration = Duration::from_secs(1);
+
+/// Follow Sentinel failovers for as long as the broker lives: when the sentinels name another master, open a
+/// connection there and move everything to it.
+async fn follow_sentinel(inner: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(SENTINEL_POLL).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let current = inner.link.read().expect("link").addr.clone();
+        let resolved = match inner.url.resolve().await {
+            Ok(r) if r != current => r,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "sentinels not answering; keeping the master we have");
+                continue;
+            }
+        };
+        match open_link(&inner.url, &resolved).await {
+            Ok(link) => {
+                *inner.link.write().expect("link") = link;
+                inner.consumer_conn.lock().await.take();
+                inner.reply_conns.lock().expect("reply conns").clear();
+                inner.reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(from = %redact(&current), to = %redact(&resolved), "Redis master changed (Sentinel failover); following it");
+            }
+            Err(e) => {
+                tracing::warn!(to = %redact(&resolved), error = %e, "cannot reach the new Redis master yet; retrying")
+            }
+        }
+    }
+}
+
 fn open_client(parsed: &BrokerUrl, resolved: &str) -> std::result::Result<redis::Client, String> {
     #[cfg(feature = "tls")]
     if resolved.starts_with("rediss://") {
