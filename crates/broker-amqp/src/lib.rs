@@ -417,19 +417,9 @@ impl AmqpTransport {
         ch: &Channel,
         q: &QueueDecl,
     ) -> Result<(), TransportError> {
-        ch.queue_declare(
-            q.name.as_str().into(),
-            QueueDeclareOptions {
-                durable: q.durable,
-                exclusive: q.exclusive,
-                auto_delete: q.auto_delete,
-                ..QueueDeclareOptions::default()
-            },
-            convert::table_to_lapin(&q.arguments),
-        )
-        .await
-        .map_err(|e| self.error(live, &format!("declaring queue {}", q.name), e))?;
-        Ok(())
+        declare_queue(ch, q)
+            .await
+            .map_err(|e| self.error(live, &format!("declaring queue {}", q.name), e))
     }
 
     /// A pidbox, event or reply queue as kombu declares it (non-durable, auto-delete, with its expiry) and its
@@ -466,11 +456,11 @@ impl AmqpTransport {
         let (ex, q, bind) = kombu_amqp::task_queue(queue, &self.inner.opts.queues);
         let ch = self.misc(live).await?;
         self.declare_exchange_on(live, &ch, &ex).await?;
-        if let Err(e) = self.declare_queue_on(live, &ch, &q).await {
-            // PRECONDITION_FAILED: the queue exists with other arguments (another x-max-priority or queue type,
-            // declared by workers configured differently). Use it as it is rather than fail every publish.
-            if !e.to_string().contains("PRECONDITION_FAILED") {
-                return Err(e);
+        if let Err(e) = declare_queue(&ch, &q).await {
+            // 406 PRECONDITION_FAILED: the queue exists with other arguments (another x-max-priority or queue
+            // type, declared by workers configured differently). Use it as it is rather than fail every publish.
+            if reply_code(&e) != Some(406) {
+                return Err(self.error(live, &format!("declaring queue {queue}"), e));
             }
             tracing::warn!(queue, error = %e, "task queue exists with other arguments; using it as declared");
             let ch = self.misc(live).await?;
@@ -748,6 +738,22 @@ impl AmqpTransport {
         self.publish_confirmed(&live, p, false).await?;
         Ok(())
     }
+}
+
+/// `queue.declare` as `q` says.
+async fn declare_queue(ch: &Channel, q: &QueueDecl) -> Result<(), lapin::Error> {
+    ch.queue_declare(
+        q.name.as_str().into(),
+        QueueDeclareOptions {
+            durable: q.durable,
+            exclusive: q.exclusive,
+            auto_delete: q.auto_delete,
+            ..QueueDeclareOptions::default()
+        },
+        convert::table_to_lapin(&q.arguments),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Move a consumer's deliveries into the buffer until it ends (cancelled, or the channel or connection died).

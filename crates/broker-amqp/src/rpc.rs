@@ -37,12 +37,45 @@ struct Inner {
     reader: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+/// Tasks whose replies are kept at most: beyond, the oldest task's are dropped (a client that sends with
+/// `rpc://` and never waits must not grow without end).
+const MAX_KEPT: usize = 10_000;
+
 #[derive(Default)]
 struct Results {
     /// Metas received and not yet taken by [`RpcBackend::next`], per task, in arrival order.
     unread: HashMap<String, VecDeque<Vec<u8>>>,
     /// The last meta received per task (what [`ResultBackend::get`] answers).
     latest: HashMap<String, Vec<u8>>,
+    /// Task ids in the order their first reply came, to drop the oldest beyond [`MAX_KEPT`].
+    order: VecDeque<String>,
+}
+
+impl Results {
+    fn record(&mut self, id: String, raw: Vec<u8>, max: usize) {
+        if !self.latest.contains_key(&id) {
+            self.order.push_back(id.clone());
+        }
+        self.unread
+            .entry(id.clone())
+            .or_default()
+            .push_back(raw.clone());
+        self.latest.insert(id, raw);
+        while self.latest.len() > max {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            self.unread.remove(&old);
+            self.latest.remove(&old);
+        }
+    }
+
+    fn forget(&mut self, id: &str) {
+        self.unread.remove(id);
+        if self.latest.remove(id).is_some() {
+            self.order.retain(|o| o != id);
+        }
+    }
 }
 
 impl RpcBackend {
@@ -88,13 +121,11 @@ impl RpcBackend {
                     tracing::warn!(queue = %inner.queue, "rpc reply without correlation_id ignored");
                     continue;
                 };
-                let mut r = inner.results.lock().expect("results");
-                r.unread
-                    .entry(id.clone())
-                    .or_default()
-                    .push_back(m.raw.clone());
-                r.latest.insert(id, m.raw);
-                drop(r);
+                inner
+                    .results
+                    .lock()
+                    .expect("results")
+                    .record(id, m.raw, MAX_KEPT);
                 inner.arrived.notify_waiters();
             }
             if let Some(inner) = inner.upgrade() {
@@ -138,9 +169,7 @@ impl RpcBackend {
 
     /// Drop what was kept for `task_id` (its caller has its result).
     pub fn forget(&self, task_id: &str) {
-        let mut r = self.inner.results.lock().expect("results");
-        r.unread.remove(task_id);
-        r.latest.remove(task_id);
+        self.inner.results.lock().expect("results").forget(task_id);
     }
 }
 
@@ -208,5 +237,27 @@ impl ResultBackend for RpcBackend {
         _expires_secs: u64,
     ) -> transport::Result<()> {
         Err(no_chords())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_kept_in_order_per_task_and_bounded() {
+        let mut r = Results::default();
+        r.record("a".into(), b"STARTED".to_vec(), 2);
+        r.record("a".into(), b"SUCCESS".to_vec(), 2);
+        r.record("b".into(), b"SUCCESS".to_vec(), 2);
+        assert_eq!(r.latest["a"], b"SUCCESS");
+        assert_eq!(r.unread["a"].len(), 2);
+        // A third task drops the oldest one's replies.
+        r.record("c".into(), b"SUCCESS".to_vec(), 2);
+        assert!(!r.latest.contains_key("a") && !r.unread.contains_key("a"));
+        assert_eq!(r.order, ["b", "c"]);
+        r.forget("b");
+        assert_eq!(r.order, ["c"]);
+        assert!(!r.latest.contains_key("b"));
     }
 }

@@ -141,3 +141,35 @@ fn an_unreachable_broker_is_unavailable() {
         assert!(err.is_transient(), "{err}");
     });
 }
+
+/// A queue that exists with other arguments (declared `x-max-priority` by workers set up so) is used as it is by
+/// a publisher with Celery's defaults, instead of every publish failing with PRECONDITION_FAILED; its length and
+/// purge work through the seam.
+#[test]
+fn a_queue_declared_with_other_arguments_is_used_as_it_is() {
+    let vhost = amqp_vhost_or_skip!();
+    rt().block_on(async {
+        let workers = AmqpTransport::connect(&vhost.url, opts(Some(10)))
+            .await
+            .expect("connect");
+        workers.declare_queue("shared").await.expect("declare");
+        let publisher = AmqpTransport::connect(&vhost.url, opts(None))
+            .await
+            .expect("connect");
+        let env = Envelope::new(b"[[], {}, {}]".to_vec(), Default::default(), "", "shared");
+        publisher
+            .publish("shared", &env)
+            .await
+            .expect("published to the existing queue");
+        publisher.publish("shared", &env).await.expect("and again");
+        assert_eq!(publisher.queue_len("shared").await.unwrap(), Some(2));
+        assert_eq!(publisher.queue_len("no-such-queue").await.unwrap(), None);
+        assert_eq!(publisher.purge("shared").await.unwrap(), 2);
+        assert_eq!(workers.queue_len("shared").await.unwrap(), Some(0));
+        assert_eq!(
+            publisher.reconnects(),
+            0,
+            "no connection was lost on the way"
+        );
+    });
+}
