@@ -34,6 +34,9 @@ enum Cmd {
         task: String,
         #[arg(long)]
         ignore_result: bool,
+        /// Give every task an ETA this many seconds ahead (Celery's countdown).
+        #[arg(long)]
+        countdown: Option<f64>,
         /// Write the task ids, one per line, to this file.
         #[arg(long)]
         ids: Option<std::path::PathBuf>,
@@ -66,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
             queue,
             task,
             ignore_result,
+            countdown,
             ids,
         } => {
             let broker = celeriac_client::connect::transport(
@@ -82,6 +86,11 @@ async fn main() -> anyhow::Result<()> {
                 req.queue = queue.clone();
                 if ignore_result {
                     req.ignore_result = Some(true);
+                }
+                if let Some(c) = countdown {
+                    req.eta = Some(
+                        chrono::Utc::now() + chrono::Duration::milliseconds((c * 1000.0) as i64),
+                    );
                 }
                 all.push(req.id.clone());
                 let b = broker.clone();
