@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # scripts/check-manifests.sh: check that every YAML file under k3s/ parses and
-# that every document in it has apiVersion, kind and metadata.name.
+# that every document in it has apiVersion, kind and metadata.name; and the
+# Prometheus configuration and alert rules in deploy/prometheus/ with the real
+# promtool (`check config`, and the alerts' unit tests with `test rules`).
 #
 # Uses the project venv (scripts/python-env.sh) and installs PyYAML into it
-# when missing. Syntax and shape only: no cluster, no schema validation.
+# when missing; installs Debian's `prometheus` (for promtool) when missing.
+# For k3s/: syntax and shape only, no cluster, no schema validation.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -54,3 +57,10 @@ for path in sys.argv[1:]:
 print(f"manifests: {checked} documents in {len(sys.argv) - 1} files checked, {failed} problems")
 sys.exit(1 if failed else 0)
 PY
+
+if ! command -v promtool >/dev/null 2>&1; then
+    _apt_install prometheus
+fi
+promtool check config "$root/deploy/prometheus/prometheus.yml" >&2 || die "promtool check config failed"
+(cd "$root/deploy/prometheus" && promtool test rules alerts_test.yml) >&2 || die "the alert rules' unit tests failed"
+log "prometheus: config valid, alert rule tests pass"

@@ -122,6 +122,9 @@ async fn metrics(state: Data<AppState>) -> HttpResponse {
             }
         }
     }
+    if let Ok((count, _)) = state.jobs.dead_letters(0).await {
+        state.metrics.dead_letters.set(count as i64);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -1,5 +1,6 @@
 //! Prometheus metrics of the coordinator (the `prometheus` crate, as the worker uses): queue depth per queue and
-//! priority bucket, workers online, routing decisions by strategy and outcome, re-routes, config reloads.
+//! priority bucket, workers online, routing decisions by strategy and outcome, re-routes, config reloads, and the
+//! dead letters the workers kept. `deploy/prometheus/alerts.yml` alerts on them.
 
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
@@ -11,6 +12,7 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     pub reroutes: IntCounter,
     pub config_reloads: IntCounterVec,
+    pub dead_letters: IntGauge,
 }
 
 impl Metrics {
@@ -49,6 +51,11 @@ impl Metrics {
             &["result"],
         )
         .expect("metric");
+        let dead_letters = IntGauge::new(
+            "dead_letters",
+            "Messages the workers could not use and kept in celeriac:dead_letter (read at scrape time)",
+        )
+        .expect("metric");
         for m in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(workers_online.clone()),
@@ -56,6 +63,7 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(reroutes.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(dead_letters.clone()),
         ] {
             registry.register(m).expect("register metric");
         }
@@ -67,6 +75,7 @@ impl Metrics {
             queue_depth,
             reroutes,
             config_reloads,
+            dead_letters,
         }
     }
 

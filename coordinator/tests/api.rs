@@ -229,7 +229,18 @@ async fn submit_routes_by_priority_records_and_reports_state() {
     );
     assert_eq!(v["revoked"], true);
 
-    // Metrics: decisions by strategy and outcome, queue depth per bucket, workers.
+    // Metrics: decisions by strategy and outcome, queue depth per bucket, workers, dead letters.
+    for _ in 0..2 {
+        state
+            .jobs
+            .transport
+            .dead_letter(
+                celery_proto::keys::DEAD_LETTERS,
+                br#"{"reason": "test", "message": "{oops"}"#,
+            )
+            .await
+            .unwrap();
+    }
     let resp =
         test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
     let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
@@ -239,6 +250,10 @@ async fn submit_routes_by_priority_records_and_reports_state() {
     );
     assert!(
         text.contains(r#"celeriac_coordinator_queue_depth{bucket="0",queue="celery"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nceleriac_coordinator_dead_letters 2\n"),
         "{text}"
     );
 }
