@@ -360,3 +360,31 @@ pub fn create_app(
         .wrap(actix_web::middleware::Compress::default())
         .configure(routes::configure)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_rabbitmq_the_api_needs_a_redis_result_backend() {
+        let path = PathBuf::from("/nonexistent/worker-config.yaml");
+        let mut s = Settings::new("postgres://127.0.0.1/x", "amqp://guest:guest@h//", path);
+        assert!(matches!(
+            AppState::new(s.clone()),
+            Err(StartError::NeedsRedisBackend)
+        ));
+        s.result_backend = Some("rpc://".into());
+        assert!(matches!(
+            AppState::new(s.clone()),
+            Err(StartError::NeedsRedisBackend)
+        ));
+        // With a Redis backend it gets past that check (to the config file, which is missing here), and that Redis
+        // is where its own state goes.
+        s.result_backend = Some("redis://127.0.0.1:6379/3".into());
+        assert!(matches!(
+            AppState::new(s.clone()),
+            Err(StartError::Config(_))
+        ));
+        assert_eq!(s.redis_url(), "redis://127.0.0.1:6379/3");
+    }
+}

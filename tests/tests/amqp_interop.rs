@@ -418,6 +418,26 @@ fn the_rust_cli_calls_python_workers_on_rabbitmq() {
     assert_eq!(replies["pyredis@amqp"], json!({"ok": "pong"}), "{replies}");
     assert_eq!(replies["pyrpc@amqp"], json!({"ok": "pong"}), "{replies}");
 
+    // With RabbitMQ and no result backend a task can be sent, but waiting for it says what is missing.
+    let no_backend = celeriac(
+        &vhost.url,
+        &[
+            "call",
+            "tasks.add",
+            "-a",
+            "[1, 2]",
+            "-Q",
+            "viaredis",
+            "--wait",
+        ],
+    );
+    assert!(!no_backend.ok, "{}", no_backend.stdout);
+    assert!(
+        no_backend.stderr.contains("no result backend configured"),
+        "{}",
+        no_backend.stderr
+    );
+
     // `celeriac control` steers a Python worker on RabbitMQ.
     let rl = celeriac(
         &vhost.url,
@@ -943,18 +963,16 @@ import json, time
 from pytasks import app
 later = [app.send_task('celeriac.add', args=(i, i), countdown=60).id for i in range(3)]
 time.sleep(1.0)
-t0 = time.time()
+# Bounded well under the held tasks' minute: without the raised prefetch this get() times out.
 now = app.send_task('celeriac.add', args=(2, 3)).get(timeout=15)
-took = time.time() - t0
 scheduled = app.control.inspect(timeout=1).scheduled() or {}
 ids = sorted(s['request']['id'] for s in scheduled.get('qos@amqp', []))
-print(json.dumps({'now': now, 'took': took, 'held': ids == sorted(later)}))
+print(json.dumps({'now': now, 'held': ids == sorted(later)}))
 "#,
         T,
     );
     let r = py_json(&out);
     assert_eq!(r["now"], json!(5));
-    assert!(r["took"].as_f64().unwrap() < 10.0, "{r}");
     assert_eq!(r["held"], json!(true), "{r}");
 }
 

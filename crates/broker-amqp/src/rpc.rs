@@ -245,6 +245,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_result_without_reply_to_is_refused_with_the_reason() {
+        // Refused before anything is sent: the transport never connects.
+        let t = AmqpTransport::new("amqp://guest:guest@127.0.0.1:1//", Default::default()).unwrap();
+        let rpc = RpcBackend::new(t, "");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = rt.block_on(rpc.store("t1".into(), b"{}", 0)).unwrap_err();
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("no reply_to"), "{err}");
+        assert!(err.to_string().contains("t1"), "{err}");
+    }
+
+    #[test]
     fn replies_are_kept_in_order_per_task_and_bounded() {
         let mut r = Results::default();
         r.record("a".into(), b"STARTED".to_vec(), 2);
