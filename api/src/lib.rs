@@ -137,11 +137,7 @@ pub struct AppState {
 impl Settings {
     /// True when the broker is RabbitMQ (`amqp://`, `amqps://`).
     pub fn broker_is_amqp(&self) -> bool {
-        let scheme = self.broker_url.split("://").next().unwrap_or("");
-        matches!(
-            scheme.to_ascii_lowercase().as_str(),
-            "amqp" | "amqps" | "pyamqp"
-        )
+        broker_amqp::is_amqp_url(&self.broker_url)
     }
 
     /// The Redis the API keeps its own state in (rate limits, job records): the broker's, or with RabbitMQ the

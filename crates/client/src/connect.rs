@@ -1,5 +1,7 @@
 //! Picking the broker by its URL's scheme: Redis (`redis://`, `rediss://`, `redis+sentinel://`, `unix://`) or
-//! RabbitMQ (`amqp://`, `amqps://`, `pyamqp://`), both behind the `transport` seam. Used by the client and the CLI.
+//! RabbitMQ (`amqp://`, `amqps://`, `pyamqp://`), both behind the `transport` seam. The one place that choice is made
+//! for the client, the CLI, the coordinator and the API (`jobs::Connections`); the worker binary makes it with its
+//! own retries and feature flag.
 
 use std::sync::Arc;
 
@@ -12,21 +14,36 @@ pub fn is_rpc_url(url: &str) -> bool {
     url == "rpc" || url.starts_with("rpc://")
 }
 
-/// Connect to the broker at `url`. `amqp` shapes the queue declarations on RabbitMQ (ignored on Redis).
-pub async fn transport(url: &str, amqp: AmqpOptions) -> Result<SharedTransport, TransportError> {
-    Ok(transport_with_amqp(url, amqp).await?.0)
+/// A connected broker, with its concrete type for what only that broker offers (kombu's Redis lists, an `rpc://`
+/// backend on the AMQP connection).
+#[derive(Clone)]
+pub enum BrokerConnection {
+    Redis(Broker),
+    Amqp(AmqpTransport),
 }
 
-/// [`transport`], also returning the AMQP transport itself when the broker is RabbitMQ (an `rpc://` backend shares
-/// its connection).
-pub(crate) async fn transport_with_amqp(
-    url: &str,
-    amqp: AmqpOptions,
-) -> Result<(SharedTransport, Option<AmqpTransport>), TransportError> {
-    if broker_amqp::is_amqp_url(url) {
-        let t = AmqpTransport::connect(url, amqp).await?;
-        Ok((Arc::new(t.clone()), Some(t)))
-    } else {
-        Ok((Arc::new(Broker::connect(url).await?), None))
+impl BrokerConnection {
+    /// The broker behind the transport seam.
+    pub fn transport(&self) -> SharedTransport {
+        match self {
+            BrokerConnection::Redis(b) => Arc::new(b.clone()),
+            BrokerConnection::Amqp(t) => Arc::new(t.clone()),
+        }
     }
+}
+
+/// Connect to the broker at `url`. `amqp` shapes the queue declarations on RabbitMQ (ignored on Redis).
+pub async fn broker(url: &str, amqp: AmqpOptions) -> Result<BrokerConnection, TransportError> {
+    if broker_amqp::is_amqp_url(url) {
+        Ok(BrokerConnection::Amqp(
+            AmqpTransport::connect(url, amqp).await?,
+        ))
+    } else {
+        Ok(BrokerConnection::Redis(Broker::connect(url).await?))
+    }
+}
+
+/// [`broker`], behind the transport seam.
+pub async fn transport(url: &str, amqp: AmqpOptions) -> Result<SharedTransport, TransportError> {
+    Ok(broker(url, amqp).await?.transport())
 }

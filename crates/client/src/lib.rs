@@ -84,7 +84,12 @@ impl Client {
         backend_url: Option<&str>,
         amqp: AmqpOptions,
     ) -> Result<Client, ClientError> {
-        let (transport, amqp_transport) = connect::transport_with_amqp(broker_url, amqp).await?;
+        let connection = connect::broker(broker_url, amqp).await?;
+        let transport = connection.transport();
+        let amqp_transport = match connection {
+            connect::BrokerConnection::Amqp(t) => Some(t),
+            connect::BrokerConnection::Redis(_) => None,
+        };
         let backend_url = match backend_url {
             Some(u) => u,
             None if amqp_transport.is_some() => {
@@ -147,11 +152,16 @@ impl Client {
 
     /// Publish a task without waiting for anything (its result, if any, goes where the backend says).
     pub async fn publish(&self, req: &TaskRequest) -> Result<(), ClientError> {
-        let mut req = req.clone();
-        if let Results::Rpc(rpc) = &self.results {
-            req.reply_to = rpc.reply_queue().to_string();
-        }
-        self.transport.publish(&req.queue, &req.envelope()).await?;
+        let envelope = match &self.results {
+            // The reply queue is this client's, whatever the request says.
+            Results::Rpc(rpc) => {
+                let mut req = req.clone();
+                req.reply_to = rpc.reply_queue().to_string();
+                req.envelope()
+            }
+            Results::Redis { .. } | Results::Disabled => req.envelope(),
+        };
+        self.transport.publish(&req.queue, &envelope).await?;
         Ok(())
     }
 

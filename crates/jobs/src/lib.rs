@@ -107,16 +107,16 @@ impl Connections {
     /// Connect to the broker at `url`: Redis (`redis://`, `rediss://`, `redis+sentinel://`) or RabbitMQ
     /// (`amqp://`, `amqps://`, with Celery's default queue declarations).
     pub async fn connect(url: &str) -> Result<Connections, TransportError> {
-        if broker_amqp::is_amqp_url(url) {
-            let t = broker_amqp::AmqpTransport::connect(url, broker_amqp::AmqpOptions::default())
-                .await?;
-            Ok(Connections {
-                transport: Arc::new(t),
-                broker_redis: None,
-            })
-        } else {
-            Ok(Broker::connect(url).await?.into())
-        }
+        use celeriac_client::connect::{self, BrokerConnection};
+        Ok(
+            match connect::broker(url, celeriac_client::AmqpOptions::default()).await? {
+                BrokerConnection::Redis(b) => b.into(),
+                c @ BrokerConnection::Amqp(_) => Connections {
+                    transport: c.transport(),
+                    broker_redis: None,
+                },
+            },
+        )
     }
 }
 
