@@ -9,34 +9,10 @@ mod common;
 
 use celeriac_coordinator::{AppState, Connections, serve};
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-
-async fn wait_ready(addr: std::net::SocketAddr, id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let (_, v) = http(addr, "GET", &format!("/api/v1/jobs/{id}"), None).await;
-        if v["ready"] == true {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "job {id} did not finish: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn worker(addr: std::net::SocketAddr, node: &str) -> Option<Value> {
-    let (_, v) = http(addr, "GET", "/api/v1/workers", None).await;
-    v["workers"]
-        .as_array()?
-        .iter()
-        .find(|w| w["node"] == node)
-        .cloned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_rabbitmq_jobs_go_to_a_workers_dq2_and_move_when_it_dies() {
@@ -119,7 +95,9 @@ routing:
     });
     for node in [&a, &b] {
         let alive = eventually(Duration::from_secs(30), || async {
-            worker(addr, node).await.is_some_and(|w| w["alive"] == true)
+            worker_row(addr, node)
+                .await
+                .is_some_and(|w| w["alive"] == true)
         })
         .await;
         assert!(alive, "{node} never showed up alive");
@@ -136,7 +114,7 @@ routing:
     assert_eq!((code, v["node"].as_str()), (201, Some(a.as_str())), "{v}");
     assert_eq!(v["queue"], format!("{a}.dq2"), "{v}");
     let busy = eventually(Duration::from_secs(20), || async {
-        worker(addr, &a).await.is_some_and(|w| w["active"] == 1)
+        worker_row(addr, &a).await.is_some_and(|w| w["active"] == 1)
     })
     .await;
     assert!(busy, "a never reported the sleep as active");
@@ -167,7 +145,7 @@ routing:
     // both jobs to b.
     wa.signal("KILL");
     let _ = wa.wait_timeout(Duration::from_secs(5));
-    let done = wait_ready(addr, &job2).await;
+    let done = wait_job_ready(addr, &job2, Duration::from_secs(90)).await;
     assert_eq!(done["state"], "SUCCESS", "{done}");
     assert_eq!(done["result"], 42);
     assert_eq!(done["worker"], b.as_str(), "{done}");

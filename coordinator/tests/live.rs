@@ -51,12 +51,7 @@ impl Running {
     }
 
     async fn worker(&self, node: &str) -> Option<Value> {
-        let (_, v) = self.get("/api/v1/workers").await;
-        v["workers"]
-            .as_array()?
-            .iter()
-            .find(|w| w["node"] == node)
-            .cloned()
+        worker_row(self.addr, node).await
     }
 
     async fn wait_alive(&self, node: &str) {
@@ -72,18 +67,7 @@ impl Running {
     }
 
     async fn wait_ready(&self, id: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let (_, v) = self.get(&format!("/api/v1/jobs/{id}")).await;
-            if v["ready"] == true {
-                return v;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "job {id} did not finish: {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_job_ready(self.addr, id, Duration::from_secs(60)).await
     }
 
     async fn stop(self) {

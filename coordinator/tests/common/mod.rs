@@ -129,3 +129,29 @@ pub async fn http(
         .unwrap_or(0);
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
+
+/// The coordinator's row for `node` in `GET /api/v1/workers`, if listed.
+pub async fn worker_row(addr: std::net::SocketAddr, node: &str) -> Option<Value> {
+    let (_, v) = http(addr, "GET", "/api/v1/workers", None).await;
+    v["workers"]
+        .as_array()?
+        .iter()
+        .find(|w| w["node"] == node)
+        .cloned()
+}
+
+/// `GET /api/v1/jobs/{id}` once it is ready; panics with the last view after `timeout`.
+pub async fn wait_job_ready(addr: std::net::SocketAddr, id: &str, timeout: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (_, v) = http(addr, "GET", &format!("/api/v1/jobs/{id}"), None).await;
+        if v["ready"] == true {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {id} did not finish: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
