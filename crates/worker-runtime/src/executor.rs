@@ -19,6 +19,7 @@ use transport::{Backoff, Delivery, Requeue, ResultKey, SharedBackend, SharedTran
 
 use crate::config::RuntimeConfig;
 use crate::events::EventSink;
+use crate::otel::Tracing;
 use crate::ratelimit::RateLimiters;
 use crate::state::{Phase, RequestInfo, WorkerState};
 use crate::task::{StopReason, Task, TaskContext, TaskError, TaskRegistry};
@@ -210,6 +211,8 @@ pub(crate) struct Executor {
     pub eta_held: Arc<AtomicUsize>,
     /// The bound was reached once (logged once).
     pub eta_bound_logged: Arc<std::sync::atomic::AtomicBool>,
+    /// OpenTelemetry spans and trace-context headers, when `config.tracing` is on ([`crate::otel`]).
+    pub otel: Option<Arc<Tracing>>,
 }
 
 impl Executor {
@@ -423,10 +426,24 @@ impl Executor {
         };
         self.events.task(&req.name, &id, received).await;
 
-        let outcome = self
-            .run_request(&task, &req, &msg, &tag, ctx, &mut slot)
-            .await;
-        self.finish(&task, &req, &msg, &tag, outcome, slot).await;
+        let run = async {
+            let outcome = self
+                .run_request(&task, &req, &msg, &tag, ctx, &mut slot)
+                .await;
+            self.finish(&task, &req, &msg, &tag, outcome, slot).await;
+        };
+        match &self.otel {
+            // Everything the request does runs inside its `run/<task>` span, so the callbacks it publishes and the
+            // results it stores are that span's children (`Context::current()` in `otel`).
+            Some(otel) => {
+                use opentelemetry::context::FutureExt as _;
+                use opentelemetry::trace::TraceContextExt as _;
+                let cx = otel.start_run(&req, &msg, &self.config.node_name);
+                run.with_context(cx.clone()).await;
+                cx.span().end();
+            }
+            None => run.await,
+        }
         self.state.requests.untrack(&tag);
     }
 
@@ -615,6 +632,9 @@ impl Executor {
     ) {
         let id = &req.id;
         let ignore = self.ignores_result(task, req);
+        if self.otel.is_some() {
+            crate::otel::note_outcome(&outcome);
+        }
         match outcome {
             Outcome::Success(value) => {
                 if !ignore {
@@ -768,6 +788,27 @@ impl Executor {
     /// Write a result meta, retrying while the backend is unreachable (the result must not be lost). `msg` is the
     /// task message: its `reply_to` is where `rpc://` sends the result.
     async fn write_meta(&self, meta: &ResultMeta, msg: &Message) {
+        // A store span only inside a request's run span: progress updates written from their own tokio task have
+        // no context to continue, and a root span per update would only be noise.
+        let span = self
+            .otel
+            .as_ref()
+            .filter(|_| {
+                use opentelemetry::trace::TraceContextExt as _;
+                opentelemetry::Context::current().has_active_span()
+            })
+            .map(|otel| {
+                let task = msg.headers.get("task").and_then(Value::as_str);
+                otel.start_store(task.unwrap_or("unknown"), &meta.task_id, &meta.status)
+            });
+        self.write_meta_inner(meta, msg).await;
+        if let Some(mut span) = span {
+            use opentelemetry::trace::Span as _;
+            span.end();
+        }
+    }
+
+    async fn write_meta_inner(&self, meta: &ResultMeta, msg: &Message) {
         let mut bytes = meta.encode();
         let max = self.config.result_max_bytes;
         if max > 0 && bytes.len() > max {
@@ -845,10 +886,16 @@ impl Executor {
         if let Some(r) = msg.properties.get("reply_to").and_then(Value::as_str) {
             next.reply_to = r.to_string();
         }
+        let span = self.otel.as_ref().map(|otel| otel.start_publish(&mut next));
         let mut env = next.envelope();
         env.leading_properties
             .insert("origin".into(), json!(self.config.node_name));
-        self.transport.publish(&next.queue, &env).await
+        let published = self.transport.publish(&next.queue, &env).await;
+        if let Some(mut span) = span {
+            use opentelemetry::trace::Span as _;
+            span.end();
+        }
+        published
     }
 
     async fn apply_callbacks(&self, req: &TaskMessage, value: &Value) {
@@ -884,9 +931,14 @@ impl Executor {
         next.root_id = Some(req.root_id.clone().unwrap_or_else(|| req.id.clone()));
         next.origin = self.config.node_name.clone();
         next.embed.chain = chain;
+        let span = self.otel.as_ref().map(|otel| otel.start_publish(&mut next));
         let env = next.envelope();
         if let Err(e) = self.transport.publish(&next.queue, &env).await {
             tracing::error!(id = %req.id, next = %next.name, error = %e, "could not apply callback");
+        }
+        if let Some(mut span) = span {
+            use opentelemetry::trace::Span as _;
+            span.end();
         }
     }
 }

@@ -5,7 +5,8 @@
 //! - [`worker::Worker`]: wires the parts and runs them; [`consumer`] takes messages within the prefetch budget,
 //!   [`executor`] runs one message from delivery to settlement, [`state`] owns every request's lifecycle.
 //! - [`control`]: the remote-control mailbox (`celery inspect` / `celery control`), [`mingle`] at start-up,
-//!   [`events`] (the typed event sink), [`metrics`] (Prometheus), [`chord`] joins, [`ratelimit`].
+//!   [`events`] (the typed event sink), [`metrics`] (Prometheus), [`chord`] joins, [`ratelimit`], [`otel`]
+//!   (OpenTelemetry spans and W3C trace context in task headers, when `RuntimeConfig::tracing` is on).
 //! - [`builtin`]: small tasks every celeriac worker registers (ping, add, sleep, noop, ...).
 //!
 //! Architecture invariant: this crate knows no Cowrie, no PostgreSQL and no broker client library. It talks to
@@ -20,6 +21,7 @@ pub mod events;
 mod executor;
 pub mod metrics;
 pub mod mingle;
+pub mod otel;
 pub mod ratelimit;
 pub mod state;
 pub mod task;

@@ -33,6 +33,9 @@ impl Worker {
         backend: SharedBackend,
         shutdown: watch::Receiver<Shutdown>,
     ) -> Worker {
+        let otel = config
+            .tracing
+            .then(|| Arc::new(crate::otel::Tracing::new()));
         let mut queues = config.queues.clone();
         let dq = celery_proto::keys::worker_direct_queue(&config.node_name);
         if !queues.contains(&dq) {
@@ -59,6 +62,7 @@ impl Worker {
                 consumer_done: Arc::new(watch::channel(false).0),
                 eta_held: Arc::default(),
                 eta_bound_logged: Arc::default(),
+                otel,
             },
         }
     }
