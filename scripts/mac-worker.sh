@@ -21,14 +21,20 @@
 #   CELERIAC_WORKER_BIN   the binary (default: celeriac-worker on PATH, then
 #                         target/release and target/debug of this checkout)
 #   CELERIAC_STOP_TIMEOUT seconds to wait after SIGTERM before SIGQUIT (default 60)
+#   CELERIAC_START_TIMEOUT seconds `start` waits for the worker to say it is
+#                         ready (connected to the broker; default 30)
 #
 # Files: ${XDG_STATE_HOME:-$HOME/.local/state}/celeriac/mac-worker.pid and mac-worker.log.
-# The worker has no --detach yet, so `start` runs it under nohup in the
-# background and records its pid.
+# `start` runs the worker under nohup in the background (not with its own
+# --detach, so that its first error messages still reach the log), records its
+# pid and waits until the worker logs "celeriac-worker ready".
 # `stop` sends SIGTERM (warm shutdown: active tasks finish, reserved ones go
 # back to the queue), waits up to CELERIAC_STOP_TIMEOUT seconds, then sends
 # SIGQUIT (cold shutdown).
-# Exit status of `status`: 0 running, 3 not running.
+# Exit status: 0 done; 1 error (no broker URL, no binary, the worker exited at
+# once); 2 usage; `status`: 3 not running; `start`: 4 the worker runs but was
+# not ready within CELERIAC_START_TIMEOUT (it keeps retrying the broker: look at
+# `logs`, then `stop` it or wait).
 set -euo pipefail
 
 prog="$(basename "$0")"
@@ -83,6 +89,18 @@ find_worker() {
     die "celeriac-worker not found; build it with 'cargo build --release -p celeriac-worker' (or 'cargo install --path workers') or set CELERIAC_WORKER_BIN"
 }
 
+# alive PID: the process exists and is not a zombie (a worker whose parent
+# shell is gone may stay a zombie until someone reaps it; it is not running).
+alive() {
+    local state
+    kill -0 "$1" 2>/dev/null || return 1
+    state="$(ps -o stat= -p "$1" 2>/dev/null || true)"
+    case "$state" in
+        Z*) return 1 ;;
+    esac
+    return 0
+}
+
 # running_pid: print the recorded pid if that process is alive and is a
 # celeriac-worker (its command line names the binary); remove a stale pidfile.
 running_pid() {
@@ -90,7 +108,7 @@ running_pid() {
     [ -f "$pidfile" ] || return 1
     pid="$(head -n 1 "$pidfile" | tr -dc '0-9')"
     name="$(sed -n 2p "$pidfile")"
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    if [ -n "$pid" ] && alive "$pid"; then
         args="$(ps -p "$pid" -o args= 2>/dev/null || true)"
         case "$args" in
             *celeriac-worker* | *"${name:-celeriac-worker}"*)
@@ -106,7 +124,7 @@ running_pid() {
 # wait_gone PID SECONDS: true once PID has exited.
 wait_gone() {
     local pid="$1" left="$2"
-    while kill -0 "$pid" 2>/dev/null; do
+    while alive "$pid"; do
         [ "$left" -gt 0 ] || return 1
         sleep 1
         left=$((left - 1))
@@ -114,7 +132,7 @@ wait_gone() {
 }
 
 cmd_start() {
-    local pid worker args
+    local pid worker args offset waited timeout
     if pid="$(running_pid)"; then
         say "already running (pid $pid), log $logfile"
         return 0
@@ -134,23 +152,37 @@ cmd_start() {
     if [ -n "${CELERIAC_PROFILE:-}" ]; then args+=(--profile "$CELERIAC_PROFILE"); fi
 
     mkdir -p "$state_dir"
+    touch "$logfile"
+    offset="$(wc -c <"$logfile" | tr -d ' ')"
     printf '\n==== %s: %s %s\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" "$worker" "${args[*]}" >>"$logfile"
     # Job control on: without it bash starts background commands with SIGINT
     # and SIGQUIT ignored, and `stop` could not do a cold shutdown. It also puts
     # the worker in its own process group, away from the terminal's Ctrl-C.
     set -m
-    nohup "$worker" "${args[@]}" >>"$logfile" 2>&1 </dev/null &
+    NO_COLOR=1 nohup "$worker" "${args[@]}" >>"$logfile" 2>&1 </dev/null &
     pid=$!
     set +m
     printf '%s\n%s\n' "$pid" "$(basename "$worker")" >"$pidfile"
-    # A worker that cannot reach the broker or rejects its flags exits at once.
-    sleep 2
-    if ! kill -0 "$pid" 2>/dev/null; then
-        rm -f "$pidfile"
-        printf '%s: error: celeriac-worker exited right after starting; last log lines:\n' "$prog" >&2
-        tail -n 20 "$logfile" >&2
-        exit 1
-    fi
+    # A worker that rejects its flags exits at once; one that cannot reach the
+    # broker keeps retrying and is not ready.
+    timeout="${CELERIAC_START_TIMEOUT:-30}"
+    waited=0
+    while ! tail -c +"$((offset + 1))" "$logfile" | grep -q 'celeriac-worker ready'; do
+        if ! alive "$pid"; then
+            rm -f "$pidfile"
+            printf '%s: error: celeriac-worker exited right after starting; last log lines:\n' "$prog" >&2
+            tail -n 20 "$logfile" >&2
+            exit 1
+        fi
+        if [ "$waited" -ge "$timeout" ]; then
+            printf '%s: warning: celeriac-worker (pid %s) is running but not ready after %ss (is the broker reachable?); last log lines:\n' "$prog" "$pid" "$timeout" >&2
+            tail -n 5 "$logfile" >&2
+            printf '%s: it keeps retrying; follow it with `%s logs -f`, or `%s stop`\n' "$prog" "$prog" "$prog" >&2
+            exit 4
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
     say "started celeriac-worker (pid $pid) as ${CELERIAC_NODENAME:-mac@%h} on queues ${CELERIAC_QUEUES:-celery,longtail}, log $logfile"
 }
 
