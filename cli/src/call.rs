@@ -69,6 +69,7 @@ pub struct PurgeArgs {
 async fn client(cli: &Cli) -> anyhow::Result<Client> {
     Client::connect_with(&cli.broker, cli.result_backend.as_deref(), cli.amqp())
         .await
+        .map(|c| c.with_tracing(cli.tracing))
         .with_context(|| format!("connecting to {}", transport::redact_url(&cli.broker)))
 }
 

@@ -44,6 +44,9 @@ pub struct Cli {
     pub json: bool,
     #[command(subcommand)]
     pub command: Command,
+    /// Publish with OpenTelemetry spans and trace headers (set from the OTEL_* variables, not a flag).
+    #[arg(skip)]
+    pub tracing: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,13 +89,22 @@ impl Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
+    // OpenTelemetry traces when the OTEL_* variables ask for them (docs/tracing.md); flushed when `_otel` drops.
+    let _otel = match telemetry::init_from_env("celeriac") {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: OpenTelemetry (OTEL_* variables): {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    cli.tracing = _otel.is_some();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

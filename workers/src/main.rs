@@ -176,6 +176,11 @@ fn main() -> anyhow::Result<()> {
     config.without_mingle = cli.without_mingle;
     config.without_gossip = cli.without_gossip;
     config.metrics_port = cli.metrics_port;
+    // OpenTelemetry traces when the OTEL_* variables ask for them (docs/tracing.md); the guard flushes the last spans
+    // when main returns.
+    let otel =
+        telemetry::init_from_env("celeriac-worker").context("OpenTelemetry (OTEL_* variables)")?;
+    config.tracing = otel.is_some();
 
     // The async side (fetching, acking, results, events, pidbox) is I/O and runs best on one thread: no
     // cross-thread wake-ups per message. CPU-bound tasks run on the blocking pool (Task::blocking), bounded by -c.

@@ -7,8 +7,12 @@
 //!   GET once to catch a result stored in between, and poll if the pub/sub connection drops;
 //! - `rpc://` (with an AMQP broker): the client's own reply queue, declared before the first send and named in every
 //!   task's `reply_to`; results are matched to tasks by `correlation_id` (`broker_amqp::RpcBackend`).
+//!
+//! With [`Client::with_tracing`], every publish gets an OpenTelemetry producer span and carries its W3C context in
+//! the task's headers ([`otel`]).
 
 pub mod connect;
+pub mod otel;
 
 use broker::{Broker, Subscriber};
 use broker_amqp::RpcBackend;
@@ -59,6 +63,8 @@ fn no_backend() -> ClientError {
 pub struct Client {
     transport: SharedTransport,
     results: Results,
+    /// Make an `apply_async/<task>` span per publish and put its `traceparent` in the headers ([`otel`]).
+    tracing: bool,
 }
 
 /// A published task whose result can be awaited.
@@ -96,6 +102,7 @@ impl Client {
                 return Ok(Client {
                     transport,
                     results: Results::Disabled,
+                    tracing: false,
                 });
             }
             None => broker_url,
@@ -118,7 +125,18 @@ impl Client {
                 subscriber: OnceCell::new(),
             }
         };
-        Ok(Client { transport, results })
+        Ok(Client {
+            transport,
+            results,
+            tracing: false,
+        })
+    }
+
+    /// Trace every publish (OpenTelemetry, through the global tracer provider and propagator the binary installed;
+    /// see `docs/tracing.md`). Off by default: no spans, no trace headers.
+    pub fn with_tracing(mut self, on: bool) -> Client {
+        self.tracing = on;
+        self
     }
 
     /// The broker, behind the transport seam.
@@ -152,16 +170,25 @@ impl Client {
 
     /// Publish a task without waiting for anything (its result, if any, goes where the backend says).
     pub async fn publish(&self, req: &TaskRequest) -> Result<(), ClientError> {
-        let envelope = match &self.results {
-            // The reply queue is this client's, whatever the request says.
-            Results::Rpc(rpc) => {
-                let mut req = req.clone();
-                req.reply_to = rpc.reply_queue().to_string();
-                req.envelope()
-            }
-            Results::Redis { .. } | Results::Disabled => req.envelope(),
+        // The reply queue is this client's, whatever the request says.
+        let reply_to = match &self.results {
+            Results::Rpc(rpc) => Some(rpc.reply_queue()),
+            Results::Redis { .. } | Results::Disabled => None,
         };
-        self.transport.publish(&req.queue, &envelope).await?;
+        if reply_to.is_none() && !self.tracing {
+            self.transport.publish(&req.queue, &req.envelope()).await?;
+            return Ok(());
+        }
+        let mut req = req.clone();
+        if let Some(r) = reply_to {
+            req.reply_to = r.to_string();
+        }
+        let span = self.tracing.then(|| otel::start_publish(&mut req));
+        let published = self.transport.publish(&req.queue, &req.envelope()).await;
+        if let Some(span) = span {
+            otel::end_publish(span, published.as_ref().err().map(ToString::to_string));
+        }
+        published?;
         Ok(())
     }
 
