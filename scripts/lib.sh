@@ -312,7 +312,11 @@ ensure_services() {
 # ---------------------------------------------------------------------------
 # Python venv with Celery and Flower (for the interop tests)
 
-CELERIAC_PY_PACKAGES=('celery[redis]==5.7.*' 'flower==2.2.*')
+# OpenTelemetry for the trace test (tests/tests/tracing.rs, docs/tracing.md): the Celery instrumentation, the SDK
+# with its OTLP/HTTP exporter, and opentelemetry-proto for the test receiver.
+CELERIAC_PY_PACKAGES=('celery[redis]==5.7.*' 'flower==2.2.*'
+    'opentelemetry-sdk==1.45.*' 'opentelemetry-exporter-otlp-proto-http==1.45.*' 'opentelemetry-proto==1.45.*'
+    'opentelemetry-instrumentation-celery==0.66b2')
 
 _venv_ok() {
     local venv="$1" v
@@ -321,6 +325,8 @@ _venv_ok() {
     case "$v" in 5.7.*) ;; *) return 1 ;; esac
     v="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("flower"))' 2>/dev/null)" || return 1
     case "$v" in 2.2.*) ;; *) return 1 ;; esac
+    v="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("opentelemetry-instrumentation-celery"), m.version("opentelemetry-exporter-otlp-proto-http"), m.version("opentelemetry-proto"))' 2>/dev/null)" || return 1
+    case "$v" in "0.66b2 1.45."*" 1.45."*) ;; *) return 1 ;; esac
 }
 
 # _venv_create PATH: python3 -m venv, installing python3-venv through apt when
@@ -354,7 +360,7 @@ python_env() {
         log "pip install ${CELERIAC_PY_PACKAGES[*]} into $venv"
         "$venv/bin/python" -m pip install -q --disable-pip-version-check "${CELERIAC_PY_PACKAGES[@]}" >&2 ||
             die "pip install into $venv failed"
-        _venv_ok "$venv" || die "venv $venv has no working celery 5.7 / flower 2.2 after pip install"
+        _venv_ok "$venv" || die "venv $venv has no working celery 5.7 / flower 2.2 / opentelemetry after pip install"
         log "venv ready: $("$venv/bin/celery" --version)"
     fi
     CELERIAC_VENV="$(cd "$venv" && pwd)"

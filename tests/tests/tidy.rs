@@ -87,7 +87,14 @@ fn the_runtime_and_the_seam_know_no_domain_and_no_client_library() {
                 "diesel",
                 "diesel-async",
                 "actix-web",
+                // Tracing through the `opentelemetry` API only: the SDK and the exporter are the binary's choice.
+                "opentelemetry_sdk",
+                "opentelemetry-otlp",
             ],
+        ),
+        (
+            "celeriac-client",
+            &["opentelemetry_sdk", "opentelemetry-otlp"],
         ),
         (
             "transport",
@@ -134,6 +141,9 @@ fn outside_systems_stay_behind_their_crate() {
         ("utoipa", &["celeriac-api"]),
         ("utoipa-swagger-ui", &["celeriac-api"]),
         ("rmcp", &["celeriac-api"]),
+        // OpenTelemetry's SDK and OTLP exporter are set up in one crate (`telemetry`), called by the binaries.
+        ("opentelemetry-otlp", &["telemetry"]),
+        ("opentelemetry_sdk", &["telemetry"]),
     ];
     let pkgs = packages();
     assert!(pkgs.len() >= 8, "workspace looks incomplete");
