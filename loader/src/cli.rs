@@ -37,13 +37,25 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Load what is new in a Cowrie log directory (for cron).
+    /// Load what is new in a Cowrie log directory (for cron), or in every sensor's with `--all`.
+    #[command(mut_arg("sensor", |a| a
+        .required(false)
+        .required_unless_present("all")
+        .default_value("")
+        .hide_default_value(true)))]
     Delta {
         #[command(flatten)]
         common: CommonArgs,
         /// Directory holding cowrie.json and its rotated copies.
-        #[arg(long)]
-        logdir: PathBuf,
+        #[arg(long, required_unless_present = "all")]
+        logdir: Option<PathBuf>,
+        #[command(flatten)]
+        all: AllArgs,
+    },
+    /// Check a sensors file, or print a K3s CronJob per sensor from it.
+    Sensors {
+        #[command(subcommand)]
+        command: crate::sensors_cmd::SensorsCommand,
     },
     /// Write synthetic Cowrie logs (`.gz`/`.bz2` names are compressed).
     Generate {
@@ -93,6 +105,38 @@ pub struct CommonArgs {
     /// Testing aid: milliseconds to sleep after each committed batch.
     #[arg(long, default_value_t = 0, hide = true)]
     pub pause_after_batch_ms: u64,
+}
+
+/// `delta --all`: every sensor of a sensors file.
+#[derive(Debug, Args)]
+pub struct AllArgs {
+    /// Load every sensor of the sensors file (instead of `--sensor` and `--logdir`).
+    #[arg(long, conflicts_with_all = ["logdir", "sensor"])]
+    pub all: bool,
+    /// The sensors file of `--all`.
+    #[arg(
+        long,
+        env = "CELERIAC_SENSORS",
+        default_value = "sensors.yaml",
+        value_name = "FILE"
+    )]
+    pub sensors: PathBuf,
+    /// With `--all`: how many sensors load at the same time.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+    /// With `--all`: run again this long after each run ends (`15m`, `1h`), until SIGTERM.
+    #[arg(long, requires = "all", value_parser = parse_every, value_name = "DURATION")]
+    pub every: Option<Duration>,
+    /// With `--all`: serve Prometheus metrics at `http://0.0.0.0:PORT/metrics` while running.
+    #[arg(long, requires = "all", value_name = "PORT")]
+    pub metrics_port: Option<u16>,
+}
+
+fn parse_every(text: &str) -> Result<Duration, String> {
+    match crate::sensors::parse_duration(text)? {
+        d if d.is_zero() => Err("must be longer than 0".into()),
+        d => Ok(d),
+    }
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -152,7 +196,29 @@ pub async fn run(cli: Cli) -> i32 {
             };
             ingest(&cli.database_url, "bulk", common, files).await
         }
-        Command::Delta { common, logdir } => {
+        Command::Sensors { command } => crate::sensors_cmd::run(command),
+        Command::Delta { common, all, .. } if all.all => {
+            let opts = crate::fleet::FleetOptions {
+                database_url: cli.database_url.clone(),
+                sensors_file: all.sensors,
+                parallel: usize::from(all.parallel),
+                template: IngestOptions {
+                    mode: "delta".into(),
+                    sensor: String::new(),
+                    batch_size: common.batch_size,
+                    dry_run: common.dry_run,
+                    max_wait: Duration::from_secs(common.max_wait),
+                    progress: false,
+                    status_file: None,
+                    pause_after_batch: Duration::from_millis(common.pause_after_batch_ms),
+                },
+                migrate: !common.no_migrate,
+                status_file: common.status_file,
+            };
+            crate::fleet::run(opts, all.every, all.metrics_port).await
+        }
+        Command::Delta { common, logdir, .. } => {
+            let logdir = logdir.unwrap_or_default();
             let files = match expand_logdir(&logdir) {
                 Ok(f) => f,
                 Err(e) => {
@@ -201,8 +267,12 @@ async fn ingest(url: &str, mode: &str, common: CommonArgs, files: Vec<PathBuf>) 
         }
         Some(store::build_pool(url, 2, Duration::from_secs(5)))
     };
-    let mut engine = Engine::new(pool, opts);
+    let started_at = chrono::Utc::now();
+    let mut engine = Engine::new(pool.clone(), opts);
     let code = engine.run(&files).await;
+    if let Some(pool) = &pool {
+        crate::fleet::record_run(pool, &engine.stats, started_at).await;
+    }
     println!("{}", engine.stats.to_json_line());
     code
 }

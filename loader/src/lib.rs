@@ -6,14 +6,22 @@
 //! - [`engine`]: streams, cursors, batches, retries, progress;
 //! - [`generate`]: synthetic Cowrie 1.x/2.x/3.x logs;
 //! - [`status`]: the JSON status line and exit codes;
-//! - [`cli`]: the command line (`migrate`, `bulk`, `delta`, `generate`).
+//! - [`sensors`]: the sensors file of `delta --all` (pure);
+//! - [`fleet`]: `delta --all` over every sensor, `--every`, the `loader_runs` rows;
+//! - [`metrics`]: Prometheus metrics on `--metrics-port`;
+//! - [`sensors_cmd`]: `sensors check` and `sensors cronjobs` (one K3s CronJob per sensor);
+//! - [`cli`]: the command line (`migrate`, `bulk`, `delta`, `generate`, `sensors`).
 //!
 //! Architecture invariant: this crate never names a diesel type; all database work
 //! goes through the `store` crate.
 
 pub mod cli;
 pub mod engine;
+pub mod fleet;
 pub mod generate;
+pub mod metrics;
 pub mod parse;
 pub mod reader;
+pub mod sensors;
+pub mod sensors_cmd;
 pub mod status;

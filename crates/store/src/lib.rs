@@ -8,7 +8,8 @@
 //! cursors), [`inspect`] (read-only views for status and tests), [`analysis`] (reads and
 //! writes of the analysis tasks), [`day_cache`] (the per-day longtail cache), and
 //! [`test_support`] (a throwaway database per test), [`stats`] (the public API's read-only statistics) and
-//! [`api_keys`] (the API's hashed keys).
+//! [`api_keys`] (the API's hashed keys), [`loader_runs`] (one row per sensor and loader run, and the per-sensor health
+//! the API exports to Prometheus).
 //!
 //! Architecture invariant: no other crate in the workspace depends on diesel;
 //! they call the plain-Rust functions and types exported here.
@@ -28,6 +29,7 @@ pub mod api_keys;
 pub mod day_cache;
 pub mod ingest;
 pub mod inspect;
+pub mod loader_runs;
 pub mod rollups;
 pub mod schema;
 pub mod stats;

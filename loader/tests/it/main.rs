@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod crash;
 mod fixtures;
+mod fleet;
 mod outage;
 mod parsing;
 mod rotation;
