@@ -1,5 +1,6 @@
 //! Prometheus metrics of the API (the `prometheus` crate, like the worker and the coordinator): requests by route
-//! and status, latency per route, replica fallbacks, rate-limit rejections and limiter failures, job submissions.
+//! and status, latency per route, replica fallbacks, rate-limit rejections and limiter failures, job submissions; and,
+//! computed from PostgreSQL at scrape time, each sensor's newest event and loader health ([`render_sensor_health`]).
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -120,4 +121,53 @@ impl Metrics {
             .expect("encode metrics");
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+/// The per-sensor gauges read from PostgreSQL at scrape time (`store::loader_runs::sensor_health`), without the
+/// `celeriac_api_` prefix because they describe sensors and loaders, not the API:
+/// `celeriac_sensor_last_event_timestamp_seconds`, `celeriac_loader_last_success_timestamp_seconds` (the same name
+/// as the `--every` loader's own series: alerts take `max by (sensor)`, docs/monitoring.md) and
+/// `celeriac_loader_last_run_failed`. A sensor without an event (or without a successful run) has no sample.
+pub fn render_sensor_health(rows: &[store::loader_runs::SensorHealth]) -> String {
+    use prometheus::GaugeVec;
+    let registry = Registry::new();
+    let gauge = |name: &str, help: &str| {
+        let g = GaugeVec::new(Opts::new(name, help), &["sensor"]).expect("metric");
+        registry
+            .register(Box::new(g.clone()))
+            .expect("register metric");
+        g
+    };
+    let last_event = gauge(
+        "celeriac_sensor_last_event_timestamp_seconds",
+        "Unix time of the newest event stored for the sensor (from PostgreSQL)",
+    );
+    let last_success = gauge(
+        "celeriac_loader_last_success_timestamp_seconds",
+        "Unix time when the sensor's newest successful loader run ended (from loader_runs)",
+    );
+    let last_failed = gauge(
+        "celeriac_loader_last_run_failed",
+        "1 when the sensor's newest loader run failed, else 0 (from loader_runs)",
+    );
+    let secs = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis() as f64 / 1000.0;
+    for r in rows {
+        let l = [r.sensor.as_str()];
+        if let Some(t) = r.last_event_at {
+            last_event.with_label_values(&l).set(secs(t));
+        }
+        if let Some(t) = r.last_success_at {
+            last_success.with_label_values(&l).set(secs(t));
+        }
+        if let Some(f) = r.last_run_failed {
+            last_failed
+                .with_label_values(&l)
+                .set(if f { 1.0 } else { 0.0 });
+        }
+    }
+    let mut buf = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&registry.gather(), &mut buf)
+        .expect("encode metrics");
+    String::from_utf8(buf).unwrap_or_default()
 }
