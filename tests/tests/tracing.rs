@@ -2,8 +2,9 @@
 //! `celeriac.add` with a link callback on a Rust worker exporting by OTLP; a test receiver built from
 //! `opentelemetry-proto` (`tests/python/otlp_receiver.py`) gets the client's and the worker's spans in one trace,
 //! parent to child: client span, `apply_async/celeriac.add` (Python), `run/celeriac.add` (Rust), its
-//! `store_result` and `apply_async/celeriac.echo`, then `run/celeriac.echo`. The `celeriac` CLI's publish span is
-//! continued by the worker the same way.
+//! `store_result` and `apply_async/celeriac.echo`, then `run/celeriac.echo`; a second callback, `py.echo`, runs on
+//! an instrumented Python worker (`tests/python/otel_worker.py`), which continues the Rust worker's publish span.
+//! The `celeriac` CLI's publish span is continued by the worker the same way.
 
 use serde_json::Value;
 use std::process::Command;
@@ -104,13 +105,16 @@ def echo(*args, **kwargs):
 with trace.get_tracer("test-client").start_as_current_span("client-request") as root:
     callback = echo.s("tag")
     callback.freeze()
-    r = add.apply_async((2, 3), link=callback)
+    on_python = app.signature("py.echo", args=("py",), queue="pyq")
+    on_python.freeze()
+    r = add.apply_async((2, 3), link=[callback, on_python])
     ctx = root.get_span_context()
 result = r.get(timeout=60)
 linked = app.AsyncResult(callback.id).get(timeout=60)
+on_python = app.AsyncResult(on_python.id).get(timeout=60)
 provider.shutdown()
 print(json.dumps({"trace_id": format(ctx.trace_id, "032x"), "root": format(ctx.span_id, "016x"),
-                  "result": result, "linked": linked}))
+                  "result": result, "linked": linked, "on_python": on_python}))
 "#;
 
 #[test]
@@ -151,11 +155,40 @@ fn a_python_trace_continues_through_a_rust_worker_and_its_callback() {
     let mut worker = Child::spawn("rust-worker-otel", &mut cmd);
     worker.wait_for_output("celeriac-worker ready", Duration::from_secs(30));
 
+    // An instrumented Python worker on its own queue, for the callback the Rust worker sends it.
+    let mut cmd = Command::new(&py);
+    cmd.args([
+        "-m",
+        "celery",
+        "-A",
+        "otel_worker",
+        "worker",
+        "--pool",
+        "solo",
+        "-Q",
+        "pyq",
+        "-n",
+        "pyotel@tracehost",
+        "-l",
+        "info",
+        "--without-mingle",
+        "--without-gossip",
+        "--without-heartbeat",
+    ])
+    .current_dir(repo_root().join("tests/python"))
+    .env("CELERY_BROKER_URL", &db.url)
+    .env("CELERY_RESULT_BACKEND", &db.url)
+    .env("RECEIVER", &endpoint)
+    .env("PYTHONUNBUFFERED", "1");
+    let mut py_worker = Child::spawn("python-worker-otel", &mut cmd);
+    py_worker.wait_for_output("ready.", Duration::from_secs(60));
+
     // The Python client.
     let code = format!("import os\nos.environ['RECEIVER'] = {endpoint:?}\n{CLIENT}");
     let v = py_json(&run_python(&py, &db.url, &code, T));
     assert_eq!(v["result"], 5);
     assert_eq!(v["linked"]["args"], serde_json::json!([5, "tag"]));
+    assert_eq!(v["on_python"]["args"], serde_json::json!([5, "py"]));
     let trace = v["trace_id"].as_str().unwrap().to_string();
 
     // The CLI, as a client of its own.
@@ -181,11 +214,16 @@ fn a_python_trace_continues_through_a_rust_worker_and_its_callback() {
 
     // A warm shutdown flushes the worker's last spans.
     worker.signal("TERM");
+    py_worker.signal("TERM");
+    assert!(
+        py_worker.wait_timeout(Duration::from_secs(60)).is_some(),
+        "the Python worker did not stop"
+    );
     assert!(
         worker.wait_timeout(Duration::from_secs(60)).is_some(),
         "the worker did not stop"
     );
-    let want = |s: &[Value]| s.iter().filter(|s| s["trace_id"] == trace.as_str()).count() >= 7;
+    let want = |s: &[Value]| s.iter().filter(|s| s["trace_id"] == trace.as_str()).count() >= 9;
     assert!(
         wait_until(Duration::from_secs(30), || want(&spans(&out))),
         "the receiver did not get the trace's spans:\n{}",
@@ -218,6 +256,15 @@ fn a_python_trace_continues_through_a_rust_worker_and_its_callback() {
     let linked_run = one(&all, &trace, "run/celeriac.echo");
     assert_eq!(linked_run["service"], "celeriac-worker");
     parent_is(linked_run, link);
+
+    // The Python worker continues the Rust worker's publish span.
+    let to_python = one(&all, &trace, "apply_async/py.echo");
+    assert_eq!(to_python["service"], "celeriac-worker");
+    parent_is(to_python, run);
+    let python_run = one(&all, &trace, "run/py.echo");
+    assert_eq!(python_run["service"], "python-worker");
+    assert_eq!(python_run["kind"], "SPAN_KIND_CONSUMER");
+    parent_is(python_run, to_python);
 
     // The CLI's publish started a trace of its own, continued by the worker.
     let cli_publish = all
