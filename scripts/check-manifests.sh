@@ -125,6 +125,8 @@ for overlay in "${overlays[@]}"; do
     summary="$("$k8s_venv/bin/python" -c '
 import json, sys
 s = json.load(open(sys.argv[1]))["summary"]
+if s["passed"] == 0:
+    sys.exit("checkov ran no check (it passes a file it cannot parse)")
 print("{} passed, {} failed, {} skipped by annotation".format(s["passed"], s["failed"], s["skipped"]))' "$render_dir/checkov.json")" ||
         die "cannot read checkov's JSON report"
     log "k3s/overlays/$overlay: $(grep -c '^kind:' "$out") objects rendered, valid for Kubernetes $K8S_VERSION; checkov: $summary"
