@@ -11,8 +11,9 @@
 #      changed (dashboard_node_modules in lib.sh: uPlot, playwright-core, axe-core)
 #   3. cargo fmt --all -- --check                          (skipped by --quick)
 #   4. cargo clippy --workspace --all-targets -- -D warnings (skipped by --quick)
-#   5. scripts/check-manifests.sh  (k3s YAML syntax; Prometheus config and alert
-#                                   rule tests with promtool) (skipped by --quick)
+#   5. scripts/check-manifests.sh  (k3s overlays rendered by kubectl kustomize, validated
+#                                   against the Kubernetes schemas and by checkov; Prometheus
+#                                   config and alert rule tests with promtool) (skipped by --quick)
 #   6. cargo build --workspace --bins  (the tests start the real binaries)
 #   7. cargo nextest run --workspace --no-fail-fast  (or cargo test when
 #      cargo-nextest is not installed)
