@@ -46,6 +46,9 @@ struct Cli {
     config: PathBuf,
     #[arg(short = 'l', long, default_value = "info", global = true)]
     loglevel: String,
+    /// Read KEY=VALUE lines from this file before the flags (variables already set win); refused unless mode 600.
+    #[arg(long, env = "CELERIAC_ENV_FILE", global = true, value_name = "PATH")]
+    env_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -61,6 +64,14 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Probe a running API's /healthz on 127.0.0.1 and exit 0 if it answers 2xx (the image's HEALTHCHECK).
+    Healthcheck {
+        #[arg(long, default_value_t = 8081)]
+        port: u16,
+        /// `/readyz` also asks PostgreSQL.
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -131,7 +142,11 @@ enum KeyAction {
 }
 
 fn main() -> anyhow::Result<()> {
+    startup::init_or_exit();
     let cli = Cli::parse();
+    if let Some(Command::Healthcheck { port, path }) = &cli.command {
+        startup::probe::run_and_exit(*port, path);
+    }
     // rmcp logs every MCP request at info; its warnings and errors are what an operator wants.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{},rmcp=warn", cli.loglevel.to_lowercase()))
@@ -165,6 +180,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         })
     });
     match command {
+        Command::Healthcheck { .. } => unreachable!("answered in main"),
         Command::Openapi => {
             use utoipa::OpenApi;
             println!(

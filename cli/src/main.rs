@@ -42,6 +42,9 @@ pub struct Cli {
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Read KEY=VALUE lines from this file before the flags (variables already set win); refused unless mode 600.
+    #[arg(long, global = true, env = "CELERIAC_ENV_FILE", value_name = "PATH")]
+    pub env_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
     /// Publish with OpenTelemetry spans and trace headers (set from the OTEL_* variables, not a flag).
@@ -89,6 +92,7 @@ impl Cli {
 }
 
 fn main() -> std::process::ExitCode {
+    startup::init_or_exit();
     let mut cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

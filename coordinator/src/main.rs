@@ -33,6 +33,9 @@ struct Cli {
     config: PathBuf,
     #[arg(short = 'l', long, default_value = "info", global = true)]
     loglevel: String,
+    /// Read KEY=VALUE lines from this file before the flags (variables already set win); refused unless mode 600.
+    #[arg(long, env = "CELERIAC_ENV_FILE", global = true, value_name = "PATH")]
+    env_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -73,6 +76,14 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         labels: Vec<String>,
     },
+    /// Probe a running coordinator's /healthz on 127.0.0.1 and exit 0 if it answers 2xx (the image's HEALTHCHECK).
+    Healthcheck {
+        #[arg(long, default_value_t = 8082)]
+        port: u16,
+        /// `/readyz` also asks the broker.
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+    },
     /// Registration tokens.
     Token {
         #[command(subcommand)]
@@ -101,7 +112,11 @@ enum TokenAction {
 }
 
 fn main() -> anyhow::Result<()> {
+    startup::init_or_exit();
     let cli = Cli::parse();
+    if let Some(Command::Healthcheck { port, path }) = &cli.command {
+        startup::probe::run_and_exit(*port, path);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.loglevel.to_lowercase()));
     tracing_subscriber::fmt()
@@ -124,6 +139,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         inspect_timeout: 1.0,
     });
     match command {
+        Command::Healthcheck { .. } => unreachable!("answered in main"),
         Command::CheckConfig { path } => {
             let path = path.unwrap_or(cli.config);
             let c = routing::WorkerConfig::load(&path)?;

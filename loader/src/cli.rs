@@ -21,6 +21,9 @@ pub struct Cli {
     /// PostgreSQL URL.
     #[arg(long, env = "DATABASE_URL", default_value = store::DEFAULT_DATABASE_URL, global = true)]
     pub database_url: String,
+    /// Read KEY=VALUE lines from this file before the flags (variables already set win); refused unless mode 600.
+    #[arg(long, env = "CELERIAC_ENV_FILE", global = true, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -4,6 +4,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() {
+    startup::init_or_exit();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

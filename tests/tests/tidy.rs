@@ -239,3 +239,17 @@ fn every_source_file_says_what_it_owns() {
         "files without a leading `//!` comment: {missing:?}"
     );
 }
+
+#[test]
+fn startup_is_std_only() {
+    // Every binary runs `startup` before anything else (env file, health probe): it must stay tiny and pure std.
+    let p = packages()
+        .into_iter()
+        .find(|p| p["name"] == "startup")
+        .expect("package startup");
+    assert_eq!(
+        normal_deps(&p),
+        Vec::<String>::new(),
+        "startup has normal dependencies"
+    );
+}

@@ -120,6 +120,13 @@ struct Cli {
     /// Serve Prometheus metrics on this port (GET /metrics); off by default.
     #[arg(long, env = "CELERIAC_METRICS_PORT")]
     metrics_port: Option<u16>,
+    /// Probe this worker's metrics endpoint on 127.0.0.1:<metrics port> and exit 0 if it answers (the image's
+    /// HEALTHCHECK); needs --metrics-port or CELERIAC_METRICS_PORT.
+    #[arg(long)]
+    healthcheck: bool,
+    /// Read KEY=VALUE lines from this file before the flags (variables already set win); refused unless mode 600.
+    #[arg(long, env = "CELERIAC_ENV_FILE", value_name = "PATH")]
+    env_file: Option<std::path::PathBuf>,
 }
 
 fn default_concurrency() -> usize {
@@ -129,7 +136,16 @@ fn default_concurrency() -> usize {
 }
 
 fn main() -> anyhow::Result<()> {
+    startup::init_or_exit();
     let mut cli = Cli::parse();
+    if cli.healthcheck {
+        let Some(port) = cli.metrics_port else {
+            anyhow::bail!(
+                "--healthcheck needs --metrics-port or CELERIAC_METRICS_PORT (the probe asks /metrics)"
+            );
+        };
+        startup::probe::run_and_exit(port, "/metrics");
+    }
     if cli.detach {
         return detach();
     }
