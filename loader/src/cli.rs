@@ -32,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Apply pending schema migrations.
     Migrate,
+    /// Copy an original cowrieprocessor database (SQLite or PostgreSQL) into this schema, exactly once.
+    ImportOriginal(crate::import_original::ImportArgs),
     /// Load the given files (and the Cowrie logs in given directories).
     Bulk {
         #[command(flatten)]
@@ -160,6 +162,9 @@ pub async fn run(cli: Cli) -> i32 {
                 }
             }
         },
+        Command::ImportOriginal(args) => {
+            crate::import_original::run_cli(&cli.database_url, args).await
+        }
         Command::Generate {
             out,
             events,

@@ -10,6 +10,7 @@
 //! - [`fleet`]: `delta --all` over every sensor, `--every`, the `loader_runs` rows;
 //! - [`metrics`]: Prometheus metrics on `--metrics-port`;
 //! - [`sensors_cmd`]: `sensors check` and `sensors cronjobs` (one K3s CronJob per sensor);
+//! - [`import_original`]: `import-original`, copying an original cowrieprocessor database (the only rusqlite user);
 //! - [`cli`]: the command line (`migrate`, `bulk`, `delta`, `generate`, `sensors`).
 //!
 //! Architecture invariant: this crate never names a diesel type; all database work
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod engine;
 pub mod fleet;
 pub mod generate;
+pub mod import_original;
 pub mod metrics;
 pub mod parse;
 pub mod reader;

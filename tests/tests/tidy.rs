@@ -141,6 +141,8 @@ fn outside_systems_stay_behind_their_crate() {
         ("utoipa", &["celeriac-api"]),
         ("utoipa-swagger-ui", &["celeriac-api"]),
         ("rmcp", &["celeriac-api"]),
+        // The original cowrieprocessor's SQLite files are read only by `cowrie-loader import-original`.
+        ("rusqlite", &["cowrie-loader"]),
         // OpenTelemetry's SDK and OTLP exporter are set up in one crate (`telemetry`), called by the binaries.
         ("opentelemetry-otlp", &["telemetry"]),
         ("opentelemetry_sdk", &["telemetry"]),

@@ -492,7 +492,7 @@ ON CONFLICT (session_id) DO UPDATE SET
   updated_at = now()
 "#;
 
-async fn upsert_sessions(
+pub(crate) async fn upsert_sessions(
     conn: &mut AsyncPgConnection,
     stream: &StreamRef,
     fresh: &[&EventRow],
@@ -546,7 +546,7 @@ async fn upsert_sessions(
     Ok(n as u64)
 }
 
-async fn insert_files(
+pub(crate) async fn insert_files(
     conn: &mut AsyncPgConnection,
     fresh: &[&EventRow],
 ) -> Result<u64, StoreError> {

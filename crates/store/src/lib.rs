@@ -30,6 +30,7 @@ pub mod day_cache;
 pub mod ingest;
 pub mod inspect;
 pub mod loader_runs;
+pub mod original;
 pub mod rollups;
 pub mod schema;
 pub mod stats;

@@ -16,7 +16,7 @@ use crate::StoreError;
 pub const HOUR_BIN: &str =
     "date_bin('1 hour', event_timestamp, timestamptz '2000-01-01 00:00:00+00')";
 
-const ADD_SQL: &str = "
+pub(crate) const ADD_SQL: &str = "
 WITH fresh AS (
     SELECT sensor, event_type, event_timestamp, payload, risk_score
     FROM raw_events

@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod crash;
 mod fixtures;
+mod import_original;
 mod fleet;
 mod outage;
 mod parsing;

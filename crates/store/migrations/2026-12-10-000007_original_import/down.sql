@@ -1,0 +1,2 @@
+DROP TABLE original_import_rows;
+DROP TABLE original_imports;
