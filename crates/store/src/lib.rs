@@ -159,21 +159,33 @@ pub fn build_pool(database_url: &str, max_size: u32, connect_timeout: Duration) 
         .build_unchecked(manager)
 }
 
+/// The session-level advisory lock held while migrations run, so processes that start together (two API replicas, a
+/// loader and an API) apply them one after the other: the second finds nothing pending. Any other user of advisory
+/// locks on the same database must avoid this key (it spells "celeriac" in ASCII).
+pub const MIGRATION_LOCK_KEY: i64 = 0x63656c6572696163;
+
 /// Applies every pending migration and returns the versions it applied.
 ///
-/// Runs on a blocking thread because diesel's migration harness is synchronous and
-/// diesel-async's wrapper blocks on the runtime.
+/// Holds [`MIGRATION_LOCK_KEY`] meanwhile (released with the connection, also on a crash). Runs on a blocking thread
+/// because diesel's migration harness is synchronous and diesel-async's wrapper blocks on the runtime.
 pub async fn run_migrations(database_url: &str) -> Result<Vec<String>, StoreError> {
     let url = database_url.to_owned();
     tokio::task::spawn_blocking(move || {
-        use diesel::Connection;
+        use diesel::{Connection, RunQueryDsl};
         use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
         let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let applied = conn
+        diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+            .execute(&mut conn)
+            .map_err(|e| StoreError::Migration(format!("taking the migration lock: {e}")))?;
+        let applied: Result<Vec<String>, StoreError> = conn
             .run_pending_migrations(MIGRATIONS)
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(applied.iter().map(|v| v.to_string()).collect())
+            .map(|versions| versions.iter().map(|v| v.to_string()).collect())
+            .map_err(|e| StoreError::Migration(e.to_string()));
+        // The lock goes with the connection in any case; unlock early so a long-lived caller does not keep it.
+        let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+            .execute(&mut conn);
+        applied
     })
     .await
     .map_err(|e| StoreError::Migration(format!("migration task panicked: {e}")))?
