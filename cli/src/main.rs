@@ -1,8 +1,10 @@
 //! `celeriac`: Rust equivalents of the `celery` command line for people without Python:
-//! `call`, `result`, `purge` (and `inspect`, `control`, `events` with the remote-control work).
+//! `call`, `result`, `purge` (and `inspect`, `control`, `events` with the remote-control work), and
+//! `dead-letters` (list, show, replay, drop, purge the messages workers could not process).
 
 mod call;
 mod control;
+mod dead_letters;
 mod events;
 mod inspect;
 mod request;
@@ -66,6 +68,9 @@ pub enum Command {
     Control(control::ControlArgs),
     /// Watch the cluster's events (like `celery events`; `--dump` prints each event).
     Events(events::EventsArgs),
+    /// The messages workers could not process: list, show, replay, drop, purge.
+    #[command(name = "dead-letters")]
+    DeadLetters(dead_letters::DeadLettersArgs),
 }
 
 impl Cli {
@@ -127,6 +132,7 @@ fn main() -> std::process::ExitCode {
             Command::Inspect(a) => inspect::inspect(&cli, a).await,
             Command::Control(a) => control::control(&cli, a).await,
             Command::Events(a) => events::events(&cli, a).await,
+            Command::DeadLetters(a) => dead_letters::dead_letters(&cli, a).await,
         }
     });
     match result {

@@ -79,6 +79,12 @@ struct Cli {
     /// some are due, and the rest waits in the broker.
     #[arg(long, default_value_t = 10_000)]
     eta_hold_max: usize,
+    /// Keep at most this many dead letters; the oldest are dropped beyond it, logged and counted (0 = no bound).
+    #[arg(long, default_value_t = 100_000)]
+    dead_letter_max: u64,
+    /// Drop dead letters older than this (90, 15m, 12h, 7d, 2w; 0 = keep them until dropped by hand).
+    #[arg(long, default_value = "30d", value_parser = transport::parse_age)]
+    dead_letter_max_age: std::time::Duration,
     /// Store name, args, kwargs, worker, retries and queue with results (Celery's result_extended).
     #[arg(long)]
     result_extended: bool,
@@ -186,6 +192,10 @@ fn main() -> anyhow::Result<()> {
     config.result_expires = cli.result_expires;
     config.result_max_bytes = cli.result_max_bytes;
     config.eta_hold_max = cli.eta_hold_max;
+    config.dead_letter_bounds = transport::DeadLetterBounds {
+        max_entries: cli.dead_letter_max,
+        max_age: Some(cli.dead_letter_max_age).filter(|a| !a.is_zero()),
+    };
     config.result_extended = cli.result_extended;
     config.track_started = cli.track_started;
     config.acks_late = cli.acks_late;

@@ -965,7 +965,13 @@ impl Transport for AmqpTransport {
         Ok(true)
     }
 
-    async fn dead_letter(&self, name: &str, record: &[u8]) -> transport::Result<()> {
+    async fn keep_dead_letter(
+        &self,
+        name: &str,
+        _id: &str,
+        record: &[u8],
+        bounds: transport::DeadLetterBounds,
+    ) -> transport::Result<transport::DeadLetterDropped> {
         let live = self.live().await?;
         let key = format!("q:{name}");
         if Self::first_time(&live, key.clone()) {
@@ -981,12 +987,27 @@ impl Transport for AmqpTransport {
                 content_type: Some(celery_proto::envelope::CONTENT_TYPE_JSON.to_string()),
                 content_encoding: Some("utf-8".to_string()),
                 delivery_mode: Some(kombu_amqp::PERSISTENT),
+                // The age bound is a per-message TTL: RabbitMQ discards the entry itself when it expires.
+                expiration: bounds.max_age.map(|a| a.as_millis().max(1).to_string()),
                 ..AmqpProperties::default()
             },
             body: record.to_vec(),
         };
         self.publish_confirmed(&live, &p, false).await?;
-        Ok(())
+        // The size bound: take the oldest entries out while there are too many (the queue's own arguments are
+        // kombu's declaration and cannot change without deleting it; a `max-length` policy does the same).
+        let mut dropped = transport::DeadLetterDropped::default();
+        if bounds.max_entries > 0 {
+            let mut waiting = self.queue_len(name).await?.unwrap_or(0);
+            while waiting > bounds.max_entries {
+                if self.pop(name, Duration::ZERO).await?.is_none() {
+                    break;
+                }
+                dropped.too_many += 1;
+                waiting -= 1;
+            }
+        }
+        Ok(dropped)
     }
 
     async fn broadcast(

@@ -192,8 +192,17 @@ impl Transport for Broker {
         Ok(self.restore_visible(visibility_timeout).await?)
     }
 
-    async fn dead_letter(&self, name: &str, record: &[u8]) -> transport::Result<()> {
-        Ok(self.lpush(name, record).await?)
+    async fn keep_dead_letter(
+        &self,
+        name: &str,
+        id: &str,
+        record: &[u8],
+        bounds: transport::DeadLetterBounds,
+    ) -> transport::Result<transport::DeadLetterDropped> {
+        let (too_many, too_old) =
+            Broker::keep_dead_letter(self, name, id, record, bounds.max_entries, bounds.max_age)
+                .await?;
+        Ok(transport::DeadLetterDropped { too_many, too_old })
     }
 
     async fn broadcast(

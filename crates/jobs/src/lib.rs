@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod config_handle;
+pub mod dead_letters;
 pub mod queues;
 pub mod registry;
 pub mod store;
@@ -27,7 +28,8 @@ use transport::{SharedTransport, TransportError};
 
 pub use cluster::spawn_cluster_watch;
 pub use config_handle::{ConfigHandle, Reload};
-pub use queues::{DeadLetter, QueueDepth};
+pub use dead_letters::{DeadLetter, DeadLetters};
+pub use queues::QueueDepth;
 pub use registry::{InspectInfo, WorkerRegistry, WorkerRow};
 pub use store::{
     HOLDING_KEY, IssuedToken, JobRecord, JobStore, JobStoreError, Registration, Reroute,

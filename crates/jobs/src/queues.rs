@@ -1,7 +1,8 @@
 //! The queues the cluster knows and their depth per Redis priority bucket: the coordinator's Prometheus gauges and
 //! the API's `GET /api/v1/cluster/queues` both read them from here, so there is one definition of "known queue".
 //!
-//! [`Jobs::dead_letters`] reads the newest entries of the workers' dead-letter store (`keys::DEAD_LETTERS`).
+//! [`Jobs::dead_letters`] reads the newest entries of the workers' dead-letter store (`keys::DEAD_LETTERS`,
+//! through [`crate::DeadLetters`]).
 //!
 //! Known queues are the shared queues the config names (workers' queues, the default queue, the routing table's
 //! queues, the profiles' queues) plus the direct (`<node>.dq2`) queue of every node the registry has seen.
@@ -22,53 +23,6 @@ pub struct QueueDepth {
     pub total: u64,
     /// Messages taken from it by consumers and not yet acknowledged (kombu's `unacked`).
     pub unacked: u64,
-}
-
-/// One unprocessable message a worker kept, as its record says (`reason`, `queue`, `node`, `time`, `message`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeadLetter {
-    pub reason: String,
-    pub queue: Option<String>,
-    pub node: Option<String>,
-    /// When the worker kept it (ISO 8601, as written).
-    pub time: Option<String>,
-    /// The message as received (lossy UTF-8 of its bytes).
-    pub message: String,
-    /// Length of `message` in bytes.
-    pub size: usize,
-}
-
-impl DeadLetter {
-    /// Read one stored record; a record that is not the JSON object a worker writes is still shown, whole, with
-    /// the reason saying so.
-    pub fn parse(raw: &[u8]) -> DeadLetter {
-        let text =
-            |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-        match serde_json::from_slice::<serde_json::Value>(raw) {
-            Ok(v) if v.is_object() && v.get("reason").is_some() => {
-                let message = text(&v, "message").unwrap_or_default();
-                DeadLetter {
-                    reason: text(&v, "reason").unwrap_or_else(|| v["reason"].to_string()),
-                    queue: text(&v, "queue"),
-                    node: text(&v, "node"),
-                    time: text(&v, "time"),
-                    size: message.len(),
-                    message,
-                }
-            }
-            _ => {
-                let message = String::from_utf8_lossy(raw).into_owned();
-                DeadLetter {
-                    reason: "unreadable dead-letter record (not a worker's JSON record)".into(),
-                    queue: None,
-                    node: None,
-                    time: None,
-                    size: message.len(),
-                    message,
-                }
-            }
-        }
-    }
 }
 
 /// The shared queues `config` names.
@@ -143,42 +97,33 @@ impl Jobs {
 }
 
 impl Jobs {
-    /// How many dead letters the workers kept, and the newest `limit` of them. On RabbitMQ they wait in the durable
-    /// queue of that name, which is counted but not read here (reading would take them out): use RabbitMQ's tools.
-    pub async fn dead_letters(&self, limit: usize) -> Result<(u64, Vec<DeadLetter>), JobError> {
-        let Some(redis) = &self.broker_redis else {
-            let count = self
-                .transport
-                .queue_len(celery_proto::keys::DEAD_LETTERS)
-                .await?
-                .unwrap_or(0);
-            return Ok((count, Vec::new()));
-        };
-        let (count, raw) = redis
-            .list_head(celery_proto::keys::DEAD_LETTERS, limit)
-            .await?;
-        Ok((count, raw.iter().map(|r| DeadLetter::parse(r)).collect()))
+    /// The workers' dead-letter store (`keys::DEAD_LETTERS`).
+    pub fn dead_letter_store(&self) -> crate::DeadLetters {
+        crate::DeadLetters::new(
+            &crate::Connections {
+                transport: self.transport.clone(),
+                broker_redis: self.broker_redis.clone(),
+            },
+            celery_proto::keys::DEAD_LETTERS,
+        )
+    }
+
+    /// How many dead letters the workers kept, and the newest `limit` of them (see [`crate::DeadLetters::list`]).
+    pub async fn dead_letters(
+        &self,
+        limit: usize,
+    ) -> Result<(u64, Vec<crate::DeadLetter>), JobError> {
+        let store = self.dead_letter_store();
+        if limit == 0 {
+            return Ok((store.count().await?, Vec::new()));
+        }
+        store.list(0, limit).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dead_letter_records_are_read_and_foreign_ones_kept_whole() {
-        let d = DeadLetter::parse(
-            br#"{"reason": "undecodable message: not JSON", "queue": "celery", "node": "w@h", "time": "2026-12-04T05:00:00", "message": "{oops"}"#,
-        );
-        assert_eq!(d.reason, "undecodable message: not JSON");
-        assert_eq!(d.queue.as_deref(), Some("celery"));
-        assert_eq!(d.node.as_deref(), Some("w@h"));
-        assert_eq!((d.message.as_str(), d.size), ("{oops", 5));
-        let odd = DeadLetter::parse(b"\xffplain");
-        assert!(odd.reason.starts_with("unreadable"), "{odd:?}");
-        assert_eq!(odd.message, "\u{fffd}plain");
-        assert!(odd.queue.is_none());
-    }
 
     #[test]
     fn the_sample_config_names_its_shared_queues() {

@@ -288,11 +288,27 @@ pub async fn fanout_and_mailboxes(t: &dyn Transport, prefix: &str) {
     );
 }
 
-/// Dead letters are kept under their name.
+/// Dead letters are kept under their name; beyond `max_entries` the oldest are dropped and counted.
 pub async fn dead_letters(t: &dyn Transport, prefix: &str) {
     t.dead_letter(&format!("{prefix}.dead"), br#"{"reason": "test"}"#)
         .await
         .expect("dead letter");
+    let bounded = format!("{prefix}.dead-bounded");
+    let bounds = crate::DeadLetterBounds {
+        max_entries: 2,
+        max_age: None,
+    };
+    let mut dropped = 0;
+    for i in 0..3 {
+        let record = format!(r#"{{"reason": "bounded {i}", "id": "b{i}"}}"#);
+        let d = t
+            .keep_dead_letter(&bounded, &format!("b{i}"), record.as_bytes(), bounds)
+            .await
+            .expect("bounded dead letter");
+        assert_eq!(d.too_old, 0);
+        dropped += d.too_many;
+    }
+    assert_eq!(dropped, 1, "the third entry pushes the first out");
 }
 
 /// Results: stored, read back, announced to a waiter; SUCCESS is never overwritten; a chord join claims once.

@@ -55,6 +55,80 @@ impl TransportError {
 
 pub type Result<T> = std::result::Result<T, TransportError>;
 
+/// How many dead letters a store keeps and for how long; the oldest go first (0 or `None`: no bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadLetterBounds {
+    pub max_entries: u64,
+    pub max_age: Option<Duration>,
+}
+
+impl Default for DeadLetterBounds {
+    /// 100,000 entries, 30 days.
+    fn default() -> DeadLetterBounds {
+        DeadLetterBounds {
+            max_entries: 100_000,
+            max_age: Some(Duration::from_secs(30 * 86_400)),
+        }
+    }
+}
+
+/// An age as operators write it: a whole number with an optional unit, `s` (the default), `m`, `h`, `d` or `w`
+/// (`90`, `15m`, `7d`); used by `--dead-letter-max-age` and `purge --older-than`.
+pub fn parse_age(text: &str) -> std::result::Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("{text:?} is not an age (a whole number with s, m, h, d or w, e.g. 7d)")
+    })?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use s, m, h, d or w)"
+            ));
+        }
+    };
+    n.checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// Dead letters dropped by [`Transport::keep_dead_letter`] to stay within its bounds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeadLetterDropped {
+    /// Beyond `max_entries`.
+    pub too_many: u64,
+    /// Older than `max_age`.
+    pub too_old: u64,
+}
+
+/// A dead-letter record and its id: the record's own string `id`, or a new one (a UUID) written into it. A record
+/// that is not a JSON object is kept as it is, under a new id.
+pub fn dead_letter_with_id(record: &[u8]) -> (String, Vec<u8>) {
+    let new_id = || uuid::Uuid::new_v4().to_string();
+    match serde_json::from_slice::<serde_json::Value>(record) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            if let Some(id) = map
+                .get("id")
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+            {
+                return (id.to_string(), record.to_vec());
+            }
+            let id = new_id();
+            map.insert("id".into(), serde_json::Value::String(id.clone()));
+            let bytes = serde_json::to_vec(&serde_json::Value::Object(map)).expect("json");
+            (id, bytes)
+        }
+        _ => (new_id(), record.to_vec()),
+    }
+}
+
 /// A message taken from a task queue.
 #[derive(Debug)]
 pub struct Delivery {
@@ -186,8 +260,23 @@ pub trait Transport: Send + Sync + 'static {
         Ok(0)
     }
 
-    /// Keep an unprocessable message: append `record` (JSON) to the dead-letter store `name`.
-    async fn dead_letter(&self, name: &str, record: &[u8]) -> Result<()>;
+    /// Keep an unprocessable message: `record` (a JSON object, `docs/dead-letters.md`) under `id` in the
+    /// dead-letter store `name`, then drop the oldest entries beyond `bounds`; returns how many were dropped.
+    async fn keep_dead_letter(
+        &self,
+        name: &str,
+        id: &str,
+        record: &[u8],
+        bounds: DeadLetterBounds,
+    ) -> Result<DeadLetterDropped>;
+
+    /// Keep `record` with the default bounds, under the record's string `id` (one is added when it has none).
+    async fn dead_letter(&self, name: &str, record: &[u8]) -> Result<()> {
+        let (id, record) = dead_letter_with_id(record);
+        self.keep_dead_letter(name, &id, &record, DeadLetterBounds::default())
+            .await
+            .map(|_| ())
+    }
 
     /// Publish to every queue bound to a fanout or topic exchange (remote-control requests, events).
     async fn broadcast(&self, exchange: &str, routing_key: &str, envelope: &Envelope)
@@ -324,4 +413,34 @@ pub fn now_f64() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_are_read_with_their_unit_and_bad_ones_named() {
+        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_age("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_age("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert!(parse_age("7y").unwrap_err().contains("unknown unit"));
+        assert!(parse_age("d").unwrap_err().contains("not an age"));
+        assert!(parse_age("").is_err());
+    }
+
+    #[test]
+    fn dead_letter_records_keep_their_id_or_get_one() {
+        let (id, bytes) = dead_letter_with_id(br#"{"id": "x1", "reason": "r"}"#);
+        assert_eq!(id, "x1");
+        assert_eq!(bytes, br#"{"id": "x1", "reason": "r"}"#);
+        let (id, bytes) = dead_letter_with_id(br#"{"reason": "r"}"#);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["id"], id.as_str());
+        assert_eq!(v["reason"], "r");
+        let (id, bytes) = dead_letter_with_id(b"\xffnot json");
+        assert!(!id.is_empty());
+        assert_eq!(bytes, b"\xffnot json");
+    }
 }

@@ -58,7 +58,8 @@ struct State {
     bindings: Vec<Binding>,
     subscribers: Vec<(Binding, mpsc::UnboundedSender<Incoming>)>,
     mailboxes: HashMap<String, VecDeque<Vec<u8>>>,
-    dead_letters: HashMap<String, Vec<Vec<u8>>>,
+    /// Oldest first: when kept, id, record.
+    dead_letters: HashMap<String, VecDeque<(tokio::time::Instant, String, Vec<u8>)>>,
     results: HashMap<String, Vec<u8>>,
     /// The `reply_to` each result was stored with, when it had one.
     reply_tos: HashMap<String, String>,
@@ -161,7 +162,7 @@ impl MemoryBroker {
             .get(name)
             .map(|v| {
                 v.iter()
-                    .filter_map(|r| serde_json::from_slice(r).ok())
+                    .filter_map(|(_, _, r)| serde_json::from_slice(r).ok())
                     .collect()
             })
             .unwrap_or_default()
@@ -346,14 +347,34 @@ impl Transport for MemoryBroker {
         Ok(true)
     }
 
-    async fn dead_letter(&self, name: &str, record: &[u8]) -> crate::Result<()> {
+    async fn keep_dead_letter(
+        &self,
+        name: &str,
+        id: &str,
+        record: &[u8],
+        bounds: crate::DeadLetterBounds,
+    ) -> crate::Result<crate::DeadLetterDropped> {
         self.check()?;
-        self.lock()
-            .dead_letters
-            .entry(name.to_string())
-            .or_default()
-            .push(record.to_vec());
-        Ok(())
+        let now = tokio::time::Instant::now();
+        let mut st = self.lock();
+        let kept = st.dead_letters.entry(name.to_string()).or_default();
+        kept.retain(|(_, i, _)| i != id);
+        kept.push_back((now, id.to_string(), record.to_vec()));
+        let mut dropped = crate::DeadLetterDropped::default();
+        if let Some(age) = bounds.max_age {
+            while kept
+                .front()
+                .is_some_and(|(t, _, _)| now.duration_since(*t) > age)
+            {
+                kept.pop_front();
+                dropped.too_old += 1;
+            }
+        }
+        while bounds.max_entries > 0 && kept.len() as u64 > bounds.max_entries {
+            kept.pop_front();
+            dropped.too_many += 1;
+        }
+        Ok(dropped)
     }
 
     async fn broadcast(

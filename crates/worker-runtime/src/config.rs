@@ -24,6 +24,8 @@ pub struct RuntimeConfig {
     pub without_gossip: bool,
     /// Where undecodable or invalid messages are kept (a Redis list); nothing is dropped silently.
     pub dead_letter_key: String,
+    /// How many dead letters the store keeps and for how long; the oldest are dropped (logged and counted).
+    pub dead_letter_bounds: transport::DeadLetterBounds,
     /// Serve Prometheus metrics on this port (None = off).
     pub metrics_port: Option<u16>,
     /// At most this many tasks waiting for their ETA are held outside the prefetch budget. Beyond it an ETA task
@@ -57,6 +59,7 @@ impl RuntimeConfig {
             without_mingle: false,
             without_gossip: false,
             dead_letter_key: celery_proto::keys::DEAD_LETTERS.to_string(),
+            dead_letter_bounds: transport::DeadLetterBounds::default(),
             metrics_port: None,
             eta_hold_max: 10_000,
             result_max_bytes: 64 << 20,

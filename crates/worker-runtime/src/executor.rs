@@ -257,25 +257,39 @@ impl Executor {
         tokio::spawn(async move { me.handle(d, slot).await });
     }
 
-    /// Keep an unprocessable message: log it and write it to the dead letters with the reason.
+    /// Keep an unprocessable message: log it and write it to the dead letters with the reason, its queue, the
+    /// worker, the time and the original bytes (`message` as text; `message_base64` as well when the bytes are not
+    /// UTF-8), under a new id. Entries beyond the configured bounds are dropped, logged and counted.
     async fn dead_letter(&self, d: &Unprocessable<'_>, reason: &str) {
-        tracing::error!(queue = %d.queue, reason, bytes = d.raw.len(), "rejecting message");
-        let record = json!({
+        let id = uuid::Uuid::new_v4().to_string();
+        tracing::error!(queue = %d.queue, reason, bytes = d.raw.len(), dead_letter = %id, "rejecting message");
+        let mut record = json!({
+            "id": id,
             "reason": reason,
             "queue": d.queue,
             "node": self.config.node_name,
             "time": isoformat(Utc::now()),
             "message": String::from_utf8_lossy(d.raw),
         });
-        if let Err(e) = self
+        if std::str::from_utf8(d.raw).is_err() {
+            record["message_base64"] = Value::String(base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                d.raw,
+            ));
+        }
+        crate::metrics::METRICS.dead_letters.inc();
+        match self
             .transport
-            .dead_letter(
+            .keep_dead_letter(
                 &self.config.dead_letter_key,
+                &id,
                 &celery_proto::json::to_py_json(&record),
+                self.config.dead_letter_bounds,
             )
             .await
         {
-            tracing::error!(error = %e, "could not write dead letter");
+            Ok(dropped) => crate::metrics::dead_letters_dropped(&dropped, &self.config),
+            Err(e) => tracing::error!(error = %e, "could not write dead letter"),
         }
     }
 
@@ -355,6 +369,10 @@ impl Executor {
             tracing::error!(task = %task_msg.name, id = %task_msg.id, "received unregistered task");
             let exc = ExceptionInfo::not_registered(&task_msg.name);
             self.store(&task_msg, &msg, State::Failure, exc.to_value(), None)
+                .await;
+            // Celery reports NotRegistered and forgets the message; it is also kept here, so it can be replayed
+            // once a worker has the task (a later SUCCESS replaces the FAILURE).
+            self.dead_letter(&d, &format!("unregistered task: {}", task_msg.name))
                 .await;
             // Metrics count it under "unknown": a client sending arbitrary names must not grow the label set.
             self.events

@@ -4,7 +4,8 @@
 //! worker state at scrape time.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -28,6 +29,10 @@ pub struct Metrics {
     pub active: IntGauge,
     pub broker_reconnects: IntGauge,
     pub task_events_enabled: IntGauge,
+    /// Messages this worker dead-lettered.
+    pub dead_letters: IntCounter,
+    /// Dead letters dropped from the store to stay within its bounds, by reason (`too_many`, `too_old`).
+    pub dead_letters_dropped: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -68,8 +73,26 @@ impl Metrics {
             "celeriac_worker_task_events_enabled",
             "1 when task events are being sent",
         );
+        let dead_letters = IntCounter::new(
+            "celeriac_worker_dead_letters_total",
+            "Messages this worker could not process and kept as dead letters",
+        )
+        .expect("metric");
+        let dead_letters_dropped = IntCounterVec::new(
+            Opts::new(
+                "celeriac_worker_dead_letters_dropped_total",
+                "Dead letters dropped from the store to stay within --dead-letter-max (too_many) or --dead-letter-max-age (too_old)",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        for reason in ["too_many", "too_old"] {
+            dead_letters_dropped.with_label_values(&[reason]);
+        }
         for c in [
             Box::new(tasks.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(dead_letters.clone()),
+            Box::new(dead_letters_dropped.clone()),
             Box::new(runtime.clone()),
             Box::new(prefetch_in_use.clone()),
             Box::new(active.clone()),
@@ -90,7 +113,34 @@ impl Metrics {
             active,
             broker_reconnects,
             task_events_enabled,
+            dead_letters,
+            dead_letters_dropped,
         }
+    }
+}
+
+/// Count and log dead letters the store dropped to stay within the worker's bounds.
+pub fn dead_letters_dropped(
+    dropped: &transport::DeadLetterDropped,
+    config: &crate::config::RuntimeConfig,
+) {
+    let m = &*METRICS;
+    for (reason, n) in [("too_many", dropped.too_many), ("too_old", dropped.too_old)] {
+        if n > 0 {
+            m.dead_letters_dropped
+                .with_label_values(&[reason])
+                .inc_by(n);
+        }
+    }
+    if dropped.too_many + dropped.too_old > 0 {
+        tracing::warn!(
+            store = %config.dead_letter_key,
+            too_many = dropped.too_many,
+            too_old = dropped.too_old,
+            max_entries = config.dead_letter_bounds.max_entries,
+            max_age_secs = config.dead_letter_bounds.max_age.map(|a| a.as_secs()),
+            "dropped the oldest dead letters to stay within the bounds"
+        );
     }
 }
 

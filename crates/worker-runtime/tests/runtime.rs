@@ -912,7 +912,7 @@ async fn malformed_messages_are_dead_lettered_and_the_worker_goes_on() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn unregistered_task_fails_with_not_registered_and_is_acked() {
+async fn unregistered_task_fails_with_not_registered_is_acked_and_kept_as_a_dead_letter() {
     let w = Running::start(config(), worker_runtime::default_registry());
     let req = request("nobody.knows.me", vec![json!(1)]);
     w.publish(&req).await;
@@ -924,7 +924,15 @@ async fn unregistered_task_fails_with_not_registered_and_is_acked() {
     assert_eq!(meta["result"]["exc_module"], "celery.exceptions");
     until("acked", MINUTE, || w.broker.acks() == 1).await;
     assert!(w.broker.unacked().is_empty());
-    assert!(w.broker.dead_letters(DEAD_LETTERS).is_empty());
+    // Also kept as a dead letter, to be replayed once a worker has the task.
+    let dl = w.broker.dead_letters(DEAD_LETTERS);
+    assert_eq!(dl.len(), 1, "{dl:?}");
+    assert_eq!(dl[0]["reason"], "unregistered task: nobody.knows.me");
+    assert_eq!(dl[0]["queue"], QUEUE);
+    assert!(
+        dl[0]["id"].as_str().is_some_and(|i| !i.is_empty()),
+        "{dl:?}"
+    );
     // Still consuming.
     let next = request("celeriac.ping", vec![]);
     w.publish(&next).await;
