@@ -132,6 +132,21 @@ print("{} passed, {} failed, {} skipped by annotation".format(s["passed"], s["fa
     log "k3s/overlays/$overlay: $(grep -c '^kind:' "$out") objects rendered, valid for Kubernetes $K8S_VERSION; checkov: $summary"
 done
 
+# The CronJobs `cowrie-loader sensors cronjobs` prints (one a sensor, for logs that stay on each sensor's node):
+# the same schemas, project rules and checkov as the overlays, on what it prints for deploy/sensors.example.yaml.
+cargo_env
+gen="$render_dir/sensor-cronjobs.yaml"
+(cd "$root" && cargo run -q --locked -p cowrie-loader -- sensors cronjobs --sensors deploy/sensors.example.yaml) >"$gen" ||
+    die "cowrie-loader sensors cronjobs failed on deploy/sensors.example.yaml"
+grep -q '^kind: CronJob' "$gen" || die "cowrie-loader sensors cronjobs printed no CronJob for deploy/sensors.example.yaml"
+"$k8s_venv/bin/kubernetes-validate" -k "$K8S_VERSION" --strict --quiet "$gen" >&2 ||
+    die "the CronJobs of cowrie-loader sensors cronjobs do not validate against the Kubernetes $K8S_VERSION schemas"
+"$k8s_venv/bin/python" "$root/scripts/check-k3s-rendered.py" "$gen" "$root" >/dev/null ||
+    die "the CronJobs of cowrie-loader sensors cronjobs break the project's rules (above)"
+"$k8s_venv/bin/checkov" -f "$gen" --framework kubernetes --quiet --compact --skip-download >&2 ||
+    die "checkov found failed checks in the CronJobs of cowrie-loader sensors cronjobs"
+log "cowrie-loader sensors cronjobs: $(grep -c '^kind: CronJob' "$gen") CronJobs for deploy/sensors.example.yaml, valid, project rules and checkov pass"
+
 if ! command -v promtool >/dev/null 2>&1; then
     _apt_install prometheus
 fi

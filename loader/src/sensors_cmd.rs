@@ -119,7 +119,12 @@ pub fn cronjob(s: &Sensor, image: &str, namespace: &str, secret: &str) -> Result
     let doc = json!({
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": {
+            // The same reasoned skips as k3s/base/loader-cronjob.yaml, so checkov passes the generated jobs too.
+            "checkov.io/skip1": "CKV_K8S_43=Images are pinned by version tag; a digest needs a registry lookup the offline CI cannot make (docs/kubernetes.md).",
+            "checkov.io/skip2": "CKV_K8S_15=IfNotPresent because the image is imported into K3s (k3s ctr images import) and has no registry to pull from.",
+            "checkov.io/skip3": "CKV_K8S_35=The loader reads DATABASE_URL from the environment (the system's contract)."
+        }},
         "spec": {
             "schedule": s.cron(),
             "concurrencyPolicy": "Forbid",
@@ -132,8 +137,10 @@ pub fn cronjob(s: &Sensor, image: &str, namespace: &str, secret: &str) -> Result
                     "metadata": {"labels": labels},
                     "spec": {
                         "restartPolicy": "Never",
+                        "automountServiceAccountToken": false,
                         "nodeSelector": {"kubernetes.io/hostname": node},
-                        "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "runAsGroup": 10001},
+                        "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "runAsGroup": 10001,
+                                            "seccompProfile": {"type": "RuntimeDefault"}},
                         "containers": [{
                             "name": "loader",
                             "image": image,
@@ -141,9 +148,11 @@ pub fn cronjob(s: &Sensor, image: &str, namespace: &str, secret: &str) -> Result
                             "command": ["cowrie-loader"],
                             "args": ["delta", "--sensor", s.name, "--logdir", "/var/log/cowrie", "--no-progress"],
                             "env": [{"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": secret, "key": "DATABASE_URL"}}}],
-                            "resources": {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
-                            "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                                                "capabilities": {"drop": ["ALL"]}},
+                            "resources": {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+                            "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "runAsGroup": 10001,
+                                                "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                                "capabilities": {"drop": ["ALL"]},
+                                                "seccompProfile": {"type": "RuntimeDefault"}},
                             "volumeMounts": [
                                 {"name": "cowrie-logs", "mountPath": "/var/log/cowrie", "readOnly": true},
                                 {"name": "tmp", "mountPath": "/tmp"}
@@ -151,7 +160,7 @@ pub fn cronjob(s: &Sensor, image: &str, namespace: &str, secret: &str) -> Result
                         }],
                         "volumes": [
                             {"name": "cowrie-logs", "hostPath": {"path": s.logdir, "type": "Directory"}},
-                            {"name": "tmp", "emptyDir": {}}
+                            {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
                         ]
                     }
                 }
@@ -186,6 +195,17 @@ mod tests {
         assert_eq!(c["image"], "img:1");
         assert_eq!(c["args"][2], "Sensor_07");
         assert_eq!(c["env"][0]["valueFrom"]["secretKeyRef"]["name"], "sec");
+        // The restricted security context of k3s/base/loader-cronjob.yaml (scripts/check-manifests.sh runs the
+        // schemas, the project's rules and checkov on what this prints).
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+        let sc = &c["securityContext"];
+        assert_eq!(sc["runAsNonRoot"], true);
+        assert_eq!(sc["readOnlyRootFilesystem"], true);
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+        assert_eq!(c["resources"]["limits"]["cpu"], "2");
     }
 
     #[test]
