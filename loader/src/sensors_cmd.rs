@@ -198,7 +198,10 @@ mod tests {
         // The restricted security context of k3s/base/loader-cronjob.yaml (scripts/check-manifests.sh runs the
         // schemas, the project's rules and checkov on what this prints).
         assert_eq!(pod["automountServiceAccountToken"], false);
-        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
         let sc = &c["securityContext"];
         assert_eq!(sc["runAsNonRoot"], true);
         assert_eq!(sc["readOnlyRootFilesystem"], true);
