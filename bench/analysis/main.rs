@@ -8,6 +8,13 @@
 //! `SESSIONS_JSONL=<file>` set, the analyses read their sessions from such a file instead of
 //! generating them (`bench/analysis/side_by_side.sh` uses both to feed the original Python
 //! detectors and this crate the same data).
+//! `THREADS=<n>` (default 1) runs snowshoe and botnet with their hot loops on `n` threads
+//! (`snowshoe_parallel`, `botnet_parallel`); the analysis line then says `threads=<n>`.
+//! With `CORPUS_DIR=<dir>` set, the sessions come from the real Cowrie JSON logs in that
+//! directory instead (every file, in name order, built with `sessions_from_events` and the
+//! default options; `<sessions>` 0 accepts any count). `RESULT_JSON=<file>` makes `botnet`
+//! write its whole result there (`bench/analysis/botnet_deviation.py` compares it with the
+//! original's computation).
 //!
 //! The synthetic mix imitates a real sensor: 60 % brute-force sessions without commands, 30 %
 //! sessions replaying one of 40 bot scripts (with a random file name from a pool of 5,000), 10 %
@@ -17,8 +24,8 @@
 use std::time::Instant;
 
 use analysis::{
-    BotnetParams, LoginAttempt, LongtailParams, Session, SnowshoeParams, botnet,
-    create_safe_command, longtail, longtail_from_aggregates, snowshoe,
+    BotnetParams, LoginAttempt, LongtailParams, Session, SnowshoeParams, botnet_parallel,
+    create_safe_command, longtail, longtail_from_aggregates, snowshoe_parallel,
 };
 use chrono::{DateTime, Duration, Utc};
 
@@ -217,8 +224,31 @@ pub fn main() {
         .get(3)
         .map_or(7, |d| d.parse().expect("days is a number"));
     let t = Instant::now();
-    let sessions = match std::env::var_os("SESSIONS_JSONL") {
-        Some(path) => {
+    let sessions = match (
+        std::env::var_os("CORPUS_DIR"),
+        std::env::var_os("SESSIONS_JSONL"),
+    ) {
+        (Some(dir), _) => {
+            let mut files: Vec<_> = std::fs::read_dir(&dir)
+                .expect("CORPUS_DIR is a readable directory")
+                .map(|e| e.expect("CORPUS_DIR entry").path())
+                .collect();
+            files.sort();
+            let mut events = Vec::new();
+            for f in &files {
+                let text = std::fs::read_to_string(f).expect("corpus file is readable");
+                events.extend(analysis::events_from_json_lines(&text).0);
+            }
+            let (mut all, _) = analysis::sessions_from_events(&events, Default::default());
+            all.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+            assert!(
+                n == 0 || all.len() == n,
+                "CORPUS_DIR holds {} sessions, not {n}",
+                all.len()
+            );
+            all
+        }
+        (None, Some(path)) => {
             let text = std::fs::read_to_string(&path).expect("SESSIONS_JSONL is readable");
             let all: Vec<Session> = text
                 .lines()
@@ -232,7 +262,7 @@ pub fn main() {
             );
             all
         }
-        None => synthetic_sessions(n, days),
+        (None, None) => synthetic_sessions(n, days),
     };
     let gen_secs = t.elapsed().as_secs_f64();
     if what == "dump" {
@@ -268,6 +298,10 @@ pub fn main() {
     } else {
         Vec::new()
     };
+    // Threads for the snowshoe and botnet parallel loops (THREADS, default 1: serial).
+    let threads: usize = std::env::var("THREADS")
+        .ok()
+        .map_or(1, |t| t.parse().expect("THREADS is a number"));
     let mut last_stage = "";
     let t = Instant::now();
     let verbose = std::env::var_os("BENCH_STAGES").is_some();
@@ -341,10 +375,11 @@ pub fn main() {
             )
         }
         "snowshoe" => {
-            let r = snowshoe(
+            let r = snowshoe_parallel(
                 &sessions,
                 24.0 * days as f64,
                 &SnowshoeParams::default(),
+                threads,
                 &mut progress,
             )
             .expect("snowshoe");
@@ -354,16 +389,27 @@ pub fn main() {
             )
         }
         "botnet" => {
-            let r = botnet(
+            let r = botnet_parallel(
                 &sessions,
                 24.0 * days as f64,
                 &BotnetParams::default(),
+                threads,
                 &mut progress,
             )
             .expect("botnet");
+            if let Some(path) = std::env::var_os("RESULT_JSON") {
+                std::fs::write(
+                    path,
+                    serde_json::to_vec_pretty(&r).expect("serialise result"),
+                )
+                .expect("write RESULT_JSON");
+            }
             format!(
-                "score={} ips={}",
-                r.coordination_score, r.analysis_metadata.unique_ips
+                "score={} ips={} similar_command_ips={} avg_similarity={}",
+                r.coordination_score,
+                r.analysis_metadata.unique_ips,
+                r.similar_command_ips.len(),
+                r.indicators.commands.avg_similarity
             )
         }
         "generate" => "only the synthetic sessions (baseline RSS)".to_string(),
@@ -383,6 +429,6 @@ pub fn main() {
     };
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "analysis={what} sessions={n} commands={commands} generate_s={gen_secs:.2} analysis_s={secs:.3} last_stage={last_stage} {summary}"
+        "analysis={what} sessions={n} commands={commands} generate_s={gen_secs:.2} analysis_s={secs:.3} threads={threads} last_stage={last_stage} {summary}"
     );
 }

@@ -7,19 +7,25 @@
 //! command text that stands for an IP is defined: the commands of the IP's earliest session
 //! with commands (earliest start, then lowest session id), where the original kept whichever
 //! session its query returned last.
+//!
+//! [`botnet_parallel`] runs the session sort and the search for similar IP pairs on a bounded
+//! rayon pool; its result equals [`botnet`]'s.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::dbscan::{CosineIndex, Scratch};
 use crate::error::AnalysisError;
 use crate::ipclass::{is_link_local, is_loopback, parse_ip};
 use crate::model::Session;
+use crate::par::Pool;
 use crate::progress::{Progress, report};
 use crate::snowshoe::{AnalysisMetadata, timing_indicators};
 use crate::stats::round_to;
-use crate::tfidf::{TfidfConfig, fit_transform_weighted};
+use crate::tfidf::{SparseRow, TfidfConfig, fit_transform_weighted};
 
 /// Botnet thresholds; the defaults are the original's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,10 +181,41 @@ struct IpData {
 }
 
 /// Botnet detection over the sessions of a window (taken in session-id order).
+///
+/// The parallel loops run on the rayon pool this is called from (a worker's pool sized by its
+/// concurrency), and serially outside one; the result does not depend on the threads.
 pub fn botnet(
     sessions: &[Session],
     window_hours: f64,
     params: &BotnetParams,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<BotnetResult, AnalysisError> {
+    botnet_in(sessions, window_hours, params, &Pool::current(), progress)
+}
+
+/// As [`botnet()`], with its parallel loops on a pool of `threads` threads made for this call
+/// (1 = serial, 0 is an error), wherever it is called from; the result is the same.
+pub fn botnet_parallel(
+    sessions: &[Session],
+    window_hours: f64,
+    params: &BotnetParams,
+    threads: usize,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<BotnetResult, AnalysisError> {
+    botnet_in(
+        sessions,
+        window_hours,
+        params,
+        &Pool::new(threads)?,
+        progress,
+    )
+}
+
+fn botnet_in(
+    sessions: &[Session],
+    window_hours: f64,
+    params: &BotnetParams,
+    pool: &Pool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<BotnetResult, AnalysisError> {
     if !(params.time_cluster_eps.is_finite() && params.time_cluster_eps > 0.0) {
@@ -199,8 +236,7 @@ pub fn botnet(
             window_hours,
         ));
     }
-    let mut order: Vec<&Session> = sessions.iter().collect();
-    order.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+    let order = crate::par::sorted_by_session_id(sessions, pool);
 
     let mut ip_order: Vec<String> = Vec::new();
     let mut ips: HashMap<String, IpData> = HashMap::new();
@@ -294,7 +330,7 @@ pub fn botnet(
         .iter()
         .map(|ip| (ip.clone(), command_data[ip].2.join(" ")))
         .collect();
-    let commands = command_similarity(&texts, params.command_similarity_threshold)?;
+    let commands = command_similarity(&texts, params.command_similarity_threshold, pool)?;
     report(progress, "command_similarity", 1, 1);
 
     // Timing.
@@ -310,6 +346,7 @@ pub fn botnet(
             params.time_cluster_eps * 3600.0,
             params.min_cluster_size,
             0.0,
+            pool,
         )?;
         BotnetTimingIndicators {
             has_clustering: t.cluster_count > 0,
@@ -385,6 +422,7 @@ pub fn botnet(
 fn command_similarity(
     texts: &[(String, String)],
     threshold: f64,
+    pool: &Pool,
 ) -> Result<CommandIndicators, AnalysisError> {
     if texts.len() < 2
         || texts
@@ -432,8 +470,36 @@ fn command_similarity(
     let total_sq: f64 = total.iter().map(|v| v * v).sum();
     let sum = ((total_sq - self_sum) / 2.0).max(0.0);
     // IPs in at least one pair at or above the threshold.
+    let marked = if pool.threads() > 1 {
+        let threads = pool.threads();
+        pool.install(|| similar_rows_parallel(&rows, &weights, threshold, threads))
+    } else {
+        similar_rows(&rows, &weights, threshold)
+    };
+    let similar: BTreeSet<&str> = marked
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| **m)
+        .flat_map(|(a, _)| members[a].iter().copied())
+        .collect();
+    let avg = sum / pairs;
+    Ok(CommandIndicators {
+        has_similar_commands: !similar.is_empty(),
+        similar_commands: similar.into_iter().map(str::to_string).collect(),
+        similarity_score: avg,
+        avg_similarity: avg,
+    })
+}
+
+/// Rows with a partner at or above `threshold`: another row, or itself when it stands for
+/// several IPs (`weights[a] > 1`).
+///
+/// A row is marked exactly when it has such a partner (the dot product is symmetric and the
+/// index returns every row that may reach the threshold), so the order in which rows search,
+/// and which partner each finds first, does not change the result.
+fn similar_rows(rows: &[SparseRow], weights: &[u64], threshold: f64) -> Vec<bool> {
     let mut marked = vec![false; rows.len()];
-    match CosineIndex::new(&rows, threshold) {
+    match CosineIndex::new(rows, threshold) {
         Some(index) => {
             // Each unmarked row looks for one partner; both ends of a found pair are marked,
             // and a row already marked needs no search of its own.
@@ -469,19 +535,57 @@ fn command_similarity(
             }
         }
     }
-    let similar: BTreeSet<&str> = marked
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| **m)
-        .flat_map(|(a, _)| members[a].iter().copied())
-        .collect();
-    let avg = sum / pairs;
-    Ok(CommandIndicators {
-        has_similar_commands: !similar.is_empty(),
-        similar_commands: similar.into_iter().map(str::to_string).collect(),
-        similarity_score: avg,
-        avg_similarity: avg,
-    })
+    marked
+}
+
+/// [`similar_rows`] on the current rayon pool: the rows are dealt round-robin to
+/// `16 * threads` jobs (so rows with long candidate lists spread over the threads), each with
+/// its own scratch space; marks are shared atomics, read only to skip searches.
+fn similar_rows_parallel(
+    rows: &[SparseRow],
+    weights: &[u64],
+    threshold: f64,
+    threads: usize,
+) -> Vec<bool> {
+    let n = rows.len();
+    let marked: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
+    let mark = |i: usize| marked[i].store(true, Ordering::Relaxed);
+    let jobs = (16 * threads).clamp(1, n.max(1));
+    match CosineIndex::new(rows, threshold) {
+        Some(index) => (0..jobs).into_par_iter().for_each(|job| {
+            let mut scratch = Scratch::new(n);
+            let mut cands = Vec::new();
+            for a in (job..n).step_by(jobs) {
+                if marked[a].load(Ordering::Relaxed) {
+                    continue;
+                }
+                if weights[a] > 1 && rows[a].dot(&rows[a]) >= threshold {
+                    mark(a);
+                    continue;
+                }
+                cands.clear();
+                index.candidates(a, &mut scratch, &mut cands);
+                if let Some(&b) = cands
+                    .iter()
+                    .find(|&&b| b != a && rows[a].dot(&rows[b]) >= threshold)
+                {
+                    mark(a);
+                    mark(b);
+                }
+            }
+        }),
+        None => (0..jobs).into_par_iter().for_each(|job| {
+            for a in (job..n).step_by(jobs) {
+                for b in a..n {
+                    if (b > a || weights[a] > 1) && rows[a].dot(&rows[b]) >= threshold {
+                        mark(a);
+                        mark(b);
+                    }
+                }
+            }
+        }),
+    }
+    marked.into_iter().map(AtomicBool::into_inner).collect()
 }
 
 fn botnet_recommendation(

@@ -16,8 +16,10 @@
 #![allow(clippy::needless_range_loop)]
 
 use ndarray::ArrayView2;
+use rayon::slice::ParallelSliceMut;
 
 use crate::error::AnalysisError;
+use crate::par::Pool;
 use crate::tfidf::SparseRow;
 
 /// Distance function for [`dbscan`].
@@ -378,6 +380,16 @@ fn label_1d_groups(
 
 /// One-dimensional DBSCAN (the timing analyses), `|a - b| <= eps`.
 pub fn dbscan_1d(values: &[f64], eps: f64, min_samples: usize) -> Result<Vec<i32>, AnalysisError> {
+    dbscan_1d_in(values, eps, min_samples, &Pool::new(1)?)
+}
+
+/// As [`dbscan_1d`], sorting the distinct values on `pool` (same labels).
+pub(crate) fn dbscan_1d_in(
+    values: &[f64],
+    eps: f64,
+    min_samples: usize,
+    pool: &Pool,
+) -> Result<Vec<i32>, AnalysisError> {
     check_params(eps, min_samples)?;
     if values.iter().any(|v| !v.is_finite()) {
         return Err(AnalysisError::InvalidParameter {
@@ -388,7 +400,13 @@ pub fn dbscan_1d(values: &[f64], eps: f64, min_samples: usize) -> Result<Vec<i32
     let c = collapse(values.iter().map(|&v| key_of(v)));
     let n = c.first.len();
     let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| values[c.first[a]].total_cmp(&values[c.first[b]]));
+    // Distinct values: the sorted order is the same whichever sort makes it.
+    let by_value = |a: &usize, b: &usize| values[c.first[*a]].total_cmp(&values[c.first[*b]]);
+    if pool.threads() > 1 {
+        pool.install(|| order.par_sort_by(by_value));
+    } else {
+        order.sort_by(by_value);
+    }
     let xs: Vec<f64> = order.iter().map(|&u| values[c.first[u]]).collect();
     Ok(label_1d_groups(
         &c,

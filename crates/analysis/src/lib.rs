@@ -7,8 +7,8 @@
 //!
 //! Entry points for worker tasks:
 //! - [`longtail()`] / [`DayAggregate::from_sessions`] + [`longtail_from_aggregates`]
-//! - [`snowshoe()`]
-//! - [`botnet()`]
+//! - [`snowshoe()`] / [`snowshoe_parallel`]
+//! - [`botnet()`] / [`botnet_parallel`] (hot loops on a rayon pool of the caller's thread count)
 //! - [`create_safe_command`], [`command_risk_score`], [`event_risk_score`]
 //! - [`sessions_from_events`] / [`SessionBuilder`] to build sessions from Cowrie JSON events
 
@@ -19,6 +19,7 @@ pub mod error;
 pub mod ipclass;
 pub mod longtail;
 pub mod model;
+mod par;
 pub mod progress;
 pub mod snowshoe;
 pub mod stats;
@@ -26,7 +27,7 @@ pub mod text;
 pub mod tfidf;
 pub mod window;
 
-pub use botnet::{BotnetParams, BotnetResult, botnet};
+pub use botnet::{BotnetParams, BotnetResult, botnet, botnet_parallel};
 pub use defang::{
     CommandAnalysis, RiskLevel, Strategy, analyze_command, command_risk_score, create_safe_command,
     defang_command, event_risk_score,
@@ -41,4 +42,4 @@ pub use model::{
     sessions_from_events,
 };
 pub use progress::{Progress, no_progress};
-pub use snowshoe::{SnowshoeParams, SnowshoeResult, snowshoe};
+pub use snowshoe::{SnowshoeParams, SnowshoeResult, snowshoe, snowshoe_parallel};

@@ -3,15 +3,20 @@
 //!
 //! Differences from the original, on purpose: the IP comes from the session's events (bug F8),
 //! the result is plain serialisable data (bug F9), and IP lists are sorted.
+//!
+//! [`snowshoe_parallel`] sorts, gathers the per-IP data in chunks and sorts the timing points on
+//! a bounded rayon pool; its result equals [`snowshoe`]'s.
 
 use std::collections::{BTreeSet, HashMap};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::dbscan::{NOISE, dbscan_1d};
+use crate::dbscan::{NOISE, dbscan_1d_in};
 use crate::error::AnalysisError;
 use crate::ipclass::{is_loopback, is_reserved, parse_ip};
 use crate::model::Session;
+use crate::par::Pool;
 use crate::progress::{Progress, report};
 use crate::stats::{mean, population_variance, round_to};
 
@@ -201,11 +206,97 @@ fn empty_result(window_hours: f64) -> SnowshoeResult {
     }
 }
 
+/// Per-IP data of a run of sessions, IPs in first-seen order.
+#[derive(Default)]
+struct Gathered {
+    ip_order: Vec<String>,
+    ips: HashMap<String, IpData>,
+}
+
+impl Gathered {
+    fn add(&mut self, s: &Session) {
+        let Some(ip) = usable_ip(s) else { return };
+        let d = match self.ips.get_mut(&ip) {
+            Some(d) => d,
+            None => {
+                self.ip_order.push(ip.clone());
+                self.ips.entry(ip).or_default()
+            }
+        };
+        d.sessions += 1;
+        d.timestamps.push(s.start_epoch());
+        if let Some(c) = &s.country {
+            d.countries.insert(c.clone());
+        }
+        if let Some(a) = &s.asn {
+            d.asns.insert(a.clone());
+        }
+        if s.command_events > 0 {
+            d.sessions_with_commands += 1;
+        }
+        d.durations
+            .push((s.end - s.start).num_microseconds().unwrap_or(0) as f64 / 1e6);
+    }
+
+    /// Appends the data of the sessions that follow this run's (`later`), as if they had been
+    /// added one by one after it.
+    fn append(&mut self, mut later: Gathered) {
+        for ip in later.ip_order {
+            let d = later.ips.remove(&ip).expect("every ordered IP has data");
+            match self.ips.get_mut(&ip) {
+                Some(mine) => {
+                    mine.sessions += d.sessions;
+                    mine.timestamps.extend(d.timestamps);
+                    mine.countries.extend(d.countries);
+                    mine.asns.extend(d.asns);
+                    mine.sessions_with_commands += d.sessions_with_commands;
+                    mine.durations.extend(d.durations);
+                }
+                None => {
+                    self.ip_order.push(ip.clone());
+                    self.ips.insert(ip, d);
+                }
+            }
+        }
+    }
+}
+
 /// Snowshoe detection over the sessions of a window (taken in session-id order).
+///
+/// The parallel loops run on the rayon pool this is called from (a worker's pool sized by its
+/// concurrency), and serially outside one; the result does not depend on the threads.
 pub fn snowshoe(
     sessions: &[Session],
     window_hours: f64,
     params: &SnowshoeParams,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<SnowshoeResult, AnalysisError> {
+    snowshoe_in(sessions, window_hours, params, &Pool::current(), progress)
+}
+
+/// As [`snowshoe()`], with its parallel loops on a pool of `threads` threads made for this call
+/// (1 = serial, 0 is an error), wherever it is called from; the result is the same.
+pub fn snowshoe_parallel(
+    sessions: &[Session],
+    window_hours: f64,
+    params: &SnowshoeParams,
+    threads: usize,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<SnowshoeResult, AnalysisError> {
+    snowshoe_in(
+        sessions,
+        window_hours,
+        params,
+        &Pool::new(threads)?,
+        progress,
+    )
+}
+
+fn snowshoe_in(
+    sessions: &[Session],
+    window_hours: f64,
+    params: &SnowshoeParams,
+    pool: &Pool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<SnowshoeResult, AnalysisError> {
     if !(params.time_cluster_eps.is_finite() && params.time_cluster_eps > 0.0) {
@@ -223,34 +314,36 @@ pub fn snowshoe(
     if sessions.is_empty() {
         return Ok(empty_result(window_hours));
     }
-    let mut order: Vec<&Session> = sessions.iter().collect();
-    order.sort_by(|a, b| a.session_id.cmp(&b.session_id));
-    let mut ip_order: Vec<String> = Vec::new();
-    let mut ips: HashMap<String, IpData> = HashMap::new();
+    let order = crate::par::sorted_by_session_id(sessions, pool);
     let total = order.len();
-    for (i, s) in order.into_iter().enumerate() {
-        let Some(ip) = usable_ip(s) else { continue };
-        let d = ips.entry(ip.clone()).or_insert_with(|| {
-            ip_order.push(ip);
-            IpData::default()
+    let Gathered { ip_order, ips } = if pool.threads() > 1 {
+        let chunk = total.div_ceil(4 * pool.threads()).max(1024);
+        let parts: Vec<Gathered> = pool.install(|| {
+            order
+                .par_chunks(chunk)
+                .map(|c| {
+                    let mut g = Gathered::default();
+                    c.iter().for_each(|s| g.add(s));
+                    g
+                })
+                .collect()
         });
-        d.sessions += 1;
-        d.timestamps.push(s.start_epoch());
-        if let Some(c) = &s.country {
-            d.countries.insert(c.clone());
+        let mut all = Gathered::default();
+        for g in parts {
+            all.append(g);
         }
-        if let Some(a) = &s.asn {
-            d.asns.insert(a.clone());
+        report(progress, "extract", total, total);
+        all
+    } else {
+        let mut g = Gathered::default();
+        for (i, s) in order.into_iter().enumerate() {
+            g.add(s);
+            if i % 4096 == 0 || i + 1 == total {
+                report(progress, "extract", i + 1, total);
+            }
         }
-        if s.command_events > 0 {
-            d.sessions_with_commands += 1;
-        }
-        d.durations
-            .push((s.end - s.start).num_microseconds().unwrap_or(0) as f64 / 1e6);
-        if i % 4096 == 0 || i + 1 == total {
-            report(progress, "extract", i + 1, total);
-        }
-    }
+        g
+    };
     if ips.len() < 10 {
         let mut r = empty_result(window_hours);
         r.analysis_metadata.total_sessions = sessions.len();
@@ -291,6 +384,7 @@ pub fn snowshoe(
         params.time_cluster_eps * 3600.0,
         params.min_cluster_size,
         0.3,
+        pool,
     )?;
     report(progress, "timing", 1, 1);
 
@@ -370,11 +464,12 @@ pub(crate) fn timing_indicators(
     eps_seconds: f64,
     min_samples: usize,
     min_score: f64,
+    pool: &Pool,
 ) -> Result<TimingIndicators, AnalysisError> {
     if times.len() < min_samples {
         return Ok(TimingIndicators::default());
     }
-    let labels = dbscan_1d(times, eps_seconds, min_samples)?;
+    let labels = dbscan_1d_in(times, eps_seconds, min_samples, pool)?;
     let mut sizes: HashMap<i32, usize> = HashMap::new();
     for &l in &labels {
         if l != NOISE {
