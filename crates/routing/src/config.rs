@@ -481,12 +481,15 @@ pub struct RoutingConfig {
     /// Refuse workers that never registered with a token as routing targets (they are still shown).
     #[serde(default)]
     pub require_registration: bool,
+    /// Task names (globs) the job APIs accept on queues without their own `allowed_tasks`; `None` = any task.
+    #[serde(default)]
+    pub allowed_tasks: Option<TaskPatterns>,
     /// Rules per queue name.
     #[serde(default)]
     pub queues: BTreeMap<String, Rule>,
-    /// Rules per task name (they win over queue rules).
+    /// Rules per task name (they win over queue rules); `allowed_tasks` is refused here.
     #[serde(default)]
-    pub tasks: BTreeMap<String, Rule>,
+    pub tasks: TaskRules,
 }
 
 fn default_strategy() -> Strategy {
@@ -507,8 +510,9 @@ impl Default for RoutingConfig {
             overload_threshold: Threshold::default(),
             when_no_worker: default_policy(),
             require_registration: false,
+            allowed_tasks: None,
             queues: BTreeMap::new(),
-            tasks: BTreeMap::new(),
+            tasks: TaskRules::default(),
         }
     }
 }
@@ -529,6 +533,84 @@ pub struct Rule {
     /// Requirements added to every job of this task or queue.
     #[serde(default)]
     pub requirements: Requirements,
+    /// Queue rules only: the task names (globs) the job APIs accept for this queue, replacing
+    /// `routing.allowed_tasks`; `[]` closes the queue to submissions.
+    #[serde(default)]
+    pub allowed_tasks: Option<TaskPatterns>,
+}
+
+/// A list of task-name globs (`*`, `?`, `[..]`), each non-empty and without whitespace.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct TaskPatterns(pub Vec<TaskPattern>);
+
+/// One task-name glob.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskPattern(pub String);
+
+impl<'de> Deserialize<'de> for TaskPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor(check_name)).map(TaskPattern)
+    }
+}
+
+impl TaskPatterns {
+    /// Does any pattern match `task`?
+    pub fn allows(&self, task: &str) -> bool {
+        self.0.iter().any(|p| glob_match(&p.0, task))
+    }
+
+    /// The patterns as written, comma separated (for messages).
+    pub fn describe(&self) -> String {
+        if self.0.is_empty() {
+            return "no task".to_string();
+        }
+        self.0
+            .iter()
+            .map(|p| p.0.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The `routing.tasks` map; a rule there may not carry `allowed_tasks` (it belongs to queues).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskRules(pub BTreeMap<String, Rule>);
+
+impl<'de> Deserialize<'de> for TaskRules {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TaskRules;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of task names to rules")
+            }
+            // Checked entry by entry, so the error points at the offending rule.
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TaskRules, A::Error> {
+                let mut rules = BTreeMap::new();
+                while let Some((task, rule)) = map.next_entry::<String, Rule>()? {
+                    if rule.allowed_tasks.is_some() {
+                        return Err(serde::de::Error::custom(format!(
+                            "task rule {task:?} has `allowed_tasks`: allow-lists belong on a queue rule \
+                             (routing.queues.<queue>.allowed_tasks) or on routing.allowed_tasks"
+                        )));
+                    }
+                    rules.insert(task, rule);
+                }
+                Ok(TaskRules(rules))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl std::ops::Deref for TaskRules {
+    type Target = BTreeMap<String, Rule>;
+    fn deref(&self) -> &BTreeMap<String, Rule> {
+        &self.0
+    }
 }
 
 fn opt_queue_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -728,6 +810,35 @@ impl WorkerConfig {
             when_no_worker,
             overload_threshold,
             requirements,
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// The allow-list that governs submissions to `queue`: the queue rule's `allowed_tasks`, else
+    /// `routing.allowed_tasks`, with the setting's name for messages; `None` when any task is allowed.
+    pub fn allowed_tasks(&self, queue: &str) -> Option<(&TaskPatterns, String)> {
+        if let Some(p) = self
+            .routing
+            .queues
+            .get(queue)
+            .and_then(|r| r.allowed_tasks.as_ref())
+        {
+            return Some((p, format!("routing.queues.{queue}.allowed_tasks")));
+        }
+        self.routing
+            .allowed_tasks
+            .as_ref()
+            .map(|p| (p, "routing.allowed_tasks".to_string()))
+    }
+
+    /// May `task` be submitted to `queue` (the job's effective queue)? `Err` says which list refuses it and what
+    /// that list allows.
+    pub fn check_task_allowed(&self, task: &str, queue: &str) -> Result<(), String> {
+        match self.allowed_tasks(queue) {
+            None => Ok(()),
+            Some((p, _)) if p.allows(task) => Ok(()),
+            Some((p, name)) => Err(format!("{name} allows {}", p.describe())),
         }
     }
 }

@@ -9,6 +9,6 @@ pub mod decide;
 
 pub use config::{
     Accelerator, Capabilities, ConfigError, NoWorkerPolicy, Profile, Requirements, Strategy,
-    WorkerConfig, WorkerSpec,
+    TaskPatterns, WorkerConfig, WorkerSpec,
 };
 pub use decide::{Candidate, Decision, Job, LiveWorker, Outcome, decide};
