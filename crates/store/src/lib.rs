@@ -27,6 +27,7 @@
 pub mod analysis;
 pub mod api_keys;
 pub mod day_cache;
+pub mod dead_letters;
 pub mod ingest;
 pub mod inspect;
 pub mod loader_runs;
