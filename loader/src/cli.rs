@@ -110,6 +110,9 @@ pub struct CommonArgs {
     /// Testing aid: milliseconds to sleep after each committed batch.
     #[arg(long, default_value_t = 0, hide = true)]
     pub pause_after_batch_ms: u64,
+    /// How many files (of different log streams) are read and written at the same time.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub files_in_flight: u16,
 }
 
 /// `delta --all`: every sensor of a sensors file.
@@ -219,6 +222,7 @@ pub async fn run(cli: Cli) -> i32 {
                     progress: false,
                     status_file: None,
                     pause_after_batch: Duration::from_millis(common.pause_after_batch_ms),
+                    files_in_flight: usize::from(common.files_in_flight),
                 },
                 migrate: !common.no_migrate,
                 status_file: common.status_file,
@@ -250,6 +254,7 @@ async fn ingest(url: &str, mode: &str, common: CommonArgs, files: Vec<PathBuf>) 
         progress: !common.no_progress && std::io::stderr().is_terminal(),
         status_file: common.status_file,
         pause_after_batch: Duration::from_millis(common.pause_after_batch_ms),
+        files_in_flight: usize::from(common.files_in_flight),
     };
     let pool = if opts.dry_run {
         None
@@ -273,7 +278,8 @@ async fn ingest(url: &str, mode: &str, common: CommonArgs, files: Vec<PathBuf>) 
             println!("{}", stats.to_json_line());
             return code;
         }
-        Some(store::build_pool(url, 2, Duration::from_secs(5)))
+        let size = u32::try_from(opts.files_in_flight).unwrap_or(16).max(2);
+        Some(store::build_pool(url, size, Duration::from_secs(5)))
     };
     let started_at = chrono::Utc::now();
     let mut engine = Engine::new(pool.clone(), opts);

@@ -1,11 +1,16 @@
 //! The ingest engine: for each file, find its stream and cursor, read new records
 //! on a blocking thread, and commit them batch by batch with the cursor, retrying
 //! while PostgreSQL is unreachable.
+//!
+//! Several files are in flight at once (`files_in_flight`): each has its own reader thread
+//! and commits on its own pooled connection, so parsing, the commits of one file and those
+//! of another overlap. Files of the same stream (a day and its renamed or compressed copy)
+//! never run at the same time: they are grouped and read one after the other, in order.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -30,6 +35,8 @@ pub struct IngestOptions {
     pub status_file: Option<PathBuf>,
     /// Testing aid: sleep this long after each committed batch (makes "kill it in the middle" reliable).
     pub pause_after_batch: Duration,
+    /// How many files (of different streams) are read and committed at the same time.
+    pub files_in_flight: usize,
 }
 
 impl Default for IngestOptions {
@@ -43,6 +50,7 @@ impl Default for IngestOptions {
             progress: false,
             status_file: None,
             pause_after_batch: Duration::ZERO,
+            files_in_flight: 2,
         }
     }
 }
@@ -161,8 +169,67 @@ pub struct Engine {
     opts: IngestOptions,
     pub stats: Stats,
     bar: ProgressBar,
-    bytes: Arc<AtomicU64>,
-    bytes_read: u64,
+    ingest_id: String,
+    /// Events read so far (the bar's message).
+    events_seen: AtomicU64,
+}
+
+/// What the files in flight share while a run goes on (locked only between `await`s).
+struct RunState {
+    stats: Stats,
+    code: i32,
+    /// PostgreSQL stayed away: start no further file.
+    stop: bool,
+}
+
+/// Groups the files by stream (`<sensor>:<hash of the first line>`), keeping the order of
+/// first appearance, and each group's files in their given order. A file whose first line
+/// cannot be read now is a group of its own (`ingest_file` will say why, or wait for it).
+/// Locks a mutex whose holder cannot panic half-way (plain counter updates).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Adds the counters of one file's run to the run's.
+fn add_counts(to: &mut Stats, f: &Stats) {
+    to.files_processed += f.files_processed;
+    to.files_unchanged += f.files_unchanged;
+    to.files_waiting += f.files_waiting;
+    to.events_read += f.events_read;
+    to.events_inserted += f.events_inserted;
+    to.duplicates += f.duplicates;
+    to.dead_letters += f.dead_letters;
+    to.dead_letters_inserted += f.dead_letters_inserted;
+    to.blank_lines += f.blank_lines;
+    to.sessions_touched += f.sessions_touched;
+    to.files_rows_inserted += f.files_rows_inserted;
+    to.truncations += f.truncations;
+    to.batches += f.batches;
+    to.db_retries += f.db_retries;
+    to.incomplete_tails += f.incomplete_tails;
+}
+
+fn stream_groups(paths: &[PathBuf], sensor: &str) -> Vec<Vec<PathBuf>> {
+    let mut groups: Vec<Vec<PathBuf>> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for path in paths {
+        let key = detect_compression(path)
+            .and_then(|c| first_line(path, c))
+            .ok()
+            .flatten()
+            .map(|first| format!("{sensor}:{}", hash_hex(&first)));
+        match key.and_then(|k| match index.get(&k) {
+            Some(&i) => Some(i),
+            None => {
+                index.insert(k, groups.len());
+                None
+            }
+        }) {
+            Some(i) => groups[i].push(path.clone()),
+            None => groups.push(vec![path.clone()]),
+        }
+    }
+    groups
 }
 
 enum Msg {
@@ -196,14 +263,15 @@ impl Engine {
         Engine {
             pool,
             opts,
+            ingest_id: stats.ingest_id.clone(),
             stats,
             bar,
-            bytes: Arc::new(AtomicU64::new(0)),
-            bytes_read: 0,
+            events_seen: AtomicU64::new(0),
         }
     }
 
-    /// Ingests every path in order; returns the exit code. Statistics are in `self.stats`.
+    /// Ingests every path (files of one stream in order, `files_in_flight` streams at a
+    /// time); returns the exit code. Statistics are in `self.stats`.
     pub async fn run(&mut self, paths: &[PathBuf]) -> i32 {
         let started = Instant::now();
         let total: u64 = paths
@@ -212,59 +280,106 @@ impl Engine {
             .map(|m| m.len())
             .sum();
         self.bar.set_length(total);
-        let mut code = exit::OK;
-        for path in paths {
-            self.stats.files_seen += 1;
-            let before = self.bytes.load(Ordering::Relaxed);
-            let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-            match self.ingest_file(path).await {
-                Ok(()) => {}
-                Err(EngineError::DbUnavailable { waited, last }) => {
-                    self.stats
-                        .errors
-                        .push(format!("PostgreSQL unreachable for {waited:?}: {last}"));
-                    code = exit::DB_UNAVAILABLE;
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "file failed");
-                    self.stats.files_failed += 1;
-                    self.stats.errors.push(e.to_string());
-                    code = exit::PARTIAL;
+        let groups = if self.opts.files_in_flight > 1 {
+            stream_groups(paths, &self.opts.sensor)
+        } else {
+            paths.iter().map(|p| vec![p.clone()]).collect()
+        };
+        let state = Mutex::new(RunState {
+            stats: std::mem::take(&mut self.stats),
+            code: exit::OK,
+            stop: false,
+        });
+        let queue = Mutex::new(groups.into_iter());
+        let this = &*self;
+        let worker = || async {
+            loop {
+                let Some(group) = lock(&queue).next() else {
+                    return;
+                };
+                for path in group {
+                    if lock(&state).stop {
+                        return;
+                    }
+                    this.run_one(&path, &state, started).await;
                 }
             }
-            // Keep the bar honest for skipped parts of files.
-            let read = self.bytes.load(Ordering::Relaxed) - before;
-            self.bytes_read += read;
-            if read < file_len {
-                self.bytes.fetch_add(file_len - read, Ordering::Relaxed);
-            }
-            self.bar.set_position(self.bytes.load(Ordering::Relaxed));
-            self.write_status(started);
-        }
+        };
+        futures_util::future::join_all((0..self.opts.files_in_flight.max(1)).map(|_| worker()))
+            .await;
+        let RunState {
+            mut stats, code, ..
+        } = state.into_inner().unwrap_or_else(|e| e.into_inner());
         self.bar.finish_and_clear();
-        self.stats.bytes_read = self.bytes_read;
-        self.stats.exit_code = code;
-        self.write_status(started);
+        stats.exit_code = code;
+        self.write_status(&mut stats, started);
+        self.stats = stats;
         code
     }
 
-    fn write_status(&mut self, started: Instant) {
+    /// Ingests one file and adds what it did to the run's state.
+    async fn run_one(&self, path: &Path, state: &Mutex<RunState>, started: Instant) {
+        let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let read = Arc::new(AtomicU64::new(0));
+        let shown = AtomicU64::new(0);
+        let mut fs = Stats::default();
+        let result = self.ingest_file(path, &mut fs, &read, &shown).await;
+        let mut st = lock(state);
+        let st = &mut *st;
+        st.stats.files_seen += 1;
+        add_counts(&mut st.stats, &fs);
+        match result {
+            Ok(()) => {}
+            Err(EngineError::DbUnavailable { waited, last }) => {
+                st.stats
+                    .errors
+                    .push(format!("PostgreSQL unreachable for {waited:?}: {last}"));
+                st.code = exit::DB_UNAVAILABLE;
+                st.stop = true;
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "file failed");
+                st.stats.files_failed += 1;
+                st.stats.errors.push(e.to_string());
+                if st.code != exit::DB_UNAVAILABLE {
+                    st.code = exit::PARTIAL;
+                }
+            }
+        }
+        // Keep the bar honest for skipped parts of files.
+        let read = read.load(Ordering::Relaxed);
+        st.stats.bytes_read += read;
+        self.bar.inc(
+            file_len
+                .max(read)
+                .saturating_sub(shown.load(Ordering::Relaxed)),
+        );
+        st.stats.exit_code = st.code;
+        self.write_status(&mut st.stats, started);
+    }
+
+    fn write_status(&self, stats: &mut Stats, started: Instant) {
         let secs = started.elapsed().as_secs_f64();
-        self.stats.duration_seconds = (secs * 1000.0).round() / 1000.0;
-        self.stats.events_per_second = if secs > 0.0 {
-            (self.stats.events_read as f64 / secs).round()
+        stats.duration_seconds = (secs * 1000.0).round() / 1000.0;
+        stats.events_per_second = if secs > 0.0 {
+            (stats.events_read as f64 / secs).round()
         } else {
             0.0
         };
         if let Some(p) = &self.opts.status_file
-            && let Err(e) = self.stats.write_file(p)
+            && let Err(e) = stats.write_file(p)
         {
             tracing::warn!(path = %p.display(), error = %e, "cannot write status file");
         }
     }
 
-    async fn ingest_file(&mut self, path: &Path) -> Result<(), EngineError> {
+    async fn ingest_file(
+        &self,
+        path: &Path,
+        stats: &mut Stats,
+        read: &Arc<AtomicU64>,
+        shown: &AtomicU64,
+    ) -> Result<(), EngineError> {
         let file_err = |m: String| EngineError::File {
             path: path.display().to_string(),
             message: m,
@@ -274,7 +389,7 @@ impl Engine {
         let Some(first) = first_line(path, compression).map_err(|e| file_err(e.to_string()))?
         else {
             // Empty, or the first line is still being written: nothing to do yet.
-            self.stats.files_waiting += 1;
+            stats.files_waiting += 1;
             return Ok(());
         };
         let first_hash = hash_hex(&first);
@@ -293,7 +408,7 @@ impl Engine {
         let (mut offset, mut line) = (0u64, 0u64);
         if let Some(pool) = self.pool.clone().filter(|_| !self.opts.dry_run) {
             let sid = stream.stream_id.clone();
-            let cursor = with_retry(self.opts.max_wait, &mut self.stats.db_retries, || {
+            let cursor = with_retry(self.opts.max_wait, &mut stats.db_retries, || {
                 let pool = pool.clone();
                 let sid = sid.clone();
                 async move {
@@ -307,7 +422,7 @@ impl Engine {
                 // `finished` means "this very compressed file was read to its end";
                 // a plain file of the same stream may still have grown.
                 if c.finished && compression.is_compressed() && c.inode == stream.inode {
-                    self.stats.files_unchanged += 1;
+                    stats.files_unchanged += 1;
                     return Ok(());
                 }
                 offset = c.last_offset as u64;
@@ -317,7 +432,7 @@ impl Engine {
                     // is stored, so the file is read again from its start under a new
                     // generation, and events already stored are recognised by content.
                     tracing::warn!(path = %path.display(), size = meta.len(), cursor = offset, "file truncated");
-                    self.stats.truncations += 1;
+                    stats.truncations += 1;
                     stream.generation += 1;
                     offset = 0;
                     line = 0;
@@ -326,8 +441,8 @@ impl Engine {
                         line: 0,
                         finished: false,
                     };
-                    let (st, id) = (&stream, self.stats.ingest_id.clone());
-                    with_retry(self.opts.max_wait, &mut self.stats.db_retries, || {
+                    let (st, id) = (&stream, self.ingest_id.clone());
+                    with_retry(self.opts.max_wait, &mut stats.db_retries, || {
                         let pool = pool.clone();
                         let id = id.clone();
                         async move {
@@ -338,7 +453,7 @@ impl Engine {
                     .await?;
                 }
                 if !compression.is_compressed() && meta.len() == offset {
-                    self.stats.files_unchanged += 1;
+                    stats.files_unchanged += 1;
                     return Ok(());
                 }
             }
@@ -349,7 +464,7 @@ impl Engine {
         {
             let sid = stream.stream_id.clone();
             known = Some(
-                with_retry(self.opts.max_wait, &mut self.stats.db_retries, || {
+                with_retry(self.opts.max_wait, &mut stats.db_retries, || {
                     let pool = pool.clone();
                     let sid = sid.clone();
                     async move {
@@ -360,15 +475,15 @@ impl Engine {
                 .await?,
             );
         }
-        self.stats.files_processed += 1;
+        stats.files_processed += 1;
 
         let (tx, mut rx) = mpsc::channel::<Msg>(2);
         let reader_path = path.to_path_buf();
-        let counter = self.bytes.clone();
+        let counter = read.clone();
         let sensor = self.opts.sensor.clone();
         let batch_size = self.opts.batch_size.max(1);
         let stream_for_reader = stream.clone();
-        let ingest_id = self.stats.ingest_id.clone();
+        let ingest_id = self.ingest_id.clone();
         let reader = tokio::task::spawn_blocking(move || {
             read_batches(
                 &reader_path,
@@ -389,29 +504,28 @@ impl Engine {
         while let Some(msg) = rx.recv().await {
             match msg {
                 Msg::Batch(batch, blanks, skipped) => {
-                    self.stats.events_read += batch.events.len() as u64 + skipped;
-                    self.stats.duplicates += skipped;
-                    self.stats.dead_letters += batch.dead_letters.len() as u64;
-                    self.stats.blank_lines += blanks;
-                    self.stats.batches += 1;
+                    stats.events_read += batch.events.len() as u64 + skipped;
+                    stats.duplicates += skipped;
+                    stats.dead_letters += batch.dead_letters.len() as u64;
+                    stats.blank_lines += blanks;
+                    stats.batches += 1;
                     if let Some(pool) = self.pool.clone().filter(|_| !self.opts.dry_run) {
                         let b = &batch;
-                        let outcome =
-                            with_retry(self.opts.max_wait, &mut self.stats.db_retries, || {
-                                let pool = pool.clone();
-                                async move {
-                                    let mut c = pool.get_owned().await?;
-                                    store::ingest::commit_batch(&mut c, b).await
-                                }
-                            })
-                            .await;
+                        let outcome = with_retry(self.opts.max_wait, &mut stats.db_retries, || {
+                            let pool = pool.clone();
+                            async move {
+                                let mut c = pool.get_owned().await?;
+                                store::ingest::commit_batch(&mut c, b).await
+                            }
+                        })
+                        .await;
                         match outcome {
                             Ok(o) => {
-                                self.stats.events_inserted += o.inserted;
-                                self.stats.duplicates += o.duplicates;
-                                self.stats.dead_letters_inserted += o.dead_letters_inserted;
-                                self.stats.sessions_touched += o.sessions_touched;
-                                self.stats.files_rows_inserted += o.files_inserted;
+                                stats.events_inserted += o.inserted;
+                                stats.duplicates += o.duplicates;
+                                stats.dead_letters_inserted += o.dead_letters_inserted;
+                                stats.sessions_touched += o.sessions_touched;
+                                stats.files_rows_inserted += o.files_inserted;
                             }
                             Err(e) => {
                                 result = Err(e);
@@ -422,11 +536,16 @@ impl Engine {
                     if !self.opts.pause_after_batch.is_zero() {
                         tokio::time::sleep(self.opts.pause_after_batch).await;
                     }
-                    self.bar.set_position(self.bytes.load(Ordering::Relaxed));
+                    let now = read.load(Ordering::Relaxed);
                     self.bar
-                        .set_message(format!("{} events", self.stats.events_read));
+                        .inc(now.saturating_sub(shown.swap(now, Ordering::Relaxed)));
+                    let seen = self
+                        .events_seen
+                        .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                    self.bar
+                        .set_message(format!("{} events", seen + batch.events.len() as u64));
                 }
-                Msg::Incomplete => self.stats.incomplete_tails += 1,
+                Msg::Incomplete => stats.incomplete_tails += 1,
                 Msg::Error(m) => {
                     result = Err(file_err(m));
                 }

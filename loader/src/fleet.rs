@@ -187,7 +187,7 @@ pub async fn run_once(opts: &FleetOptions, metrics: Option<&LoaderMetrics>) -> S
             summary.failed_sensors = sensors.iter().map(|s| s.name.clone()).collect();
             return summary;
         }
-        let size = opts.parallel.max(1) as u32 + 1;
+        let size = (opts.parallel.max(1) * opts.template.files_in_flight.max(1)) as u32 + 1;
         Some(store::build_pool(
             &opts.database_url,
             size,
