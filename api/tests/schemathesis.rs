@@ -19,8 +19,9 @@ const NO_LIMITS: [&str; 4] = [
     "100000/minute",
 ];
 
-/// The whole schemathesis run must end within this (about 30 s on 2 cores).
-const RUN_BUDGET: Duration = Duration::from_secs(180);
+/// A guard against a hung run, not a timing claim: about 30 s on 2 cores at rest, but 180 s was not enough with the
+/// machine's load average at 12 (coverage and fuzzing passed, the stateful phase was cut off).
+const RUN_BUDGET: Duration = Duration::from_secs(480);
 
 /// Checks the document before any request: schemathesis loads it and validates it against the OpenAPI 3.1
 /// meta-schema (the venv has no openapi-spec-validator), and every schema in it must be valid JSON Schema 2020-12

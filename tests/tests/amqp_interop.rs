@@ -723,7 +723,8 @@ fn the_worker_rides_out_a_rabbitmq_restart() {
         "restart@amqp",
         &["-c", "2", "--result-backend", &db.url],
     );
-    let before = publish_sleeps(&py, &node.url, &db.url, 40, 0.1);
+    // 60 x 0.25 s on two slots: about 7.5 s of work, so the restart (slow on a loaded machine) cuts through it.
+    let before = publish_sleeps(&py, &node.url, &db.url, 60, 0.25);
     assert!(
         testkit::wait_until(T, || count_done(&db, &before) >= 6),
         "the backlog did not start:\n{}",
