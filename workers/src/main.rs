@@ -75,6 +75,10 @@ struct Cli {
     /// (0 = no limit).
     #[arg(long, default_value_t = 64 << 20)]
     result_max_bytes: usize,
+    /// Remote-control replies larger than this many bytes (JSON) are not sent; the client gets an error reply
+    /// saying so (0 = no limit).
+    #[arg(long, default_value_t = 16 << 20)]
+    pidbox_reply_max_bytes: usize,
     /// Hold at most this many tasks waiting for their ETA in memory; beyond, the worker stops taking messages until
     /// some are due, and the rest waits in the broker.
     #[arg(long, default_value_t = 10_000)]
@@ -191,6 +195,7 @@ fn main() -> anyhow::Result<()> {
     config.heartbeat_interval = cli.heartbeat_interval;
     config.result_expires = cli.result_expires;
     config.result_max_bytes = cli.result_max_bytes;
+    config.pidbox_reply_max_bytes = cli.pidbox_reply_max_bytes;
     config.eta_hold_max = cli.eta_hold_max;
     config.dead_letter_bounds = transport::DeadLetterBounds {
         max_entries: cli.dead_letter_max,

@@ -19,6 +19,10 @@ use transport::{Binding, SharedTransport, TransportError};
 /// `celery inspect`'s default: one second of silence ends the collection.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Replies larger than this (the envelope as stored in the broker) are refused unless a client says otherwise; the
+/// worker's own bound (`--pidbox-reply-max-bytes`) has the same default.
+pub const DEFAULT_MAX_REPLY_BYTES: usize = 16 << 20;
+
 /// kombu 5.7 gives reply-queue bindings a deadline one hour ahead.
 const REPLY_BINDING_TTL: Duration = Duration::from_millis(3_600_000);
 
@@ -28,12 +32,27 @@ pub enum ControlError {
     Transport(#[from] TransportError),
     #[error("control arguments must be a JSON object, got {0}")]
     BadArguments(String),
+    /// One or more replies were larger than the client accepts; their bodies were not parsed. The replies that fit are
+    /// kept in `replies`.
+    #[error(
+        "refused {refused} control repl{} larger than {limit} bytes (the largest was {largest} bytes); {} other repl{} received",
+        if *.refused == 1 { "y" } else { "ies" },
+        .replies.len(),
+        if .replies.len() == 1 { "y" } else { "ies" }
+    )]
+    ReplyTooLarge {
+        refused: usize,
+        largest: usize,
+        limit: usize,
+        replies: Vec<(String, Value)>,
+    },
 }
 
 /// A remote-control client. Cheap to share behind an `Arc`; concurrent broadcasts use separate reply queues.
 pub struct ControlClient {
     transport: SharedTransport,
     clock: Arc<LamportClock>,
+    max_reply_bytes: usize,
 }
 
 impl ControlClient {
@@ -41,7 +60,15 @@ impl ControlClient {
         ControlClient {
             transport,
             clock: Arc::new(LamportClock::new()),
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
         }
+    }
+
+    /// Refuse replies larger than `bytes` (0 = no bound): their bodies are not parsed, and the collection ends in
+    /// [`ControlError::ReplyTooLarge`] carrying the replies that fit.
+    pub fn with_max_reply_bytes(mut self, bytes: usize) -> ControlClient {
+        self.max_reply_bytes = bytes;
+        self
     }
 
     pub fn transport(&self) -> &SharedTransport {
@@ -141,13 +168,25 @@ impl ControlClient {
         self.transport.broadcast(PIDBOX_EXCHANGE, "", &env).await?;
         let wait = timeout.max(Duration::from_millis(10));
         let mut replies = Vec::new();
+        let (mut refused, mut largest) = (0, 0);
         loop {
-            if limit.is_some_and(|l| replies.len() >= l) {
+            if limit.is_some_and(|l| replies.len() + refused >= l) {
                 break;
             }
             let Some(incoming) = self.transport.pop(queue, wait).await? else {
                 break;
             };
+            let bytes = incoming.raw.len();
+            if self.max_reply_bytes > 0 && bytes > self.max_reply_bytes {
+                tracing::error!(
+                    bytes,
+                    limit = self.max_reply_bytes,
+                    "refusing a control reply larger than the limit"
+                );
+                refused += 1;
+                largest = largest.max(bytes);
+                continue;
+            }
             match incoming.message.ok().and_then(|m| reply_of(&m, ticket)) {
                 Some((clock, pairs)) => {
                     if let Some(c) = clock {
@@ -160,6 +199,14 @@ impl ControlClient {
                     "ignoring a reply that is not for this request or not readable"
                 ),
             }
+        }
+        if refused > 0 {
+            return Err(ControlError::ReplyTooLarge {
+                refused,
+                largest,
+                limit: self.max_reply_bytes,
+                replies,
+            });
         }
         Ok(replies)
     }
@@ -362,5 +409,59 @@ mod tests {
                 "reply queue {oid} unbound"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn refuses_a_reply_larger_than_its_limit_and_keeps_the_others() {
+        let mem = MemoryBroker::new();
+        let mailbox = Binding::new(PIDBOX_EXCHANGE, "", "w.celery.pidbox", REPLY_BINDING_TTL);
+        let mut sub = mem.subscribe(&mailbox).await.unwrap();
+        let t = mem.clone();
+        let worker = tokio::spawn(async move {
+            let m = sub.next().await.unwrap();
+            let req = ControlRequest::from_message(&m.message.unwrap()).unwrap();
+            let (ticket, oid) = (req.ticket.unwrap(), req.reply_to.unwrap());
+            let small = reply_envelope("small@h", json!({"ok": "pong"}), &ticket, &oid, 1);
+            let huge = reply_envelope("huge@h", json!("x".repeat(10_000)), &ticket, &oid, 1);
+            t.send_direct(REPLY_EXCHANGE, &oid, &small).await.unwrap();
+            t.send_direct(REPLY_EXCHANGE, &oid, &huge).await.unwrap();
+        });
+        let client = ControlClient::new(Arc::new(mem.clone())).with_max_reply_bytes(4_096);
+        let err = client
+            .broadcast(
+                "ping",
+                json!({}),
+                None,
+                true,
+                Duration::from_millis(200),
+                None,
+            )
+            .await
+            .expect_err("the huge reply is refused");
+        worker.await.unwrap();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("refused 1 control reply larger than 4096 bytes (the largest was 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("; 1 other reply received"), "{text}");
+        let ControlError::ReplyTooLarge {
+            refused,
+            largest,
+            limit,
+            replies,
+        } = err
+        else {
+            panic!("wrong error: {err}");
+        };
+        assert_eq!((refused, limit), (1, 4_096));
+        assert!(
+            largest > 10_000,
+            "the refused size is the stored envelope's: {largest}"
+        );
+        assert_eq!(
+            replies,
+            vec![("small@h".to_string(), json!({"ok": "pong"}))]
+        );
     }
 }

@@ -15,6 +15,6 @@ pub mod client;
 pub mod receiver;
 pub mod state;
 
-pub use client::{ControlClient, ControlError, DEFAULT_TIMEOUT};
+pub use client::{ControlClient, ControlError, DEFAULT_MAX_REPLY_BYTES, DEFAULT_TIMEOUT};
 pub use receiver::{Event, EventReceiver};
 pub use state::{ClusterState, TaskView, WorkerView};

@@ -35,6 +35,9 @@ pub struct RuntimeConfig {
     /// A result whose encoded meta is larger than this is not stored; the task's result becomes a `ValueError`
     /// saying so, which Python re-raises (0 = no limit).
     pub result_max_bytes: usize,
+    /// A remote-control reply whose JSON is larger than this is not sent; the client gets an `{"error": ...}` reply
+    /// saying so instead (0 = no limit).
+    pub pidbox_reply_max_bytes: usize,
     /// OpenTelemetry spans and W3C trace context in task headers ([`crate::otel`]), through the global tracer
     /// provider the binary installs; off: no spans, no headers.
     pub tracing: bool,
@@ -63,6 +66,7 @@ impl RuntimeConfig {
             metrics_port: None,
             eta_hold_max: 10_000,
             result_max_bytes: 64 << 20,
+            pidbox_reply_max_bytes: 16 << 20,
             tracing: false,
         }
     }

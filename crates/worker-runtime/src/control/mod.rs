@@ -174,6 +174,7 @@ impl Pidbox {
         tracing::debug!(method = %req.method, "control request");
         let reply = self.answer(&req.method, &req.arguments).await;
         if let (Some(value), Some(ticket), Some(oid)) = (reply, &req.ticket, &req.reply_to) {
+            let value = self.bounded(&req.method, value);
             self.reply(value, ticket, oid).await;
         }
     }
@@ -184,6 +185,24 @@ impl Pidbox {
             Ok(cmd) => self.dispatch(&cmd).await,
             Err(e) => Some(self.rejected(&e)),
         }
+    }
+
+    /// The reply itself, or an `{"error": ...}` reply saying it was refused when its JSON is larger than
+    /// `pidbox_reply_max_bytes` (0 = no bound): a huge `inspect` answer is not pushed into the broker whole.
+    fn bounded(&self, method: &str, value: Value) -> Value {
+        let max = self.ctx.config.pidbox_reply_max_bytes;
+        if max == 0 {
+            return value;
+        }
+        let bytes = celery_proto::json::to_py_json(&value).len();
+        if bytes <= max {
+            return value;
+        }
+        let why = format!(
+            "the reply to {method} is {bytes} bytes, more than this worker sends (--pidbox-reply-max-bytes {max})"
+        );
+        tracing::error!(method, bytes, max, "{why}; replying with an error instead");
+        err(why)
     }
 
     /// Send a reply to every queue bound to the reply exchange with the request's `reply_to` (kombu's `_lookup`).
