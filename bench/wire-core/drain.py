@@ -1,8 +1,11 @@
 """Drain benchmark, one run: N pre-published no-op tasks drained by one worker; prints one JSON line.
 
 usage: drain.py KIND MODE N
-  KIND: python-solo | python-prefork | rust | rust-baseline   (rust = celeriac-worker -c $RUST_CONC, default 2;
-        rust-baseline = the same from $BASELINE_BIN)
+  KIND: python-solo | python-prefork | rust | rust-baseline | redis-limit
+        (rust = celeriac-worker -c $RUST_CONC, default 2; rust-baseline = the same from $BASELINE_BIN;
+        redis-limit = `celeriac-bench redis-limit`: the worker's delivery path with no task work, with the worker's
+        prefetch 4 x $RUST_CONC: the same pop-and-record script, batched acks and, in result mode, batched result
+        writes; Redis's own limit for this procedure on this machine)
   MODE: noresult (celeriac.noop sent with ignore_result) | result (celeriac.noop, result stored)
 Both workers run a task named celeriac.noop (Rust built-in; Python in tests/python/pytasks.py).
 Same procedure as shared/bench/python-celery/bench_drain.py: FLUSHDB; publish N messages (Python-identical
@@ -11,6 +14,9 @@ fetch (LLEN < N) and stops when the queue and `unacked` are empty (and all N res
 After the clock stops, `verify` checks that the worker really ran celeriac.noop N times (its own inspect stats),
 so a worker that only rejects the messages (an unregistered task) cannot pass for a fast one.
 Worker CPU (user+sys over the process tree) and Redis CPU are read around the drain; RSS is sampled.
+Redis's `INFO commandstats` is reset after publishing and read after the drain: `redis_calls_per_task` is how many
+times Redis ran each command per task (commands run inside Lua scripts included; the harness's own polling, LLEN,
+HLEN and EXISTS, is left out).
 Environment: BENCH_REDIS_PORT (6390), CELERIAC_BIN (target/release), CELERIAC_VENV.
 """
 import json
@@ -77,9 +83,18 @@ def redis_cpu():
     return i['used_cpu_sys'] + i['used_cpu_user']
 
 
-def start(kind):
+def log_path(kind):
+    return os.path.join(HERE, 'results', 'worker-%s.log' % kind)
+
+
+def start(kind, mode, n):
     env = dict(os.environ, CELERY_BROKER_URL=URL, CELERY_RESULT_BACKEND=URL, PYTHONUNBUFFERED='1')
-    log = open(os.path.join(HERE, 'results', 'worker-%s.log' % kind), 'w')
+    log = open(log_path(kind), 'w')
+    if kind == 'redis-limit':
+        prefetch = 4 * int(os.environ.get('RUST_CONC', '2'))
+        cmd = [os.path.join(BIN, 'celeriac-bench'), '-b', URL, 'redis-limit', str(n), '--queue', QUEUE,
+               '--prefetch', str(prefetch)] + (['--results'] if mode == 'result' else [])
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     if kind in ('rust', 'rust-baseline'):
         bin_dir = BASELINE_BIN if kind == 'rust-baseline' else BIN
         cmd = [os.path.join(bin_dir, 'celeriac-worker'), '-b', URL, '-Q', QUEUE, '-n', 'bench@%h',
@@ -105,7 +120,8 @@ def main():
     assert R.llen(QUEUE) == n, R.llen(QUEUE)
     keys = ['celery-task-meta-%s' % i for i in open(ids_file).read().split()]
     load = open('/proc/loadavg').read().split()[:3]
-    p = start(kind)
+    R.config_resetstat()
+    p = start(kind, mode, n)
     t_launch = time.perf_counter()
     t_start = None
     rss_max = 0
@@ -132,7 +148,12 @@ def main():
     cpu = sum(cpu_s(x) for x in tree(p.pid)) - cpu0
     rcpu = redis_cpu() - rcpu0
     rss_max = max(rss_max, rss_kb(tree(p.pid)))
-    ran = verify(n, mode, keys)
+    calls = {}
+    for name, st in R.info('commandstats').items():
+        cmd = name.split('_', 1)[1] if name.startswith('cmdstat_') else name
+        if cmd not in ('llen', 'hlen', 'exists', 'info', 'config|resetstat'):
+            calls[cmd] = round(st['calls'] / n, 3)
+    ran = verify_limit(p, n) if kind == 'redis-limit' else verify(n, mode, keys)
     p.terminate()
     try:
         p.wait(30)
@@ -144,8 +165,18 @@ def main():
         'tasks_per_s': round(n / dt, 1), 'worker_cpu_us_per_task': round(cpu / n * 1e6, 1),
         'redis_cpu_us_per_task': round(rcpu / n * 1e6, 1), 'max_rss_mib': round(rss_max / 1024, 1),
         'loadavg_before': load, 'loadavg_after': open('/proc/loadavg').read().split()[:3],
-        'verified': ran,
+        'verified': ran, 'redis_calls_per_task': dict(sorted(calls.items(), key=lambda kv: -kv[1])),
     }))
+
+
+def verify_limit(p, n):
+    """The limit loop settled every message: it exited 0 and reported N messages (its own timing is in the log)."""
+    rc = p.wait(60)
+    assert rc == 0, 'celeriac-bench redis-limit exited with %r (see %s)' % (rc, log_path('redis-limit'))
+    out = json.loads(open(log_path('redis-limit')).read().strip().splitlines()[-1])
+    assert out['n'] == n, out
+    assert R.llen('celeriac:dead_letter') == 0, 'messages were dead-lettered'
+    return 'redis-limit x%d' % n
 
 
 def verify(n, mode, keys):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Wire-core benchmark: celeriac-worker and Python Celery 5.7 side by side, same machine, same private Redis,
-# same messages. Appends JSON lines to bench/wire-core/results/*.jsonl and prints a summary table.
+# same messages, beside Redis's own limit for the same drain (`celeriac-bench redis-limit`: the worker's delivery
+# path with no task work). Appends JSON lines to bench/wire-core/results/*.jsonl.
 #   bench/wire-core/run.sh            # N=20000, 3 runs each
 #   N=5000 RUNS=1 bench/wire-core/run.sh
 #   BASELINE_REF=216e13a bench/wire-core/run.sh   # also run celeriac-worker built from that commit (kind rust-baseline)
@@ -37,9 +38,10 @@ echo "# $(date -u +%FT%TZ) N=$N RUNS=$RUNS loadavg $(cut -d' ' -f1-3 /proc/loada
 for kind in $KINDS; do
   "$PY" "$HERE/idle_mem.py" "$kind" | tee -a "$HERE/results/idle_mem.jsonl"
 done
+# redis-limit: Redis's own limit for the same drain (the worker's delivery path, no task work), in the same loops.
 for _ in $(seq "$RUNS"); do
   for mode in noresult result; do
-    for kind in $KINDS; do
+    for kind in $KINDS redis-limit; do
       "$PY" "$HERE/drain.py" "$kind" "$mode" "$N" | tee -a "$HERE/results/drain.jsonl"
     done
   done

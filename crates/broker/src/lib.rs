@@ -4,7 +4,8 @@
 //! - Consuming: an atomic Lua pop-and-record into kombu's `unacked`/`unacked_index` under backlog, and BRPOP plus
 //!   an immediate record when idle; ack, reject, requeue (LPUSH + `redelivered`), restore (RPUSH to the front),
 //!   and `restore_visible` under `unacked_mutex`, so Python and Rust consumers restore each other's messages.
-//! - Results: GET-skip-if-SUCCESS, SETEX and PUBLISH in one Lua script.
+//! - Results: GET-skip-if-SUCCESS, SETEX and PUBLISH in one Lua script, for every write that is waiting at the time
+//!   (batched like acks, [`results`]).
 //! - Fanout publish and pub/sub connections for remote control and events.
 //! - A shared GCRA rate limiter for the public API ([`rate_limit`]).
 //!
@@ -17,6 +18,7 @@ pub mod dead_letters;
 pub mod fanout;
 pub mod rate_limit;
 mod redis_transport;
+mod results;
 pub mod subscribe;
 pub mod url;
 
@@ -32,6 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use ::transport::redact_url as redact;
 use acks::Acker;
 pub use rate_limit::RateDecision;
+use results::ResultWriter;
 pub use subscribe::Subscriber;
 pub use url::BrokerUrl;
 
@@ -48,8 +51,8 @@ pub enum BrokerError {
     /// Redis answered a command with an error.
     #[error("redis: {0}")]
     Command(String),
-    /// The ack batcher is gone (the process is stopping).
-    #[error("ack batcher stopped")]
+    /// The ack or result batcher is gone (the process is stopping).
+    #[error("ack or result batcher stopped")]
     Closed,
 }
 
@@ -86,7 +89,7 @@ struct Scripts {
     pop_and_record: redis::Script,
     record: redis::Script,
     move_unacked: redis::Script,
-    store_result: redis::Script,
+    store_results: redis::Script,
     release_mutex: redis::Script,
     bind_expiring: redis::Script,
     chord_join: redis::Script,
@@ -100,7 +103,7 @@ impl Scripts {
             pop_and_record: redis::Script::new(include_str!("lua/pop_and_record.lua")),
             record: redis::Script::new(include_str!("lua/record.lua")),
             move_unacked: redis::Script::new(include_str!("lua/move_unacked.lua")),
-            store_result: redis::Script::new(include_str!("lua/store_result.lua")),
+            store_results: redis::Script::new(include_str!("lua/store_results.lua")),
             release_mutex: redis::Script::new(include_str!("lua/release_mutex.lua")),
             bind_expiring: redis::Script::new(include_str!("lua/bind_expiring.lua")),
             chord_join: redis::Script::new(include_str!("lua/chord_join.lua")),
@@ -130,6 +133,7 @@ struct Inner {
     /// Idle connections for popping mailbox replies.
     reply_conns: Mutex<Vec<ConnectionManager>>,
     acker: std::sync::OnceLock<Acker>,
+    results: std::sync::OnceLock<ResultWriter>,
 }
 
 /// A handle on the broker (cheap to clone; commands from clones are pipelined on one connection).
@@ -174,6 +178,7 @@ impl Broker {
                 consumer_conn: tokio::sync::Mutex::new(None),
                 reply_conns: Mutex::new(Vec::new()),
                 acker: std::sync::OnceLock::new(),
+                results: std::sync::OnceLock::new(),
             }),
         };
         if sentinel {
@@ -322,6 +327,37 @@ impl Broker {
             .lpush(kombu_redis::queue_key(queue, priority), payload)
             .await
             .map(|_: i64| ())?;
+        Ok(())
+    }
+
+    /// Publish many envelopes to `queue` in one round trip: one LPUSH per priority list with every payload of that
+    /// priority, in order (so they are popped in the order given), like as many [`Broker::publish`] calls.
+    pub async fn publish_many(&self, queue: &str, items: &[(u8, Vec<u8>)]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let known = self
+            .inner
+            .declared
+            .lock()
+            .expect("declared set")
+            .contains(queue);
+        if !known {
+            self.declare_queue(queue).await?;
+        }
+        let mut lists: Vec<(String, Vec<&[u8]>)> = Vec::new();
+        for (priority, payload) in items {
+            let key = kombu_redis::queue_key(queue, *priority);
+            match lists.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => v.push(payload),
+                None => lists.push((key, vec![payload])),
+            }
+        }
+        let mut pipe = redis::pipe();
+        for (key, payloads) in &lists {
+            pipe.lpush(key, payloads).ignore();
+        }
+        let () = pipe.query_async(&mut self.conn()).await?;
         Ok(())
     }
 
@@ -496,22 +532,36 @@ impl Broker {
     }
 
     /// Store a task result (skip if already SUCCESS; SETEX/SET + PUBLISH). Returns false if skipped.
+    /// Writes from concurrent callers go out together in one script call ([`results`]).
     pub async fn store_result(
         &self,
         task_id: &str,
         meta: &[u8],
         expires_secs: u64,
     ) -> Result<bool> {
-        let written: i64 = self
-            .inner
-            .scripts
-            .store_result
-            .key(kombu_redis::result_key(task_id))
-            .arg(meta)
-            .arg(expires_secs)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(written == 1)
+        self.inner
+            .results
+            .get_or_init(|| ResultWriter::new(self.clone()))
+            .store(
+                kombu_redis::result_key(task_id),
+                meta.to_vec(),
+                expires_secs,
+            )
+            .await
+    }
+
+    /// Several result writes in one script call, in order: `(key, meta, expiry seconds)`; true where written,
+    /// false where skipped because the stored state was already SUCCESS.
+    pub(crate) async fn store_results(&self, writes: &[(&str, &[u8], u64)]) -> Result<Vec<bool>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.inner.scripts.store_results.prepare_invoke();
+        for (key, meta, expires) in writes {
+            inv.key(*key).arg(*meta).arg(*expires);
+        }
+        let written: Vec<i64> = inv.invoke_async(&mut self.conn()).await?;
+        Ok(written.into_iter().map(|w| w == 1).collect())
     }
 
     /// Add a chord header result (`[1, id, state, result]` JSON) to the join of group `gid`; returns true when this
@@ -583,6 +633,29 @@ impl Broker {
     /// The stored meta of a task, if any.
     pub async fn get_result(&self, task_id: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.conn().get(kombu_redis::result_key(task_id)).await?)
+    }
+
+    /// The Redis server's own CPU time so far (user + system seconds, from `INFO cpu`), for benchmarks.
+    pub async fn server_cpu_seconds(&self) -> Result<f64> {
+        let info: String = redis::cmd("INFO")
+            .arg("cpu")
+            .query_async(&mut self.conn())
+            .await?;
+        let field = |name: &str| {
+            info.lines().find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+        };
+        match (field("used_cpu_user"), field("used_cpu_sys")) {
+            (Some(u), Some(s)) => Ok(u + s),
+            _ => Err(BrokerError::Command(
+                "INFO cpu has no used_cpu_user/used_cpu_sys".into(),
+            )),
+        }
     }
 
     /// Length of a queue over its four priority lists.

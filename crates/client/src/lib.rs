@@ -62,6 +62,8 @@ fn no_backend() -> ClientError {
 
 pub struct Client {
     transport: SharedTransport,
+    /// The broker itself when it is Redis, for batched publishes ([`Client::publish_many`]).
+    redis: Option<Broker>,
     results: Results,
     /// Make an `apply_async/<task>` span per publish and put its `traceparent` in the headers ([`otel`]).
     tracing: bool,
@@ -92,15 +94,16 @@ impl Client {
     ) -> Result<Client, ClientError> {
         let connection = connect::broker(broker_url, amqp).await?;
         let transport = connection.transport();
-        let amqp_transport = match connection {
-            connect::BrokerConnection::Amqp(t) => Some(t),
-            connect::BrokerConnection::Redis(_) => None,
+        let (amqp_transport, redis) = match connection {
+            connect::BrokerConnection::Amqp(t) => (Some(t), None),
+            connect::BrokerConnection::Redis(b) => (None, Some(b)),
         };
         let backend_url = match backend_url {
             Some(u) => u,
             None if amqp_transport.is_some() => {
                 return Ok(Client {
                     transport,
+                    redis,
                     results: Results::Disabled,
                     tracing: false,
                 });
@@ -127,6 +130,7 @@ impl Client {
         };
         Ok(Client {
             transport,
+            redis,
             results,
             tracing: false,
         })
@@ -189,6 +193,33 @@ impl Client {
             otel::end_publish(span, published.as_ref().err().map(ToString::to_string));
         }
         published?;
+        Ok(())
+    }
+
+    /// Publish several tasks without waiting for anything, in order. On Redis, tasks for the same queue go out
+    /// together (one LPUSH per queue and priority, in one round trip), byte for byte what [`Client::publish`]
+    /// writes for each; with tracing or an `rpc://` backend, or on RabbitMQ, they are published one by one.
+    pub async fn publish_many(&self, reqs: &[TaskRequest]) -> Result<(), ClientError> {
+        let plain =
+            matches!(self.results, Results::Redis { .. } | Results::Disabled) && !self.tracing;
+        let Some(redis) = self.redis.as_ref().filter(|_| plain) else {
+            for req in reqs {
+                self.publish(req).await?;
+            }
+            return Ok(());
+        };
+        let mut by_queue: Vec<(&str, Vec<(u8, Vec<u8>)>)> = Vec::new();
+        for req in reqs {
+            let envelope = req.envelope();
+            let item = (envelope.priority, envelope.encode());
+            match by_queue.iter_mut().find(|(q, _)| *q == req.queue) {
+                Some((_, items)) => items.push(item),
+                None => by_queue.push((&req.queue, vec![item])),
+            }
+        }
+        for (queue, items) in by_queue {
+            redis.publish_many(queue, &items).await?;
+        }
         Ok(())
     }
 

@@ -186,6 +186,9 @@ impl Drop for Slot {
     }
 }
 
+/// An early ack sent while the body ran and not yet answered: awaited beside the result write.
+type PendingAck<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
 /// Where a message came from and its bytes, for the dead letters.
 struct Unprocessable<'a> {
     queue: &'a str,
@@ -298,6 +301,12 @@ impl Executor {
         if !slot.claim(&self.state, tag) {
             return;
         }
+        let permit = slot.permit.take();
+        self.ack_claimed(tag, permit).await;
+    }
+
+    /// Send the ack of a message this handler claimed, then give its prefetch slot back.
+    async fn ack_claimed(&self, tag: &str, permit: Option<Arc<Semaphore>>) {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
             match self.transport.ack(tag).await {
@@ -313,7 +322,9 @@ impl Executor {
                 }
             }
         }
-        slot.release();
+        if let Some(s) = permit {
+            s.add_permits(1);
+        }
     }
 
     /// Give the message back once: to the back of its queue (`Requeue::Back`) or restored to the front.
@@ -445,10 +456,17 @@ impl Executor {
         self.events.task(&req.name, &id, received).await;
 
         let run = async {
+            let mut early_ack = None;
             let outcome = self
-                .run_request(&task, &req, &msg, &tag, ctx, &mut slot)
+                .run_request(&task, &req, &msg, &tag, ctx, &mut slot, &mut early_ack)
                 .await;
-            self.finish(&task, &req, &msg, &tag, outcome, slot).await;
+            // An early ack still on its way goes on beside the result write (both batched by the transport).
+            match early_ack {
+                Some(ack) => {
+                    tokio::join!(ack, self.finish(&task, &req, &msg, &tag, outcome, slot));
+                }
+                None => self.finish(&task, &req, &msg, &tag, outcome, slot).await,
+            }
         };
         match &self.otel {
             // Everything the request does runs inside its `run/<task>` span, so the callbacks it publishes and the
@@ -466,14 +484,16 @@ impl Executor {
     }
 
     /// Everything from "received" to "the body returned": revocation, expiry, ETA, limits, ack timing.
-    async fn run_request(
-        &self,
+    #[allow(clippy::too_many_arguments)]
+    async fn run_request<'a>(
+        &'a self,
         task: &Arc<Task>,
         req: &TaskMessage,
         msg: &Message,
-        tag: &str,
+        tag: &'a str,
         ctx: TaskContext,
         slot: &mut Slot,
+        pending_ack: &mut Option<PendingAck<'a>>,
     ) -> Outcome {
         let id = &req.id;
         if self.state.is_revoked(id) {
@@ -540,10 +560,24 @@ impl Executor {
         self.state
             .requests
             .set_phase(tag, Phase::Active, |i| i.time_start = Some(time_start));
-        if !(task.options.acks_late || self.config.acks_late) {
-            self.ack(tag, slot).await;
-            self.state.requests.mark_acknowledged(tag);
-        }
+        // Early ack (Celery's default): claimed now and sent as the body starts, as Celery's prefork pool acks on
+        // the child's "accepted" message while the child already runs the task. If the body returns first, the
+        // ack is finished beside the result write (`handle`), so its round trip holds no concurrency slot and the
+        // acks and results of tasks running together go out in one batch each; the prefetch slot is given back
+        // when the ack is in.
+        let early_ack =
+            if !(task.options.acks_late || self.config.acks_late) && slot.claim(&self.state, tag) {
+                Some(slot.permit.take())
+            } else {
+                None
+            };
+        let mut ack: PendingAck<'a> = Box::pin(async move {
+            if let Some(permit) = early_ack {
+                self.ack_claimed(tag, permit).await;
+                self.state.requests.mark_acknowledged(tag);
+            }
+        });
+        let mut acked = false;
         self.events.task(&req.name, id, TaskEvent::Started).await;
         if (self.config.track_started || task.options.track_started)
             && !self.ignores_result(task, req)
@@ -582,6 +616,9 @@ impl Executor {
         tokio::pin!(hard_timer);
         let result = loop {
             tokio::select! {
+                // The ack first, so it is on its way before the body's first poll.
+                biased;
+                _ = &mut ack, if !acked => acked = true,
                 r = &mut fut => break Some(r),
                 _ = &mut soft_timer, if !soft_fired => {
                     soft_fired = true;
@@ -603,6 +640,9 @@ impl Executor {
             }
         };
         drop(run_permit);
+        if !acked {
+            *pending_ack = Some(ack);
+        }
         // Terminated by remote control: REVOKED "terminated", whatever the body returned while stopping.
         let result = result.filter(|_| stop.reason() != Some(StopReason::Terminated));
         let runtime = started.elapsed().as_secs_f64();
