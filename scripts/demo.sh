@@ -64,12 +64,15 @@ sleep 4
 printf '  celeriac call tasks.add -a [20,22] -Q pyq --wait -> '
 "$bin/celeriac" -b "$broker" call tasks.add -a '[20, 22]' -Q pyq --wait 2>/dev/null
 
-echo "== 4. throughput: 20,000 no-op tasks (Python-identical messages) drained by the Rust worker (debug build)"
+echo "== 4. throughput: 20,000 no-op tasks (Python-identical messages) drained by the Rust worker"
+echo "   (this demo runs the DEBUG build, unoptimised and about ten times slower than a release build; the release"
+echo "   build's figure, measured beside Python Celery on the same Redis, is in docs/benchmarks.md, section 'Wire core',"
+echo "   and bench/wire-core/run.sh measures it on this machine)"
 "$bin/celeriac-bench" -b "$broker" publish 20000 --queue celery --task celeriac.ping --ignore-result >/dev/null
 start=$(date +%s.%N)
 while [ "$(redis-cli -u "$broker" llen celery 2>/dev/null || echo 0)" != "0" ]; do sleep 0.05; done
 end=$(date +%s.%N)
-python3 -c "print('  drained 20000 tasks in %.2f s: %.0f tasks/s (bench/wire-core/run.sh measures the release build beside Python Celery)' % ($end - $start, 20000 / ($end - $start)))"
+python3 -c "print('  debug build: drained 20000 tasks in %.2f s, %.0f tasks/s (not the release figure: see docs/benchmarks.md)' % ($end - $start, 20000 / ($end - $start)))"
 echo "== 5. the main job: Cowrie logs -> cowrie-loader -> PostgreSQL -> analysis tasks called from Python"
 # An existing database may be behind this build's schema: the loader never migrates a database in use by itself.
 "$bin/cowrie-loader" migrate --database-url "$database" >/dev/null
