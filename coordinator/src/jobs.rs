@@ -2,17 +2,25 @@
 //! jobs waiting in an offline worker's `.dq2` to a new place. Validation, decisions, records and publishing are
 //! `jobs::Jobs`, the same code the API submits through.
 //!
-//! Re-routing only touches messages still *waiting* in the list (taken with `RPOPLPUSH`), never ones a worker has
-//! already fetched, so a worker that is merely slow cannot run a job that was also moved. Messages a dead worker
-//! had fetched come back to its `.dq2` through kombu's visibility timeout, and are then moved like the others.
+//! Re-routing only touches messages still *waiting* in the list, never ones a worker has already fetched, so a
+//! worker that is merely slow cannot run a job that was also moved. Messages a dead worker had fetched come back
+//! to its `.dq2` through kombu's visibility timeout, and are then moved like the others.
 //!
-//! On RabbitMQ there is no holding list: the coordinator consumes the offline node's `.dq2` with manual
-//! acknowledgements, publishes each message to its new queue (waiting for RabbitMQ's confirm), and only then
-//! acknowledges it. A coordinator that dies between the two gives the message back to the `.dq2` (it was never
-//! acknowledged), to be moved again: a job can be delivered twice then, never lost. Messages a dead worker had
-//! fetched return to its `.dq2` by themselves when its connection closes.
+//! Only the leader moves (several coordinators may run on one broker, see [`crate::leader`]). On Redis a move is
+//! two fenced steps, each one Lua script that first checks the leader lease is still the mover's
+//! (`broker::lease`): take the oldest waiting message into the holding list `celeriac:reroute:holding` (the
+//! record of the move in flight), then push its rewritten form to the new queue and remove it from the holding
+//! list, the push happening only if the removal did. A leader that dies or is deposed between the two steps
+//! leaves the message in the holding list, and whoever leads next finishes that move, exactly once.
+//!
+//! On RabbitMQ there is no holding list: the leader consumes the offline node's `.dq2` with manual
+//! acknowledgements, checks its lease, publishes each message to its new queue (waiting for RabbitMQ's confirm),
+//! and only then acknowledges it. A coordinator that dies between the two gives the message back to the `.dq2`
+//! (it was never acknowledged), to be moved again: a job can be delivered twice then, never lost. Messages a dead
+//! worker had fetched return to its `.dq2` by themselves when its connection closes.
 
 use ::jobs::{HOLDING_KEY, JobError, JobRecord, Reroute};
+use broker::lease::{Commit, Fence, Fenced};
 use celery_proto::Message;
 use routing::{Decision, Job, Outcome};
 use serde_json::Value;
@@ -42,15 +50,57 @@ pub async fn submit(state: &AppState, req: &JobRequest) -> Result<JobRecord, Api
     Ok(result?)
 }
 
-/// Give every message still waiting in an offline node's `.dq2` a new place. Returns how many moved.
+/// The fence to move under: this coordinator's current lease, taken now if it is free. `None` on a follower.
+async fn lead(state: &AppState) -> Option<Fence> {
+    match state.leader.fence() {
+        Some(f) => Some(f),
+        None => state.leader.tick().await,
+    }
+}
+
+/// A pause between the two steps of a move, for tests that stop a leader with a move in flight
+/// (`CELERIAC_TEST_PAUSE_IN_MOVE_MS`; unset in production).
+fn test_pause() -> Option<std::time::Duration> {
+    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *PAUSE.get_or_init(|| {
+        std::env::var("CELERIAC_TEST_PAUSE_IN_MOVE_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(std::time::Duration::from_millis)
+    })
+}
+
+/// Give every message still waiting in an offline node's `.dq2` a new place, if this coordinator leads. Returns
+/// how many moved.
 pub async fn reroute_node(state: &AppState, node: &str) -> Result<usize, ApiError> {
     let dq = celery_proto::keys::worker_direct_queue(node);
+    let Some(fence) = lead(state).await else {
+        return Ok(0);
+    };
     let Some(redis) = &state.jobs.broker_redis else {
-        return reroute_through_transport(state, node, &dq).await;
+        return reroute_through_transport(state, &fence, node, &dq).await;
     };
     let mut moved = 0;
-    while let Some(raw) = redis.take_to_holding(&dq, HOLDING_KEY).await? {
-        move_held(state, &raw, node).await?;
+    loop {
+        let raw = match redis.fenced_take(&fence, &dq, HOLDING_KEY).await? {
+            Fenced::Done(Some(raw)) => raw,
+            Fenced::Done(None) => break,
+            Fenced::Deposed => {
+                state.leader.deposed(&fence);
+                break;
+            }
+        };
+        if let Some(pause) = test_pause() {
+            tracing::warn!(
+                from_node = node,
+                pause_ms = pause.as_millis() as u64,
+                "test hook: pausing between the two steps of a move (message in the holding list)"
+            );
+            tokio::time::sleep(pause).await;
+        }
+        if !move_held(state, &fence, &raw, node).await? {
+            break;
+        }
         moved += 1;
     }
     Ok(moved)
@@ -60,6 +110,7 @@ pub async fn reroute_node(state: &AppState, node: &str) -> Result<usize, ApiErro
 /// new queue, then acknowledge it.
 async fn reroute_through_transport(
     state: &AppState,
+    fence: &Fence,
     node: &str,
     dq: &str,
 ) -> Result<usize, ApiError> {
@@ -79,6 +130,12 @@ async fn reroute_through_transport(
                 return Ok::<_, ApiError>(());
             }
             for d in batch {
+                // A publish to RabbitMQ cannot be inside a Redis script: check the lease just before it. Stopping
+                // here leaves this message and the rest of the batch unacknowledged, so they return to the .dq2.
+                if !state.leader.redis().lease_holds(fence).await? {
+                    state.leader.deposed(fence);
+                    return Ok(());
+                }
                 let unreadable = match &d.message {
                     Ok(msg) => {
                         let mv = plan_move(state, msg, node).await?;
@@ -123,25 +180,41 @@ fn chrono_now() -> String {
     celery_proto::time::isoformat(chrono::Utc::now())
 }
 
-/// Finish moves a previous run left in the holding list.
+/// Finish moves a previous leader (or this one, before an error) left in the holding list, if this coordinator
+/// leads. Returns how many were finished here.
 pub async fn recover_held(state: &AppState) -> Result<usize, ApiError> {
     let Some(redis) = &state.jobs.broker_redis else {
         return Ok(0);
     };
     let held = redis.held(HOLDING_KEY).await?;
-    let n = held.len();
+    if held.is_empty() {
+        return Ok(0);
+    }
+    let Some(fence) = lead(state).await else {
+        return Ok(0);
+    };
+    let mut n = 0;
     for raw in held {
         let from = Message::decode(&raw, false)
             .ok()
             .and_then(|m| m.routing_key.strip_suffix(".dq2").map(str::to_string))
             .unwrap_or_default();
-        move_held(state, &raw, &from).await?;
+        if !move_held(state, &fence, &raw, &from).await? {
+            break;
+        }
+        n += 1;
     }
     Ok(n)
 }
 
-/// Decide again for one held message and push it to its new queue (atomically with its removal from holding).
-async fn move_held(state: &AppState, raw: &[u8], from_node: &str) -> Result<(), ApiError> {
+/// Decide again for one held message and push it to its new queue (atomically with its removal from holding,
+/// under `fence`). False when the lease turned out not to be ours any more (nothing was changed).
+async fn move_held(
+    state: &AppState,
+    fence: &Fence,
+    raw: &[u8],
+    from_node: &str,
+) -> Result<bool, ApiError> {
     let redis = state
         .jobs
         .broker_redis
@@ -151,18 +224,47 @@ async fn move_held(state: &AppState, raw: &[u8], from_node: &str) -> Result<(), 
         // Unreadable: hand it to the default shared queue unchanged, where a worker dead-letters it visibly.
         let q = state.jobs.config.get().routing.default_queue.clone();
         tracing::error!(from_node, queue = %q, "moving an unreadable message from an offline worker's queue");
-        redis
-            .commit_from_holding(HOLDING_KEY, raw, &q, 0, raw)
-            .await?;
-        return Ok(());
+        return Ok(
+            match redis
+                .fenced_commit(fence, HOLDING_KEY, raw, &q, 0, raw)
+                .await?
+            {
+                Fenced::Done(_) => true,
+                Fenced::Deposed => {
+                    state.leader.deposed(fence);
+                    false
+                }
+            },
+        );
     };
     let mv = plan_move(state, &msg, from_node).await?;
     let rewritten =
         celery_proto::kombu_redis::readdress(raw, &mv.target).unwrap_or_else(|| raw.to_vec());
-    redis
-        .commit_from_holding(HOLDING_KEY, raw, &mv.target, msg.priority, &rewritten)
-        .await?;
-    finish_move(state, mv, from_node).await
+    match redis
+        .fenced_commit(
+            fence,
+            HOLDING_KEY,
+            raw,
+            &mv.target,
+            msg.priority,
+            &rewritten,
+        )
+        .await?
+    {
+        Fenced::Done(Commit::Moved) => {
+            finish_move(state, mv, from_node).await?;
+            Ok(true)
+        }
+        Fenced::Done(Commit::AlreadyDone) => {
+            tracing::info!(id = %mv.id, from_node, "a held move was already finished; nothing pushed again");
+            Ok(true)
+        }
+        Fenced::Deposed => {
+            tracing::warn!(id = %mv.id, from_node, term = fence.term, "move refused: this coordinator's lease is no longer current; the new leader finishes it");
+            state.leader.deposed(fence);
+            Ok(false)
+        }
+    }
 }
 
 /// Where a job taken from an offline node's queue goes, and why.

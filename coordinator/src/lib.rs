@@ -7,11 +7,14 @@
 //! - Job records, submission, views, the registry, the live config and the cluster watch are the shared `jobs`
 //!   crate ([`::jobs::Jobs`], also used by `celeriac-api`); this crate adds the HTTP API, metrics, registration
 //!   tokens, config reloads and re-routing of offline workers' `.dq2` queues ([`crate::jobs`]).
+//! - Several coordinators can run on one broker: all serve the API, the leader alone re-routes; leadership is a
+//!   fenced lease in Redis ([`crate::leader`]).
 //! - Decisions come from the pure `routing` crate; Redis is reached only through `broker`.
 
 pub mod api;
 pub mod error;
 pub mod jobs;
+pub mod leader;
 pub mod metrics;
 pub mod register_client;
 
@@ -48,6 +51,8 @@ pub struct Settings {
     pub stale_grace: Duration,
     /// How long job records are kept.
     pub job_ttl: Duration,
+    /// How long the leader lease lasts without renewal: a dead leader is replaced within about this much.
+    pub lease_ttl: Duration,
 }
 
 impl Settings {
@@ -62,6 +67,7 @@ impl Settings {
             reroute_interval: Duration::from_secs(1),
             stale_grace: Duration::from_secs(30),
             job_ttl: Duration::from_secs(7 * 86_400),
+            lease_ttl: Duration::from_secs(4),
         }
     }
 
@@ -102,6 +108,8 @@ pub struct AppState {
     /// Broker, result backend, records, live config, registry and control client (shared with `celeriac-api`).
     pub jobs: Arc<Jobs>,
     pub metrics: Arc<Metrics>,
+    /// This coordinator's part in the leader lease (only the leader re-routes).
+    pub leader: Arc<leader::Leader>,
     pub started_at: f64,
 }
 
@@ -129,6 +137,11 @@ impl AppState {
             (None, Some(redis)) => redis.clone(),
             _ => return Err(CoordinatorError::NeedsRedisBackend),
         };
+        // The lease lives where the moves happen (the broker's Redis), or with RabbitMQ in the state store.
+        let lease_redis = broker
+            .broker_redis
+            .clone()
+            .unwrap_or_else(|| backend.clone());
         let jobs = Jobs::new(
             broker,
             backend,
@@ -136,9 +149,16 @@ impl AppState {
             settings.job_ttl,
             settings.inspect_window(),
         );
+        let metrics = Arc::new(Metrics::new());
+        let leader = Arc::new(leader::Leader::new(
+            lease_redis,
+            settings.lease_ttl,
+            metrics.clone(),
+        ));
         Ok(AppState {
             jobs: Arc::new(jobs),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            leader,
             started_at: broker::now_f64(),
             settings,
         })
@@ -166,8 +186,12 @@ impl AppState {
         self.metrics.set_workers(online, known);
     }
 
-    /// One re-route pass: move waiting jobs out of every offline worker's `.dq2`.
+    /// One re-route pass: move waiting jobs out of every offline worker's `.dq2`. Only the leader moves: on a
+    /// follower (the lease is someone else's) this does nothing and returns 0.
     pub async fn reroute_pass(&self, include_stale: bool) -> usize {
+        if self.leader.fence().is_none() && self.leader.tick().await.is_none() {
+            return 0;
+        }
         // A move that failed half way (Redis error between the two steps) is finished first.
         if self.jobs.broker_redis.is_some()
             && let Err(e) = jobs::recover_held(self).await
@@ -238,7 +262,21 @@ pub fn spawn_background(
         shutdown.clone(),
         move |online, known| metrics.set_workers(online, known),
     );
-    // Re-routing.
+    // The leader lease: renewed by the leader, tried by the others.
+    {
+        let state = state.clone();
+        let mut stop = shutdown.clone();
+        handles.push(tokio::spawn(async move {
+            loop {
+                state.leader.tick().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(state.leader.renew_interval()) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }));
+    }
+    // Re-routing (the leader only).
     {
         let state = state.clone();
         let mut stop = shutdown.clone();
@@ -343,6 +381,8 @@ pub async fn serve(
     for h in background {
         h.abort();
     }
+    // Hand the lease over now rather than after it expires.
+    state.leader.release().await;
     result
 }
 

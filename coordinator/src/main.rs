@@ -55,6 +55,10 @@ enum Command {
         /// Seconds of silence that end an inspect collection.
         #[arg(long, default_value_t = 1.0)]
         inspect_timeout: f64,
+        /// Seconds the leader lease lasts without renewal (several coordinators on one broker: a dead leader is
+        /// replaced within about this long).
+        #[arg(long, env = "CELERIAC_LEASE_TTL", default_value_t = 4.0)]
+        lease_ttl: f64,
     },
     /// Validate a worker-config.yaml and print what it defines (exit 1 with line and column if invalid).
     CheckConfig { path: Option<PathBuf> },
@@ -137,6 +141,10 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         admin_key: std::env::var("CELERIAC_ADMIN_KEY").ok(),
         inspect_interval: 5.0,
         inspect_timeout: 1.0,
+        lease_ttl: std::env::var("CELERIAC_LEASE_TTL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4.0),
     });
     match command {
         Command::Healthcheck { .. } => unreachable!("answered in main"),
@@ -216,6 +224,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             admin_key,
             inspect_interval,
             inspect_timeout,
+            lease_ttl,
         } => {
             let mut settings = Settings::new(cli.config);
             settings.bind = bind;
@@ -223,6 +232,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             settings.result_backend = cli.result_backend.filter(|u| *u != cli.broker);
             settings.inspect_interval = Duration::from_secs_f64(inspect_interval.max(0.2));
             settings.inspect_timeout = Duration::from_secs_f64(inspect_timeout.max(0.05));
+            settings.lease_ttl = Duration::from_secs_f64(lease_ttl.max(0.5));
             let broker = celeriac_coordinator::Connections::connect(&cli.broker)
                 .await
                 .with_context(|| format!("connecting to {}", broker::redact(&cli.broker)))?;

@@ -1,6 +1,7 @@
 //! Prometheus metrics of the coordinator (the `prometheus` crate, as the worker uses): queue depth per queue and
 //! priority bucket, workers online, routing decisions by strategy and outcome, re-routes, config reloads, and the
-//! dead letters the workers kept. `deploy/prometheus/alerts.yml` alerts on them.
+//! dead letters the workers kept, and leadership among several coordinators (`is_leader`, `leader_term`,
+//! `leader_changes_total`). `deploy/prometheus/alerts.yml` alerts on them.
 
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
@@ -13,6 +14,12 @@ pub struct Metrics {
     pub reroutes: IntCounter,
     pub config_reloads: IntCounterVec,
     pub dead_letters: IntGauge,
+    /// 1 while this coordinator holds the leader lease (it alone re-routes), else 0.
+    pub is_leader: IntGauge,
+    /// The last fencing term this coordinator saw (grows at every takeover).
+    pub leader_term: IntGauge,
+    /// Times this coordinator gained or lost leadership.
+    pub leader_changes: IntCounter,
 }
 
 impl Metrics {
@@ -56,6 +63,21 @@ impl Metrics {
             "Messages the workers could not use and kept in celeriac:dead_letter (read at scrape time)",
         )
         .expect("metric");
+        let is_leader = IntGauge::new(
+            "is_leader",
+            "1 while this coordinator holds the leader lease and re-routes offline workers' jobs",
+        )
+        .expect("metric");
+        let leader_term = IntGauge::new(
+            "leader_term",
+            "The coordinator lease's fencing term last seen (grows at every takeover)",
+        )
+        .expect("metric");
+        let leader_changes = IntCounter::new(
+            "leader_changes_total",
+            "Times this coordinator gained or lost the leader lease",
+        )
+        .expect("metric");
         for m in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(workers_online.clone()),
@@ -64,6 +86,9 @@ impl Metrics {
             Box::new(reroutes.clone()),
             Box::new(config_reloads.clone()),
             Box::new(dead_letters.clone()),
+            Box::new(is_leader.clone()),
+            Box::new(leader_term.clone()),
+            Box::new(leader_changes.clone()),
         ] {
             registry.register(m).expect("register metric");
         }
@@ -76,6 +101,9 @@ impl Metrics {
             reroutes,
             config_reloads,
             dead_letters,
+            is_leader,
+            leader_term,
+            leader_changes,
         }
     }
 

@@ -16,6 +16,7 @@ mod acks;
 pub mod coordinator_store;
 pub mod dead_letters;
 pub mod fanout;
+pub mod lease;
 pub mod rate_limit;
 mod redis_transport;
 mod results;
