@@ -57,6 +57,12 @@ pub enum Command {
         #[command(flatten)]
         all: AllArgs,
     },
+    /// The lines that could not be stored as events: list, show, replay (parse again, store once), resolve.
+    #[command(name = "dead-letters")]
+    DeadLetters {
+        #[command(subcommand)]
+        command: crate::dead_letters_cmd::DeadLettersCommand,
+    },
     /// Check a sensors file, or print a K3s CronJob per sensor from it.
     Sensors {
         #[command(subcommand)]
@@ -208,6 +214,9 @@ pub async fn run(cli: Cli) -> i32 {
             ingest(&cli.database_url, "bulk", common, files).await
         }
         Command::Sensors { command } => crate::sensors_cmd::run(command),
+        Command::DeadLetters { command } => {
+            crate::dead_letters_cmd::run(&cli.database_url, command).await
+        }
         Command::Delta { common, all, .. } if all.all => {
             let opts = crate::fleet::FleetOptions {
                 database_url: cli.database_url.clone(),

@@ -10,6 +10,7 @@
 //! - [`fleet`]: `delta --all` over every sensor, `--every`, the `loader_runs` rows;
 //! - [`metrics`]: Prometheus metrics on `--metrics-port`;
 //! - [`sensors_cmd`]: `sensors check` and `sensors cronjobs` (one K3s CronJob per sensor);
+//! - [`dead_letters_cmd`]: `dead-letters list | show | replay | resolve` over `dead_letter_events`;
 //! - [`import_original`]: `import-original`, copying an original cowrieprocessor database (the only rusqlite user);
 //! - [`cli`]: the command line (`migrate`, `bulk`, `delta`, `generate`, `sensors`).
 //!
@@ -17,6 +18,7 @@
 //! goes through the `store` crate.
 
 pub mod cli;
+pub mod dead_letters_cmd;
 pub mod engine;
 pub mod fleet;
 pub mod generate;
