@@ -65,15 +65,33 @@ impl Message {
 }
 
 pub(crate) fn decompress(kind: &str, data: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+    decompress_bounded(kind, data, MAX_INFLATED_BYTES)
+}
+
+/// The most a compressed body may inflate to (128 MiB). A few hundred kilobytes of zlib can inflate to gigabytes;
+/// beyond this bound the message is refused (and dead-lettered by the worker, with its compressed bytes kept), so a
+/// hostile message cannot exhaust a worker's memory.
+pub const MAX_INFLATED_BYTES: u64 = 128 * 1024 * 1024;
+
+fn decompress_bounded(kind: &str, data: &[u8], limit: u64) -> Result<Vec<u8>, EnvelopeError> {
     let mut out = Vec::new();
+    // Read one byte past the bound to tell "exactly the bound" from "more".
     let res = match kind {
-        "application/x-gzip" | "gzip" | "zlib" => {
-            flate2::read::ZlibDecoder::new(data).read_to_end(&mut out)
-        }
-        "application/x-bz2" | "bzip2" => bzip2::read::BzDecoder::new(data).read_to_end(&mut out),
+        "application/x-gzip" | "gzip" | "zlib" => flate2::read::ZlibDecoder::new(data)
+            .take(limit + 1)
+            .read_to_end(&mut out),
+        "application/x-bz2" | "bzip2" => bzip2::read::BzDecoder::new(data)
+            .take(limit + 1)
+            .read_to_end(&mut out),
         other => return Err(EnvelopeError::UnsupportedCompression(other.to_string())),
     };
     res.map_err(|e| EnvelopeError::Decompression(e.to_string()))?;
+    if out.len() as u64 > limit {
+        return Err(EnvelopeError::Decompression(format!(
+            "the body inflates to more than {limit} bytes (from {} compressed)",
+            data.len()
+        )));
+    }
     Ok(out)
 }
 
@@ -127,6 +145,35 @@ mod tests {
     fn env(body: &str, props: &str) -> Vec<u8> {
         format!(r#"{{"body": {body}, "content-type": "application/json", "headers": {{}}, "properties": {props}}}"#)
             .into_bytes()
+    }
+
+    #[test]
+    fn a_body_that_inflates_past_the_bound_is_refused_and_one_at_the_bound_is_not() {
+        use std::io::Write;
+        let zeros = vec![0u8; 4096];
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&zeros).unwrap();
+        let zlib = z.finish().unwrap();
+        let mut b = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+        b.write_all(&zeros).unwrap();
+        let bz = b.finish().unwrap();
+        for (kind, data) in [("zlib", &zlib), ("bzip2", &bz)] {
+            assert_eq!(
+                decompress_bounded(kind, data, 4096).unwrap(),
+                zeros,
+                "{kind}"
+            );
+            let err = decompress_bounded(kind, data, 4095).unwrap_err();
+            assert!(
+                matches!(&err, EnvelopeError::Decompression(m) if m.contains("more than 4095 bytes")),
+                "{kind}: {err}"
+            );
+        }
+        assert_eq!(
+            decompress("zlib", &zlib).unwrap().len(),
+            4096,
+            "the real bound lets ordinary bodies through"
+        );
     }
 
     #[test]
