@@ -5,6 +5,7 @@
 mod cli;
 mod common;
 mod crash;
+mod dead_letters;
 mod fixtures;
 mod fleet;
 mod import_original;
