@@ -242,6 +242,58 @@ fn sentinel_finds_the_master() {
     let _ = std::fs::remove_file(&conf);
 }
 
+/// One plain HTTP/1.0 request to a local server: the status and the body.
+fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
+/// Submit `celeriac.add` through a coordinator and wait for its result through the same coordinator: `Some(sum)`
+/// when the job ran, `None` when submitting or reading failed.
+fn coordinator_add(port: u16, key: &str, a: i64, b: i64) -> Option<i64> {
+    let (status, body) = http(
+        port,
+        "POST",
+        "/api/v1/jobs",
+        &format!("X-Job-Key: {key}\r\n"),
+        &format!(r#"{{"task": "celeriac.add", "args": [{a}, {b}], "queue": "celery"}}"#),
+    );
+    if status != 201 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let id = v["id"].as_str()?.to_string();
+    let mut result = None;
+    testkit::wait_until(Duration::from_secs(30), || {
+        let (_, body) = http(port, "GET", &format!("/api/v1/jobs/{id}"), "", "");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if v["state"] == "SUCCESS" {
+            result = v["result"].as_i64();
+        }
+        v["ready"] == true
+    });
+    result
+}
+
 fn redis_cli(port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .args(["-p", &port.to_string()])
@@ -252,8 +304,10 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
 }
 
 /// Sentinel failover: a private master, a replica and three sentinels started by the test. The master is killed,
-/// the sentinels promote the replica, and the running worker on `redis+sentinel://` follows it (it asks the
-/// sentinels every second): a task sent after the failover runs, and its result is on the new master.
+/// the sentinels promote the replica, and the running worker and coordinator on `redis+sentinel://` follow it
+/// (they ask the sentinels every second): a task sent after the failover runs, and its result is on the new
+/// master; a job submitted through the coordinator after the failover runs and the coordinator reads its result,
+/// and the coordinator still holds (or retook) its leader lease, now on the new master.
 #[test]
 fn a_running_worker_follows_a_sentinel_failover() {
     if !testkit::require("redis-server", have("redis-server", "--version")) {
@@ -304,6 +358,31 @@ fn a_running_worker_follows_a_sentinel_failover() {
     let url = format!("redis+sentinel://{}/failmaster/0", hosts.join(","));
     let w = rust_worker(&url, "failover@%h", &[]);
     assert_eq!(call(&url, "[1, 2]").1, "3");
+    // A coordinator on the same Sentinel URL (its own config: the default queue only).
+    let coord_port = free_port();
+    let coord_conf = std::env::temp_dir().join(format!("sentinel-coordinator-{coord_port}.yaml"));
+    std::fs::write(&coord_conf, "routing: { default_strategy: queue }\n").unwrap();
+    let mut cmd = Command::new(testkit::bin("celeriac-coordinator"));
+    cmd.args(["-b", &url, "--config"])
+        .arg(&coord_conf)
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{coord_port}"),
+            "--inspect-interval",
+            "0.5",
+        ])
+        .env("CELERIAC_JOB_KEY", "sentinel-job-key")
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info");
+    let coord = Child::spawn("coordinator-sentinel", &mut cmd);
+    coord.wait_for_output("gained coordinator leadership", Duration::from_secs(30));
+    assert_eq!(
+        coordinator_add(coord_port, "sentinel-job-key", 2, 3),
+        Some(5),
+        "{}",
+        coord.output()
+    );
 
     master.signal("KILL");
     let _ = master.wait_timeout(Duration::from_secs(5));
@@ -333,6 +412,36 @@ fn a_running_worker_follows_a_sentinel_failover() {
     );
     let on_new = redis_cli(replica_port, &["--scan", "--pattern", "celery-task-meta-*"]);
     assert!(!on_new.trim().is_empty(), "no result on the new master");
+
+    // The coordinator followed too: a job submitted through it runs, its result is read back through it, and
+    // its /readyz answers (it pings Redis).
+    let mut sum = None;
+    let went_on = testkit::wait_until(Duration::from_secs(60), || {
+        sum = coordinator_add(coord_port, "sentinel-job-key", 40, 2);
+        sum == Some(42)
+    });
+    assert!(
+        went_on,
+        "the coordinator did not go on after the failover: {sum:?}\n{}",
+        coord.output()
+    );
+    assert_eq!(http(coord_port, "GET", "/readyz", "", "").0, 200);
+    assert!(
+        coord.output().contains("Redis master changed"),
+        "{}",
+        coord.output()
+    );
+    // Its leader lease is on the new master now (renewed there, or taken again with a new term).
+    assert!(
+        testkit::wait_until(Duration::from_secs(10), || !redis_cli(
+            replica_port,
+            &["get", "celeriac:coordinator:leader"]
+        )
+        .trim()
+        .is_empty()),
+        "no leader lease on the new master"
+    );
+    let _ = std::fs::remove_file(&coord_conf);
     for c in confs {
         let _ = std::fs::remove_file(c);
     }
