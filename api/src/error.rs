@@ -37,12 +37,21 @@ pub enum ApiError {
     FindingNotFound { kind: String, id: String },
     #[error("no job {0}")]
     JobNotFound(String),
+    #[error("no dead letter {0}")]
+    DeadLetterNotFound(String),
     #[error("no route {0}")]
     RouteNotFound(String),
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
     #[error("routing rejected the job: {reason}")]
     RoutingRejected { reason: String, details: Value },
+    /// `allowed_tasks` in `worker-config.yaml` does not allow the job's task on its queue.
+    #[error("task {task:?} is not allowed on queue {queue:?}: {reason}")]
+    TaskNotAllowed {
+        task: String,
+        queue: String,
+        reason: String,
+    },
     #[error("this endpoint needs an API key (X-API-Key: <key> or Authorization: Bearer <key>)")]
     MissingKey,
     #[error("the API key is not valid")]
@@ -105,9 +114,11 @@ impl ApiError {
             SessionNotFound(_) => ("session_not_found", StatusCode::NOT_FOUND),
             FindingNotFound { .. } => ("finding_not_found", StatusCode::NOT_FOUND),
             JobNotFound(_) => ("job_not_found", StatusCode::NOT_FOUND),
+            DeadLetterNotFound(_) => ("dead_letter_not_found", StatusCode::NOT_FOUND),
             RouteNotFound(_) => ("route_not_found", StatusCode::NOT_FOUND),
             MethodNotAllowed(_) => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
             RoutingRejected { .. } => ("routing_rejected", StatusCode::UNPROCESSABLE_ENTITY),
+            TaskNotAllowed { .. } => ("task_not_allowed", StatusCode::FORBIDDEN),
             MissingKey => ("missing_api_key", StatusCode::UNAUTHORIZED),
             InvalidKey => ("invalid_api_key", StatusCode::UNAUTHORIZED),
             KeyRevoked => ("api_key_revoked", StatusCode::UNAUTHORIZED),
@@ -211,6 +222,15 @@ impl From<jobs::JobError> for ApiError {
             },
             J::NotFound(id) => ApiError::JobNotFound(id),
             J::RoutingRejected { reason, details } => ApiError::RoutingRejected { reason, details },
+            J::TaskNotAllowed {
+                task,
+                queue,
+                reason,
+            } => ApiError::TaskNotAllowed {
+                task,
+                queue,
+                reason,
+            },
             J::BrokerUnavailable(m) => ApiError::BrokerUnavailable(m),
             J::Internal(m) => ApiError::Internal(m),
         }

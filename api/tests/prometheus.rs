@@ -116,6 +116,9 @@ fn dashboard_exprs(dir: &Path) -> Vec<(String, String, String)> {
     out
 }
 
+/// The coordinator's job key in this test (job submission needs one).
+const COORDINATOR_JOB_KEY: &str = "prometheus-test-job-key";
+
 #[test]
 fn prometheus_scrapes_every_process_and_every_dashboard_and_alert_expression_has_data() {
     let redis = redis_db_or_skip!();
@@ -149,7 +152,8 @@ fn prometheus_scrapes_every_process_and_every_dashboard_and_alert_expression_has
     let mut cmd = Command::new(testkit::bin("celeriac-coordinator"));
     cmd.args(["-b", &redis.url, "--config"])
         .arg(root.join("worker-config.yaml"))
-        .args(["serve", "--bind", &format!("127.0.0.1:{coordinator_port}")]);
+        .args(["serve", "--bind", &format!("127.0.0.1:{coordinator_port}")])
+        .env("CELERIAC_JOB_KEY", COORDINATOR_JOB_KEY);
     let coordinator = Child::spawn("celeriac-coordinator", &mut cmd);
     coordinator.wait_for_output("celeriac-coordinator listening", Duration::from_secs(30));
     let api = Api::start(
@@ -180,16 +184,14 @@ fn prometheus_scrapes_every_process_and_every_dashboard_and_alert_expression_has
         j["state"] == "SUCCESS" || j["state"] == "FAILURE"
     });
     assert!(finished, "the analysis did not finish");
-    let r = post(
-        &format!("http://127.0.0.1:{coordinator_port}/api/v1/jobs"),
-        None,
-        &json!({"task": "celeriac.add", "args": [2, 3]}),
-    );
-    assert!(
-        r.status == 200 || r.status == 201 || r.status == 202,
-        "{}",
-        r.body
-    );
+    let status = ureq::post(&format!("http://127.0.0.1:{coordinator_port}/api/v1/jobs"))
+        .header("Authorization", format!("Bearer {COORDINATOR_JOB_KEY}"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_json(json!({"task": "celeriac.add", "args": [2, 3]}))
+        .map(|r| r.status().as_u16());
+    assert!(matches!(status, Ok(201)), "{status:?}");
 
     // Prometheus: a config like deploy/prometheus/prometheus.yml (same job names, the same rule file), scraping every
     // second.

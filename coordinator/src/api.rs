@@ -2,10 +2,10 @@
 //!
 //! | method and path | what |
 //! |---|---|
-//! | `POST /api/v1/jobs` | submit: returns the job id and the routing decision |
+//! | `POST /api/v1/jobs` | submit (job key or admin key): returns the job id and the routing decision |
 //! | `GET /api/v1/jobs/{id}` | state from the Celery result backend, progress, worker, decision |
 //! | `GET /api/v1/jobs/{id}/events` | server-sent events of state and progress until a ready state |
-//! | `DELETE /api/v1/jobs/{id}?terminate=true` | revoke (remote control), optionally terminate |
+//! | `DELETE /api/v1/jobs/{id}?terminate=true` | revoke (job key or admin key; remote control), optionally terminate |
 //! | `GET /api/v1/workers` | the registry with capabilities and routing weight |
 //! | `POST /api/v1/workers/register` | a worker registers itself with a token |
 //! | `GET /api/v1/routing/explain?task=..` | the decision a job would get, without publishing |
@@ -130,7 +130,11 @@ async fn metrics(state: Data<AppState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-async fn submit_job(state: Data<AppState>, body: Json<::jobs::JobRequest>) -> Result<HttpResponse> {
+async fn submit_job(
+    _caller: JobCaller,
+    state: Data<AppState>,
+    body: Json<::jobs::JobRequest>,
+) -> Result<HttpResponse> {
     let record = crate::jobs::submit(&state, &body).await?;
     Ok(HttpResponse::Created().json(json!({
         "id": record.id,
@@ -153,6 +157,7 @@ struct RevokeQuery {
 }
 
 async fn revoke_job(
+    _caller: JobCaller,
     state: Data<AppState>,
     id: Path<String>,
     q: Query<RevokeQuery>,
@@ -325,8 +330,25 @@ async fn explain(state: Data<AppState>, q: Query<ExplainQuery>) -> Result<HttpRe
         queue: q.queue.clone(),
         requirements,
     };
+    // A task the allow-list refuses gets the answer a submission would get.
+    state.jobs.check_allowed(&job)?;
     let decision = state.jobs.decide(&job);
     Ok(HttpResponse::Ok().json(json!({"decision": decision})))
+}
+
+/// The key a request presents: `Authorization: Bearer <key>`, else the named header.
+fn presented_key(req: &HttpRequest, header: &str) -> Option<String> {
+    bearer(req).or_else(|| {
+        req.headers()
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.trim().to_string())
+    })
+}
+
+/// Compare digests so the comparison time does not depend on where the strings differ.
+fn same_key(given: &str, key: &str) -> bool {
+    hash_token(given) == hash_token(key)
 }
 
 /// Admin check: the configured key as `Authorization: Bearer <key>` or `X-Admin-Key`.
@@ -334,17 +356,45 @@ fn require_admin(state: &AppState, req: &HttpRequest) -> Result<()> {
     let Some(key) = &state.settings.admin_key else {
         return Err(ApiError::AdminDisabled);
     };
-    let given = bearer(req).or_else(|| {
-        req.headers()
-            .get("x-admin-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    });
-    match given {
+    match presented_key(req, "x-admin-key") {
         None => Err(ApiError::MissingAdminKey),
-        // Compare digests so the comparison time does not depend on where the strings differ.
-        Some(g) if hash_token(&g) == hash_token(key) => Ok(()),
+        Some(g) if same_key(&g, key) => Ok(()),
         Some(_) => Err(ApiError::InvalidAdminKey),
+    }
+}
+
+/// Proof that the request presented the job key or the admin key ([`require_job_key`]). Taken as a handler's first
+/// argument, it is checked before the body is read, so a caller without a key learns nothing about the body rules.
+pub struct JobCaller;
+
+impl actix_web::FromRequest for JobCaller {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<JobCaller>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(match req.app_data::<Data<AppState>>() {
+            Some(state) => require_job_key(state, req).map(|()| JobCaller),
+            None => Err(ApiError::Internal("no application state".into())),
+        })
+    }
+}
+
+/// Job submission and revocation: the job key or the admin key, as `Authorization: Bearer <key>` or `X-Job-Key`
+/// (`X-Admin-Key` is read too). With neither key configured, jobs cannot be submitted over HTTP at all.
+fn require_job_key(state: &AppState, req: &HttpRequest) -> Result<()> {
+    let keys: Vec<&String> = [&state.settings.job_key, &state.settings.admin_key]
+        .into_iter()
+        .flatten()
+        .collect();
+    if keys.is_empty() {
+        return Err(ApiError::JobsDisabled);
+    }
+    let given = presented_key(req, "x-job-key").or_else(|| presented_key(req, "x-admin-key"));
+    match given {
+        None => Err(ApiError::MissingJobKey),
+        // Both digests are always computed, so the time does not tell which key matched.
+        Some(g) if keys.iter().fold(false, |ok, k| same_key(&g, k) | ok) => Ok(()),
+        Some(_) => Err(ApiError::InvalidJobKey),
     }
 }
 

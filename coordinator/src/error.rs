@@ -27,6 +27,22 @@ pub enum ApiError {
     InvalidAdminKey,
     #[error("admin endpoints are disabled: no admin key is configured (CELERIAC_ADMIN_KEY)")]
     AdminDisabled,
+    #[error(
+        "submitting or revoking a job needs the job key or the admin key (Authorization: Bearer <key> or X-Job-Key)"
+    )]
+    MissingJobKey,
+    #[error("the job key is wrong")]
+    InvalidJobKey,
+    #[error(
+        "job submission is disabled: no job key or admin key is configured (CELERIAC_JOB_KEY or CELERIAC_ADMIN_KEY)"
+    )]
+    JobsDisabled,
+    #[error("task {task:?} is not allowed on queue {queue:?}: {reason}")]
+    TaskNotAllowed {
+        task: String,
+        queue: String,
+        reason: String,
+    },
     #[error("registration needs a token (Authorization: Bearer <token> or `token` in the body)")]
     MissingToken,
     #[error("the registration token is not valid")]
@@ -59,6 +75,10 @@ impl ApiError {
             MissingAdminKey => ("missing_admin_key", StatusCode::UNAUTHORIZED),
             InvalidAdminKey => ("invalid_admin_key", StatusCode::FORBIDDEN),
             AdminDisabled => ("admin_disabled", StatusCode::FORBIDDEN),
+            MissingJobKey => ("missing_job_key", StatusCode::UNAUTHORIZED),
+            InvalidJobKey => ("invalid_job_key", StatusCode::FORBIDDEN),
+            JobsDisabled => ("jobs_disabled", StatusCode::FORBIDDEN),
+            TaskNotAllowed { .. } => ("task_not_allowed", StatusCode::FORBIDDEN),
             MissingToken => ("missing_registration_token", StatusCode::UNAUTHORIZED),
             InvalidToken => ("invalid_registration_token", StatusCode::UNAUTHORIZED),
             TokenRevoked => ("registration_token_revoked", StatusCode::UNAUTHORIZED),
@@ -124,6 +144,15 @@ impl From<JobError> for ApiError {
             JobError::RoutingRejected { reason, details } => {
                 ApiError::RoutingRejected { reason, details }
             }
+            JobError::TaskNotAllowed {
+                task,
+                queue,
+                reason,
+            } => ApiError::TaskNotAllowed {
+                task,
+                queue,
+                reason,
+            },
             JobError::BrokerUnavailable(m) => ApiError::BrokerUnavailable(m),
             JobError::Internal(m) => ApiError::Internal(m),
         }

@@ -39,6 +39,9 @@ pub struct Settings {
     pub config_path: PathBuf,
     /// Key for admin endpoints; `None` disables them.
     pub admin_key: Option<String>,
+    /// Key for submitting and revoking jobs (the admin key is accepted too); with neither key set, job submission
+    /// is refused (`jobs_disabled`).
+    pub job_key: Option<String>,
     /// Result backend URL when it differs from the broker.
     pub result_backend: Option<String>,
     /// How often `inspect active_queues/stats/active` is broadcast.
@@ -61,6 +64,7 @@ impl Settings {
             bind: "0.0.0.0:8082".parse().expect("address"),
             config_path,
             admin_key: None,
+            job_key: None,
             result_backend: None,
             inspect_interval: Duration::from_secs(5),
             inspect_timeout: Duration::from_millis(1000),

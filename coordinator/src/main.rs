@@ -49,6 +49,10 @@ enum Command {
         /// Key for the admin endpoints; without it they answer `admin_disabled`.
         #[arg(long, env = "CELERIAC_ADMIN_KEY", hide_env_values = true)]
         admin_key: Option<String>,
+        /// Key for submitting and revoking jobs (`POST`/`DELETE /api/v1/jobs`); the admin key works there too.
+        /// Without either, job submission answers `jobs_disabled`.
+        #[arg(long, env = "CELERIAC_JOB_KEY", hide_env_values = true)]
+        job_key: Option<String>,
         /// Seconds between inspect rounds.
         #[arg(long, default_value_t = 5.0)]
         inspect_interval: f64,
@@ -139,6 +143,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve {
         bind: "0.0.0.0:8082".parse()?,
         admin_key: std::env::var("CELERIAC_ADMIN_KEY").ok(),
+        job_key: std::env::var("CELERIAC_JOB_KEY").ok(),
         inspect_interval: 5.0,
         inspect_timeout: 1.0,
         lease_ttl: std::env::var("CELERIAC_LEASE_TTL")
@@ -222,6 +227,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             bind,
             admin_key,
+            job_key,
             inspect_interval,
             inspect_timeout,
             lease_ttl,
@@ -229,6 +235,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             let mut settings = Settings::new(cli.config);
             settings.bind = bind;
             settings.admin_key = admin_key.filter(|k| !k.is_empty());
+            settings.job_key = job_key.filter(|k| !k.is_empty());
             settings.result_backend = cli.result_backend.filter(|u| *u != cli.broker);
             settings.inspect_interval = Duration::from_secs_f64(inspect_interval.max(0.2));
             settings.inspect_timeout = Duration::from_secs_f64(inspect_timeout.max(0.05));

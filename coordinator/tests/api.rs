@@ -54,6 +54,7 @@ async fn error_table_codes_and_statuses() {
         app,
         test::TestRequest::post()
             .uri("/api/v1/jobs")
+            .insert_header(("x-job-key", JOB_KEY))
             .insert_header(("content-type", "application/json"))
             .set_payload("{not json")
     );
@@ -63,6 +64,7 @@ async fn error_table_codes_and_statuses() {
         app,
         test::TestRequest::post()
             .uri("/api/v1/jobs")
+            .insert_header(("x-job-key", JOB_KEY))
             .set_json(json!({"task": "t", "colour": "red"}))
     );
     assert_eq!((s, code(&v)), (400, "bad_request"), "{v}");
@@ -72,6 +74,7 @@ async fn error_table_codes_and_statuses() {
         app,
         test::TestRequest::post()
             .uri("/api/v1/jobs")
+            .insert_header(("x-job-key", JOB_KEY))
             .set_json(json!({"task": "t", "priority": 12}))
     );
     assert_eq!((s, code(&v)), (400, "invalid_job"), "{v}");
@@ -80,6 +83,7 @@ async fn error_table_codes_and_statuses() {
         app,
         test::TestRequest::post()
             .uri("/api/v1/jobs")
+            .insert_header(("x-job-key", JOB_KEY))
             .set_json(json!({"task": "t", "requirements": {"min_ram": 4}}))
     );
     assert_eq!((s, code(&v)), (400, "invalid_requirements"), "{v}");
@@ -88,6 +92,7 @@ async fn error_table_codes_and_statuses() {
         app,
         test::TestRequest::post()
             .uri("/api/v1/jobs")
+            .insert_header(("x-job-key", JOB_KEY))
             .set_json(json!({"task": "t", "countdown": 1, "eta": "2030-01-01T00:00:00Z"}))
     );
     assert_eq!((s, code(&v)), (400, "invalid_job"), "{v}");
@@ -100,6 +105,7 @@ async fn error_table_codes_and_statuses() {
         app,
         test::TestRequest::post()
             .uri("/api/v1/jobs")
+            .insert_header(("x-job-key", JOB_KEY))
             .set_json(json!({"task": "t", "queue": "work"}))
     );
     assert_eq!((s, code(&v)), (422, "routing_rejected"), "{v}");
@@ -127,7 +133,7 @@ async fn submit_routes_by_priority_records_and_reports_state() {
 
     let (s, v) = call!(
         app,
-        test::TestRequest::post().uri("/api/v1/jobs").set_json(json!({
+        test::TestRequest::post().uri("/api/v1/jobs").insert_header(("x-job-key", JOB_KEY)).set_json(json!({
             "task": "celeriac.add", "args": [2, 3], "queue": "work", "priority": 3, "expires": 600
         }))
     );
@@ -202,6 +208,7 @@ async fn submit_routes_by_priority_records_and_reports_state() {
         app,
         test::TestRequest::post()
             .uri("/api/v1/jobs")
+            .insert_header(("x-job-key", JOB_KEY))
             .set_json(json!({"task": "celeriac.ping"}))
     );
     assert_eq!((s, v["queue"].as_str()), (201, Some("celery")), "{v}");
@@ -220,7 +227,9 @@ async fn submit_routes_by_priority_records_and_reports_state() {
     // Revoke: accepted and recorded.
     let (s, v) = call!(
         app,
-        test::TestRequest::delete().uri(&format!("/api/v1/jobs/{id}?terminate=true"))
+        test::TestRequest::delete()
+            .uri(&format!("/api/v1/jobs/{id}?terminate=true"))
+            .insert_header(("x-job-key", JOB_KEY))
     );
     assert_eq!((s, v["revoked"].as_bool()), (202, Some(true)));
     let (_, v) = call!(
@@ -330,6 +339,7 @@ async fn sse_streams_states_until_ready() {
         app,
         test::TestRequest::post()
             .uri("/api/v1/jobs")
+            .insert_header(("x-job-key", JOB_KEY))
             .set_json(json!({"task": "celeriac.ping"}))
     );
     assert_eq!(s, 201);
@@ -586,6 +596,7 @@ async fn require_registration_refuses_unregistered_workers() {
         app,
         test::TestRequest::post()
             .uri("/api/v1/jobs")
+            .insert_header(("x-job-key", JOB_KEY))
             .set_json(json!({"task": "t", "queue": "work"}))
     );
     assert_eq!(s, 201, "{v}");
@@ -620,6 +631,7 @@ async fn config_reload_keeps_the_old_config_when_the_new_one_is_bad() {
         app,
         test::TestRequest::post()
             .uri("/api/v1/jobs")
+            .insert_header(("x-job-key", JOB_KEY))
             .set_json(json!({"task": "t", "queue": "work"}))
     );
     assert_eq!((s, v["node"].as_str()), (201, Some("fast@h")), "{v}");
@@ -649,6 +661,7 @@ async fn config_reload_keeps_the_old_config_when_the_new_one_is_bad() {
         app,
         test::TestRequest::post()
             .uri("/api/v1/jobs")
+            .insert_header(("x-job-key", JOB_KEY))
             .set_json(json!({"task": "t", "queue": "work"}))
     );
     assert_eq!(v["queue"], "work", "{v}");

@@ -34,9 +34,13 @@ impl Drop for TempConfig {
     }
 }
 
+/// The job key every test coordinator is started with ([`http`] sends it as `X-Job-Key`).
+pub const JOB_KEY: &str = "job-key-for-tests";
+
 pub fn settings(config: &TempConfig, admin: Option<&str>) -> Settings {
     let mut s = Settings::new(config.path.clone());
     s.admin_key = admin.map(str::to_string);
+    s.job_key = Some(JOB_KEY.to_string());
     s.inspect_interval = Duration::from_millis(500);
     s.inspect_timeout = Duration::from_millis(300);
     s.reroute_interval = Duration::from_millis(300);
@@ -98,7 +102,8 @@ pub fn code(v: &Value) -> &str {
     v["code"].as_str().unwrap_or("")
 }
 
-/// A minimal HTTP/1.1 client for the real server: one request per connection, JSON in and out.
+/// A minimal HTTP/1.1 client for the real server: one request per connection, JSON in and out, with the tests'
+/// job key as `X-Job-Key`.
 pub async fn http(
     addr: std::net::SocketAddr,
     method: &str,
@@ -107,7 +112,9 @@ pub async fn http(
 ) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nX-Job-Key: {JOB_KEY}\r\n"
+    );
     if body.is_some() {
         req.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",

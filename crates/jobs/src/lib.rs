@@ -57,6 +57,14 @@ pub enum JobError {
         reason: String,
         details: serde_json::Value,
     },
+    /// `allowed_tasks` in `worker-config.yaml` does not allow this task on the job's queue; nothing was recorded or
+    /// published (403 `task_not_allowed`). `reason` names the list and what it allows.
+    #[error("task {task:?} is not allowed on queue {queue:?}: {reason}")]
+    TaskNotAllowed {
+        task: String,
+        queue: String,
+        reason: String,
+    },
     /// Redis (broker or result backend) cannot be reached (503).
     #[error("the broker is unavailable: {0}")]
     BrokerUnavailable(String),

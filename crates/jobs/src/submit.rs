@@ -130,11 +130,30 @@ pub fn validate(req: &JobRequest) -> Result<Validated, JobError> {
 }
 
 impl Jobs {
-    /// Validate, decide, record, publish (record first). A rejection is recorded and returned as
-    /// [`JobError::RoutingRejected`] with `{"job_id", "decision"}` as details. Returns the record; the caller
+    /// Refuse a task that `allowed_tasks` in the live `worker-config.yaml` does not allow on the job's effective
+    /// queue (the queue it names, else its task rule's, else the default queue).
+    pub fn check_allowed(&self, job: &Job) -> Result<(), JobError> {
+        let config = self.config.get();
+        let queue = config.effective(&job.task, job.queue.as_deref()).queue;
+        config
+            .check_task_allowed(&job.task, &queue)
+            .map_err(|reason| JobError::TaskNotAllowed {
+                task: job.task.clone(),
+                queue,
+                reason,
+            })
+    }
+
+    /// Validate, check the allow-list, decide, record, publish (record first). A task the allow-list refuses is
+    /// neither recorded nor published ([`JobError::TaskNotAllowed`]). A routing rejection is recorded and returned
+    /// as [`JobError::RoutingRejected`] with `{"job_id", "decision"}` as details. Returns the record; the caller
     /// counts its metrics from `record.decision`.
     pub async fn submit(&self, req: &JobRequest) -> Result<JobRecord, JobError> {
         let Validated { job, mut request } = validate(req)?;
+        if let Err(e) = self.check_allowed(&job) {
+            tracing::warn!(task = %job.task, error = %e, "job refused");
+            return Err(e);
+        }
         let decision = self.decide(&job);
         let mut record = JobRecord {
             id: request.id.clone(),
