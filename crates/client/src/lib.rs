@@ -41,6 +41,9 @@ impl From<broker::BrokerError> for ClientError {
     }
 }
 
+/// An encoded envelope and its priority, as [`Broker::publish_many`] takes them.
+type Encoded = (u8, Vec<u8>);
+
 /// Where the client reads results.
 enum Results {
     Redis {
@@ -208,7 +211,7 @@ impl Client {
             }
             return Ok(());
         };
-        let mut by_queue: Vec<(&str, Vec<(u8, Vec<u8>)>)> = Vec::new();
+        let mut by_queue: Vec<(&str, Vec<Encoded>)> = Vec::new();
         for req in reqs {
             let envelope = req.envelope();
             let item = (envelope.priority, envelope.encode());
