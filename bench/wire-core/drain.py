@@ -87,7 +87,7 @@ def log_path(kind):
     return os.path.join(HERE, 'results', 'worker-%s.log' % kind)
 
 
-def start(kind, mode, n):
+def start(kind, mode="noresult", n=0):
     env = dict(os.environ, CELERY_BROKER_URL=URL, CELERY_RESULT_BACKEND=URL, PYTHONUNBUFFERED='1')
     log = open(log_path(kind), 'w')
     if kind == 'redis-limit':
