@@ -27,9 +27,10 @@
 //! `longtail_day_cache`, keyed by a fingerprint of that day's sessions; a re-run recomputes only changed days and
 //! says in its result how much it reused.
 
+mod longtail;
 mod readiness;
 
-use analysis::{BotnetParams, DayAggregate, LongtailParams, Progress, Session, SnowshoeParams};
+use analysis::{BotnetParams, Progress, Session, SnowshoeParams};
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -45,6 +46,36 @@ pub use readiness::SchemaState;
 pub const LONGTAIL: &str = "cowrieprocessor.workers.longtail_analysis";
 pub const SNOWSHOE: &str = "cowrieprocessor.workers.snowshoe_detection";
 pub const BOTNET: &str = "cowrieprocessor.workers.botnet_detection";
+/// The chord header task of a fanned-out longtail: one UTC day reduced to its cached aggregate.
+pub const LONGTAIL_DAY: &str = "cowrieprocessor.workers.longtail_day";
+/// The chord body of a fanned-out longtail: the window's result from the cached days.
+pub const LONGTAIL_MERGE: &str = "cowrieprocessor.workers.longtail_merge";
+
+/// How many threads the analyses' parallel loops use (0 until [`set_cpu_threads`]: then the machine's cores).
+static CPU_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static CPU_POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+
+/// Bound the analyses' parallel loops to `n` threads (the worker's concurrency: a task's CPU work never takes more
+/// cores than the worker was given). Takes effect if called before the first analysis runs; later calls are ignored.
+pub fn set_cpu_threads(n: usize) {
+    CPU_THREADS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The rayon pool every analysis runs in (see [`set_cpu_threads`]); concurrent tasks share its threads.
+pub(crate) fn cpu() -> &'static rayon::ThreadPool {
+    CPU_POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let n = match CPU_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => cores,
+            n => n,
+        };
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("analysis-{i}"))
+            .build()
+            .expect("analysis thread pool")
+    })
+}
 
 /// The signature of the three tasks: `(sensor=None, time_window="7d", **thresholds)`.
 const PARAMS: &[&str] = &["sensor=null", "time_window=\"7d\"", "**thresholds"];
@@ -171,7 +202,7 @@ fn db_unavailable(msg: &str) -> TaskError {
     }
 }
 
-fn db_error(e: store::StoreError) -> TaskError {
+pub(crate) fn db_error(e: store::StoreError) -> TaskError {
     if e.is_retryable() {
         db_unavailable(&e.to_string())
     } else {
@@ -179,11 +210,11 @@ fn db_error(e: store::StoreError) -> TaskError {
     }
 }
 
-fn analysis_error(e: analysis::AnalysisError) -> TaskError {
+pub(crate) fn analysis_error(e: analysis::AnalysisError) -> TaskError {
     TaskError::fail("ValueError", e.to_string())
 }
 
-/// Register the three analysis tasks against this database.
+/// Register the analysis tasks against this database: the three of the original, and longtail's chord pieces.
 pub fn register(reg: &mut TaskRegistry, db: Arc<AnalysisDb>) {
     let opts = TaskOptions {
         acks_late: true,
@@ -193,8 +224,37 @@ pub fn register(reg: &mut TaskRegistry, db: Arc<AnalysisDb>) {
     reg.register(
         Task::new(LONGTAIL, PARAMS, move |ctx, args: Args| {
             let db = d.clone();
-            async move { longtail_task(db, ctx, args).await }
+            async move { longtail::longtail_task(db, ctx, args).await }
         })
+        .with_options(opts.clone()),
+    );
+    let d = db.clone();
+    reg.register(
+        Task::new(
+            LONGTAIL_DAY,
+            &["sensor=null", "day=null", "**thresholds"],
+            move |_ctx, args: Args| {
+                let db = d.clone();
+                async move { longtail::longtail_day_task(db, args).await }
+            },
+        )
+        .with_options(opts.clone()),
+    );
+    let d = db.clone();
+    reg.register(
+        Task::new(
+            LONGTAIL_MERGE,
+            &[
+                "day_results",
+                "sensor=null",
+                "time_window=\"7d\"",
+                "**thresholds",
+            ],
+            move |ctx, args: (Value, Value, Value, Map<String, Value>)| {
+                let db = d.clone();
+                async move { longtail::longtail_merge_task(db, ctx, args).await }
+            },
+        )
         .with_options(opts.clone()),
     );
     let d = db.clone();
@@ -222,10 +282,10 @@ pub fn parse_window(v: &Value, now: DateTime<Utc>) -> Result<Window, TaskError> 
 }
 
 /// The bound `(sensor, time_window, thresholds)`.
-type Args = (Value, Value, Map<String, Value>);
+pub(crate) type Args = (Value, Value, Map<String, Value>);
 
 /// `sensor` as a filter: null, `""` or `"*"` mean all sensors; anything but a string is a TypeError.
-fn sensor_arg(task: &str, sensor: Value) -> Result<Option<String>, TaskError> {
+pub(crate) fn sensor_arg(task: &str, sensor: Value) -> Result<Option<String>, TaskError> {
     match sensor {
         Value::Null => Ok(None),
         Value::String(s) if s.is_empty() || s == "*" => Ok(None),
@@ -237,7 +297,7 @@ fn sensor_arg(task: &str, sensor: Value) -> Result<Option<String>, TaskError> {
 }
 
 /// Thresholds from keyword arguments onto the defaults; unknown names are a TypeError like Python's.
-fn params_from<P: Serialize + DeserializeOwned + Default>(
+pub(crate) fn params_from<P: Serialize + DeserializeOwned + Default>(
     task: &str,
     kwargs: Map<String, Value>,
 ) -> Result<P, TaskError> {
@@ -258,7 +318,7 @@ fn params_from<P: Serialize + DeserializeOwned + Default>(
 }
 
 /// Turns analysis progress into throttled Celery PROGRESS updates.
-fn progress_reporter(
+pub(crate) fn progress_reporter(
     ctx: &TaskContext,
     offset: u64,
     total_hint: Arc<Mutex<u64>>,
@@ -355,19 +415,8 @@ async fn load_sessions(
     Ok(rows.into_iter().map(to_session).collect())
 }
 
-/// A stable key for the parameters that shape a day aggregate (FNV-1a of their JSON).
-fn params_key(p: &LongtailParams) -> String {
-    let text = serde_json::to_string(p).expect("parameters serialise");
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
-
 /// Full UTC days inside the window, and the partial pieces at its edges.
-fn split_days(w: Window) -> (Vec<NaiveDate>, Vec<Window>) {
+pub(crate) fn split_days(w: Window) -> (Vec<NaiveDate>, Vec<Window>) {
     let day_start = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
     let mut first = w.start.date_naive();
     if day_start(first) < w.start {
@@ -401,121 +450,15 @@ fn split_days(w: Window) -> (Vec<NaiveDate>, Vec<Window>) {
     (days, edges)
 }
 
-async fn longtail_task(
-    db: Arc<AnalysisDb>,
-    ctx: TaskContext,
-    (sensor, window_v, kwargs): Args,
-) -> Result<Value, TaskError> {
-    let started = Instant::now();
-    let sensor = sensor_arg(LONGTAIL, sensor)?;
-    let window = parse_window(&window_v, Utc::now())?;
-    let params: LongtailParams = params_from(LONGTAIL, kwargs)?;
-    params.validate().map_err(analysis_error)?;
-    let key = params_key(&params);
-    let sensor_ref = sensor.as_deref();
-    let (days, edges) = split_days(window);
-    let steps = Arc::new(Mutex::new((days.len() + edges.len() + 1) as u64));
-    ctx.update_state("PROGRESS", json!({"stage": "fingerprint", "current": 0, "total": days.len(), "step": 0, "steps": *steps.lock().expect("steps")}));
-
-    // Which days changed since their aggregate was cached?
-    let phase = Instant::now();
-    let (fingerprints, cached) = {
-        let mut conn = db.read().await?;
-        let fps =
-            store::day_cache::day_fingerprints(&mut conn, sensor_ref, window.start, window.end)
-                .await
-                .map_err(db_error)?;
-        let cached = store::day_cache::load_days(&mut conn, sensor_ref, &key, &days)
-            .await
-            .map_err(db_error)?;
-        (fps, cached)
-    };
-    let read_cache_s = phase.elapsed().as_secs_f64();
-    let phase = Instant::now();
-    let mut decode_s = 0.0;
-    let mut aggregates: Vec<DayAggregate> = Vec::with_capacity(days.len() + edges.len());
-    let (mut reused, mut recomputed, mut sessions_read, mut sessions_reused) =
-        (0usize, 0usize, 0usize, 0usize);
-    for (i, day) in days.iter().enumerate() {
-        ctx.check_stop()?;
-        let Some((fp, count)) = fingerprints.get(day).cloned() else {
-            continue;
-        };
-        let hit = cached
-            .iter()
-            .find(|c| c.day == *day && c.fingerprint == fp && c.format_version == AGG_FORMAT);
-        let t = Instant::now();
-        let decoded =
-            hit.and_then(|c| serde_json::from_value::<DayAggregate>(c.aggregate.clone()).ok());
-        decode_s += t.elapsed().as_secs_f64();
-        if let Some(agg) = decoded {
-            reused += 1;
-            sessions_reused += count as usize;
-            aggregates.push(agg);
-            continue;
-        }
-        let from = day.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-        let sessions = load_sessions(&db, sensor_ref, from, from + ChronoDuration::days(1)).await?;
-        sessions_read += sessions.len();
-        let p = params.clone();
-        let d = *day;
-        let mut report = progress_reporter(&ctx, i as u64, steps.clone());
-        let agg = run_blocking(move || {
-            DayAggregate::from_sessions(Some(d), &sessions, &p, &mut report).map_err(analysis_error)
-        })
-        .await?;
-        let value = serde_json::to_value(&agg)
-            .map_err(|e| TaskError::fail("RuntimeError", e.to_string()))?;
-        let entry = store::day_cache::CachedDay {
-            day: d,
-            fingerprint: fp,
-            format_version: AGG_FORMAT,
-            session_count: count as i32,
-            aggregate: value,
-        };
-        let mut conn = db.write().await?;
-        store::day_cache::store_day(&mut conn, sensor_ref, &key, &entry)
-            .await
-            .map_err(db_error)?;
-        recomputed += 1;
-        aggregates.push(agg);
-    }
-    for edge in &edges {
-        let sessions = load_sessions(&db, sensor_ref, edge.start, edge.end).await?;
-        sessions_read += sessions.len();
-        let p = params.clone();
-        let mut report = progress_reporter(&ctx, days.len() as u64, steps.clone());
-        aggregates.push(
-            run_blocking(move || {
-                DayAggregate::from_sessions(None, &sessions, &p, &mut report)
-                    .map_err(analysis_error)
-            })
-            .await?,
-        );
-    }
-    let collect_s = phase.elapsed().as_secs_f64();
-    let phase = Instant::now();
-    let p = params.clone();
-    let mut report = progress_reporter(&ctx, (days.len() + edges.len()) as u64, steps.clone());
-    let mut result = run_blocking(move || {
-        analysis::longtail_from_aggregates(aggregates, &p, &mut report).map_err(analysis_error)
-    })
-    .await?;
-    let analyze_s = phase.elapsed().as_secs_f64();
-    result.memory_usage_mb = peak_rss_mb();
-    let mut out = serde_json::to_value(&result)
-        .map_err(|e| TaskError::fail("RuntimeError", e.to_string()))?;
-    let days_with_data = days.iter().filter(|d| fingerprints.contains_key(d)).count();
-    let incremental = json!({
-        "days_in_window": days.len(), "days_total": days_with_data, "days_reused": reused, "days_recomputed": recomputed,
-        "edge_ranges": edges.len(), "sessions_read": sessions_read, "sessions_reused": sessions_reused,
-        "seconds": {"fingerprints_and_cache_read": read_cache_s, "days_collected": collect_s, "cache_decode": decode_s, "analysis": analyze_s},
-    });
-    out["incremental"] = incremental.clone();
-    out["sensor"] = json!(sensor);
-    out["window"] = json!({"start": celery_proto::time::isoformat(window.start), "end": celery_proto::time::isoformat(window.end)});
-
-    let analysis_row = store::analysis::NewLongtailAnalysis {
+/// The `longtail_analysis` row of a result (`out` is the result as returned: its lists as stored).
+pub(crate) fn analysis_row(
+    sensor: &Option<String>,
+    window: Window,
+    out: &Value,
+    started: Instant,
+) -> store::analysis::NewLongtailAnalysis {
+    let int = |k: &str| out[k].as_u64().unwrap_or(0).min(i32::MAX as u64) as i32;
+    store::analysis::NewLongtailAnalysis {
         sensor: sensor.clone(),
         window_start: window.start,
         window_end: window.end,
@@ -523,25 +466,31 @@ async fn longtail_task(
             ((window.end - window.start).num_seconds() as f64 / 86_400.0).ceil() as i32,
         ),
         confidence_score: None,
-        total_events_analyzed: result.total_events_analyzed.min(i32::MAX as u64) as i32,
-        rare_command_count: result.rare_command_count as i32,
-        anomalous_sequence_count: result.anomalous_sequence_count as i32,
-        outlier_session_count: result.outlier_session_count as i32,
-        emerging_pattern_count: result.emerging_pattern_count as i32,
-        high_entropy_payload_count: result.high_entropy_payload_count as i32,
+        total_events_analyzed: int("total_events_analyzed"),
+        rare_command_count: int("rare_command_count"),
+        anomalous_sequence_count: int("anomalous_sequence_count"),
+        outlier_session_count: int("outlier_session_count"),
+        emerging_pattern_count: int("emerging_pattern_count"),
+        high_entropy_payload_count: int("high_entropy_payload_count"),
         analysis_results: json!({
             "rare_commands": out["rare_commands"], "anomalous_sequences": out["anomalous_sequences"],
             "outlier_sessions": out["outlier_sessions"], "emerging_patterns": [], "high_entropy_payloads": [],
-            "incremental": incremental,
+            "session_lists_included": out["session_lists_included"], "incremental": out["incremental"],
         }),
-        statistical_summary: Some(result.statistical_summary.clone()),
-        recommendation: Some(result.recommendation.clone()),
+        statistical_summary: Some(out["statistical_summary"].clone()),
+        recommendation: out["recommendation"].as_str().map(str::to_owned),
         analysis_duration_seconds: Some(started.elapsed().as_secs_f64()),
-        memory_usage_mb: Some(result.memory_usage_mb),
-    };
+        memory_usage_mb: out["memory_usage_mb"].as_f64(),
+    }
+}
+
+/// One `longtail_detections` row per finding, as the original stores them; a rare command lists its sessions'
+/// ids in `detection_data.session_ids` (where the per-session lists stay available when the result leaves them out).
+pub(crate) fn detections(
+    result: &analysis::LongtailResult,
+) -> Vec<store::analysis::NewLongtailDetection> {
     let now = Utc::now();
     let mut detections = Vec::new();
-    // One row per finding, as the original stores them; a rare command lists its sessions in detection_data.
     for rc in &result.rare_commands {
         let ids: Vec<&str> = rc.sessions.iter().map(|s| s.session_id.as_str()).collect();
         detections.push(store::analysis::NewLongtailDetection {
@@ -577,19 +526,8 @@ async fn longtail_task(
             source_ip: o.src_ip.clone(),
         });
     }
-    let phase = Instant::now();
-    let mut conn = db.write().await?;
-    let id = store::analysis::insert_longtail_analysis(&mut conn, &analysis_row, &detections)
-        .await
-        .map_err(db_error)?;
-    out["analysis_id"] = json!(id);
-    out["incremental"]["seconds"]["store"] = json!(phase.elapsed().as_secs_f64());
-    out["incremental"]["seconds"]["task"] = json!(started.elapsed().as_secs_f64());
-    Ok(out)
+    detections
 }
-
-/// The `DayAggregate` format this build writes; older cache rows are recomputed.
-const AGG_FORMAT: i32 = 1;
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -631,24 +569,27 @@ where
     let mut report = progress_reporter(&ctx, 1, Arc::new(Mutex::new(2)));
     let params_json = serde_json::to_value(&params).expect("parameters serialise");
     let mut result = run_blocking(move || {
-        let v = match kind {
-            Kind::Snowshoe => {
-                let p: SnowshoeParams = serde_json::from_value(params_json)
-                    .map_err(|e| TaskError::fail("ValueError", e.to_string()))?;
-                serde_json::to_value(
-                    analysis::snowshoe(&sessions, hours, &p, &mut report)
-                        .map_err(analysis_error)?,
-                )
-            }
-            Kind::Botnet => {
-                let p: BotnetParams = serde_json::from_value(params_json)
-                    .map_err(|e| TaskError::fail("ValueError", e.to_string()))?;
-                serde_json::to_value(
-                    analysis::botnet(&sessions, hours, &p, &mut report).map_err(analysis_error)?,
-                )
-            }
-        };
-        v.map_err(|e| TaskError::fail("RuntimeError", e.to_string()))
+        cpu().install(|| {
+            let v = match kind {
+                Kind::Snowshoe => {
+                    let p: SnowshoeParams = serde_json::from_value(params_json)
+                        .map_err(|e| TaskError::fail("ValueError", e.to_string()))?;
+                    serde_json::to_value(
+                        analysis::snowshoe(&sessions, hours, &p, &mut report)
+                            .map_err(analysis_error)?,
+                    )
+                }
+                Kind::Botnet => {
+                    let p: BotnetParams = serde_json::from_value(params_json)
+                        .map_err(|e| TaskError::fail("ValueError", e.to_string()))?;
+                    serde_json::to_value(
+                        analysis::botnet(&sessions, hours, &p, &mut report)
+                            .map_err(analysis_error)?,
+                    )
+                }
+            };
+            v.map_err(|e| TaskError::fail("RuntimeError", e.to_string()))
+        })
     })
     .await?;
     let mut conn = db.write().await?;
@@ -682,7 +623,7 @@ where
 }
 
 /// Peak resident memory of this process in MiB (`VmHWM`).
-fn peak_rss_mb() -> f64 {
+pub(crate) fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -697,6 +638,7 @@ fn peak_rss_mb() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use analysis::LongtailParams;
 
     fn t(s: &str) -> DateTime<Utc> {
         celery_proto::time::parse_iso(s).unwrap()

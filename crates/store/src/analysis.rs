@@ -346,3 +346,108 @@ pub async fn insert_botnet_detection(
         .await?;
     Ok(id)
 }
+
+/// What longtail reads of one session: the summary features and the command inputs, nothing else.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LongtailSessionRecord {
+    pub session_id: String,
+    pub src_ip: Option<String>,
+    pub first_event_at: DateTime<Utc>,
+    pub last_event_at: DateTime<Utc>,
+    pub login_attempts: i32,
+    pub file_downloads: i32,
+    /// `input` of every `cowrie.command.input` event, in log order (event time, then row id).
+    pub commands: Vec<String>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct LongtailSummaryRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    session_id: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    src_ip: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    first_event_at: DateTime<Utc>,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    last_event_at: DateTime<Utc>,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    login_attempts: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    file_downloads: i32,
+}
+
+#[derive(diesel::QueryableByName)]
+struct CommandRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    session_id: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    input: Option<String>,
+}
+
+/// The longtail inputs of the sessions of `sensor` (all when `None`) whose first event is in `[start, end)`, in
+/// session-id order: six summary columns, and the `input` text of their `cowrie.command.input` events (extracted
+/// by PostgreSQL, so no other event and no whole payload leaves the database).
+///
+/// Two statements: the summaries (by `ix_session_summaries_first_event_at` / `_sensor_first`), then the command
+/// events by `ix_raw_events_type_ts` over `[start, latest last_event_at]`, which holds every command of those
+/// sessions (a session's events lie between its first and last event); rows are streamed and sessions outside the
+/// set (started before `start`) are skipped as they arrive.
+pub async fn longtail_sessions_in_window(
+    conn: &mut AsyncPgConnection,
+    sensor: Option<&str>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Vec<LongtailSessionRecord>, StoreError> {
+    use diesel::sql_types::{Nullable, Text, Timestamptz};
+    use futures_util::TryStreamExt;
+    let summaries: Vec<LongtailSummaryRow> = diesel::sql_query(
+        "SELECT session_id, src_ip, first_event_at, last_event_at, login_attempts, file_downloads \
+         FROM session_summaries WHERE first_event_at >= $1 AND first_event_at < $2 \
+         AND ($3::text IS NULL OR sensor = $3) ORDER BY session_id",
+    )
+    .bind::<Timestamptz, _>(start)
+    .bind::<Timestamptz, _>(end)
+    .bind::<Nullable<Text>, _>(sensor)
+    .load(conn)
+    .await?;
+    let Some(latest) = summaries.iter().map(|r| r.last_event_at).max() else {
+        return Ok(Vec::new());
+    };
+    let index: HashMap<&str, usize> = summaries
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.session_id.as_str(), i))
+        .collect();
+    let mut commands: Vec<Vec<String>> = vec![Vec::new(); summaries.len()];
+    {
+        let mut rows = diesel::sql_query(
+            "SELECT session_id, CASE WHEN jsonb_typeof(payload->'input') = 'string' THEN payload->>'input' END AS input \
+             FROM raw_events \
+             WHERE event_type = 'cowrie.command.input' AND event_timestamp >= $1 AND event_timestamp <= $2 \
+             AND session_id IS NOT NULL ORDER BY session_id, event_timestamp, id",
+        )
+        .bind::<Timestamptz, _>(start)
+        .bind::<Timestamptz, _>(latest)
+        .load_stream::<CommandRow>(conn)
+        .await?;
+        while let Some(row) = rows.try_next().await? {
+            if let (Some(&i), Some(input)) = (index.get(row.session_id.as_str()), row.input) {
+                commands[i].push(input);
+            }
+        }
+    }
+    drop(index);
+    Ok(summaries
+        .into_iter()
+        .zip(commands)
+        .map(|(r, commands)| LongtailSessionRecord {
+            session_id: r.session_id,
+            src_ip: r.src_ip,
+            first_event_at: r.first_event_at,
+            last_event_at: r.last_event_at,
+            login_attempts: r.login_attempts,
+            file_downloads: r.file_downloads,
+            commands,
+        })
+        .collect())
+}

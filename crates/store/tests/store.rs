@@ -422,3 +422,112 @@ async fn rollups_count_each_event_once() {
     assert_eq!(commands.rolled, commands.raw);
     assert!(commands.raw > 0);
 }
+
+/// Longtail's narrow read gives the same sessions, features and commands (in log order) as the full read, also for
+/// a session that started before the window and typed commands inside it (left out: it starts earlier), a session
+/// running past the window's end (all its commands, even after the end), a second sensor, and a non-string input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn longtail_reads_only_features_and_commands_like_the_full_read() {
+    use store::analysis::longtail_sessions_in_window;
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let mut c = db.connect().await;
+    let cmd = |o: i64, s: &str, sensor: &str, secs: i64, input: serde_json::Value| {
+        ev(
+            o,
+            s,
+            sensor,
+            "cowrie.command.input",
+            secs,
+            json!({"input": input}),
+        )
+    };
+    let mut events = sample();
+    events.extend([
+        // Started 10 minutes before the window, commands inside it.
+        ev(
+            100,
+            "bbbbbbbbbbbb",
+            "s1",
+            "cowrie.session.connect",
+            -600,
+            json!({}),
+        ),
+        cmd(101, "bbbbbbbbbbbb", "s1", 30, json!("ls")),
+        // Starts in the window, runs two hours past its end; one command has a number for input.
+        ev(
+            200,
+            "cccccccccccc",
+            "s1",
+            "cowrie.session.connect",
+            60,
+            json!({}),
+        ),
+        cmd(201, "cccccccccccc", "s1", 9000, json!("late command")),
+        cmd(202, "cccccccccccc", "s1", 120, json!("early command")),
+        cmd(203, "cccccccccccc", "s1", 130, json!(5)),
+        ev(
+            204,
+            "cccccccccccc",
+            "s1",
+            "cowrie.login.failed",
+            61,
+            json!({"username": "a", "password": "b"}),
+        ),
+        // Another sensor.
+        ev(
+            300,
+            "dddddddddddd",
+            "s2",
+            "cowrie.session.connect",
+            10,
+            json!({}),
+        ),
+        cmd(301, "dddddddddddd", "s2", 11, json!("id")),
+    ]);
+    commit_batch(&mut c, &batch(events, 900)).await.unwrap();
+    for sensor in [None, Some("s1"), Some("s2")] {
+        let (start, end) = (t0(), t0() + Duration::hours(1));
+        let full = sessions_in_window(&mut c, sensor, start, end)
+            .await
+            .unwrap();
+        let narrow = longtail_sessions_in_window(&mut c, sensor, start, end)
+            .await
+            .unwrap();
+        let mut full_by_id: Vec<_> = full.iter().collect();
+        full_by_id.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        assert_eq!(narrow.len(), full.len(), "{sensor:?}");
+        for (n, f) in narrow.iter().zip(full_by_id) {
+            assert_eq!(n.session_id, f.session_id);
+            assert_eq!(n.commands, f.commands, "{}", n.session_id);
+            assert_eq!(
+                (&n.src_ip, n.first_event_at, n.last_event_at),
+                (&f.src_ip, f.first_event_at, f.last_event_at)
+            );
+            assert_eq!(
+                (n.login_attempts, n.file_downloads),
+                (f.login_attempts, f.file_downloads)
+            );
+        }
+    }
+    let all = longtail_sessions_in_window(&mut c, None, t0(), t0() + Duration::hours(1))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = all.iter().map(|s| s.session_id.as_str()).collect();
+    assert_eq!(ids, ["aaaaaaaaaaaa", "cccccccccccc", "dddddddddddd"]);
+    assert_eq!(all[1].commands, ["early command", "late command"]);
+    assert!(
+        longtail_sessions_in_window(
+            &mut c,
+            None,
+            t0() + Duration::hours(5),
+            t0() + Duration::hours(6)
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    );
+    drop(c);
+    db.drop_db().await;
+}

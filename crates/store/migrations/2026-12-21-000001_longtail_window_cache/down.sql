@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS longtail_window_cache;
