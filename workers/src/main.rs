@@ -240,6 +240,8 @@ fn main() -> anyhow::Result<()> {
         // database answers.
         let db = cowrie_tasks::AnalysisDb::new(&database_url, database_read_url.as_deref());
         cowrie_tasks::register(&mut registry, db.clone());
+        // The analyses' parallel loops use at most as many threads as the worker's concurrency.
+        cowrie_tasks::set_cpu_threads(config.concurrency);
         cowrie_tasks::spawn_prepare(db);
         let (transport, backend) = connect_broker_and_backend(&cli_broker, &config, &rx).await?;
         let worker = Worker::new(config, registry, transport, backend, rx);
