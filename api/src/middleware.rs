@@ -43,8 +43,8 @@ pub fn access(method: &Method, path: &str) -> Access {
     if path == "/api/v1/analyses" && method == Method::POST {
         return Access::Key(Some(Scope::JobsWrite), RouteClass::Analyses);
     }
-    if path == "/api/v1/cluster/dead-letters" {
-        // Whole task messages, arguments included.
+    if path == "/api/v1/cluster/dead-letters" || path.starts_with("/api/v1/cluster/dead-letters/") {
+        // Whole task messages, arguments included; replay, drop and purge change the cluster.
         return Access::Key(Some(Scope::Admin), RouteClass::Statistics);
     }
     if path.starts_with("/api/v1/jobs/") && method == Method::DELETE {
@@ -179,10 +179,16 @@ mod tests {
             access(&Method::DELETE, "/api/v1/jobs/abc"),
             Access::Key(Some(Scope::JobsWrite), RouteClass::Statistics)
         );
-        assert_eq!(
-            access(&get, "/api/v1/cluster/dead-letters"),
-            Access::Key(Some(Scope::Admin), RouteClass::Statistics)
-        );
+        for p in [
+            "/api/v1/cluster/dead-letters",
+            "/api/v1/cluster/dead-letters/abc",
+            "/api/v1/cluster/dead-letters/replay",
+        ] {
+            assert_eq!(
+                access(&get, p),
+                Access::Key(Some(Scope::Admin), RouteClass::Statistics)
+            );
+        }
         assert_eq!(
             access(&Method::POST, "/mcp"),
             Access::Key(None, RouteClass::Statistics)

@@ -437,14 +437,18 @@ async function loadDeadLetters() {
     const d = await api(url);
     $("dead-letters-note").replaceChildren(numLink(d.count, url, "count"),
       ` kept in all${d.count > d.entries.length ? `; the newest ${d.entries.length} are listed` : ""}.`);
-    fillTable($("dead-letters-table"), [["Time"], ["Queue"], ["Worker"], ["Reason"], ["Size", "num"], ["Message"]],
-      d.entries.map((e) => h("tr", { "data-dead": "1" },
+    fillTable($("dead-letters-table"), [["Time"], ["Queue"], ["Worker"], ["Reason"], ["Size", "num"], ["Message"], ["Actions"]],
+      d.entries.map((e) => h("tr", { "data-dead": e.id },
         h("td", { class: "mono" }, e.time ? e.time.replace("T", " ").slice(0, 19) : "–"),
         h("td", { class: "mono" }, e.queue || "–"),
         h("td", { class: "mono" }, e.node || "–"),
         h("td", {}, e.reason),
         h("td", { class: "num" }, fmt(e.size)),
-        h("td", {}, h("code", { class: "message" }, e.message.length > 160 ? e.message.slice(0, 160) + "…" : e.message)))),
+        h("td", {}, h("code", { class: "message" }, e.message.length > 160 ? e.message.slice(0, 160) + "…" : e.message)),
+        h("td", {},
+          h("button", { type: "button", class: "dead-replay", "data-id": e.id, "aria-label": `Replay dead letter ${e.id} to ${e.queue || "its queue"}` }, "Replay"),
+          " ",
+          h("button", { type: "button", class: "dead-drop", "data-id": e.id, "aria-label": `Drop dead letter ${e.id}` }, "Drop")))),
       "no dead letters: every message the workers took could be read");
   } catch (e) {
     if (e.status === 401) return;
@@ -454,6 +458,38 @@ async function loadDeadLetters() {
       : `Could not load the dead letters: ${e.message}`;
   }
 }
+
+/** Replay or drop one dead letter (admin), say what happened, and list again. */
+async function deadLetterAction(action, id) {
+  const note = $("dead-letters-action");
+  note.textContent = "";
+  try {
+    const r = await fetch(`/api/v1/cluster/dead-letters/${action}`, {
+      method: "POST",
+      headers: { "X-API-Key": sessionStorage.getItem(KEY) || "", "Content-Type": "application/json" },
+      body: JSON.stringify({ ids: [id] }),
+    });
+    const answer = await r.json().catch(() => null);
+    if (!r.ok) {
+      note.textContent = `Could not ${action} ${id}: ${(answer && answer.message) || `HTTP ${r.status}`}`;
+      return;
+    }
+    const o = answer.outcomes[0];
+    note.textContent = o.outcome === "replayed" ? `Replayed ${id} to ${o.detail}.`
+      : o.outcome === "dropped" ? `Dropped ${id}.`
+      : `${id}: ${o.outcome}${o.detail ? ` (${o.detail})` : ""}.`;
+    note.dataset.outcome = o.outcome;
+  } catch (err) {
+    note.textContent = `Could not ${action} ${id}: ${err.message}`;
+  }
+  await loadDeadLetters();
+}
+
+$("dead-letters-table").addEventListener("click", (e) => {
+  const b = e.target.closest("button[data-id]");
+  if (!b) return;
+  deadLetterAction(b.classList.contains("dead-replay") ? "replay" : "drop", b.dataset.id);
+});
 
 $("explain-form").addEventListener("submit", async (e) => {
   e.preventDefault();

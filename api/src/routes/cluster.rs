@@ -1,7 +1,7 @@
 //! `GET /api/v1/cluster/workers`, `GET /api/v1/cluster/queues`, `GET /api/v1/cluster/stream`,
-//! `GET /api/v1/cluster/dead-letters` and `GET /api/v1/routing/explain`: the live worker registry (Rust and Python
-//! workers alike), the known queues' depths per Redis priority bucket with the dead-letter count, both as a
-//! server-sent event stream, the dead letters themselves (admin), and the routing decision a job would get. All read
+//! and `GET /api/v1/routing/explain`: the live worker registry (Rust and Python workers alike), the known queues'
+//! depths per Redis priority bucket with the dead-letter count, both as a server-sent event stream, and the routing
+//! decision a job would get (the dead letters themselves are `dead_letters.rs`). All read
 //! the shared `jobs::Jobs` that the API's cluster watch keeps current, so they answer what the coordinator's own
 //! endpoints answer.
 
@@ -88,30 +88,6 @@ pub struct ClusterQueues {
     pub queues: Vec<ClusterQueue>,
     /// Unprocessable messages the workers kept (`celeriac:dead_letter`); listed by `GET /api/v1/cluster/dead-letters`.
     pub dead_letters: u64,
-}
-
-/// One message a worker could not process and kept, newest first.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct DeadLetterEntry {
-    /// Why it was kept (for example `undecodable message: ...`).
-    pub reason: String,
-    /// The queue it came from.
-    pub queue: Option<String>,
-    /// The worker that kept it.
-    pub node: Option<String>,
-    /// When (ISO 8601).
-    pub time: Option<String>,
-    /// The message as received (lossy UTF-8).
-    pub message: String,
-    /// Its size in bytes.
-    pub size: usize,
-}
-
-/// The dead-letter store: how many entries it holds and the newest `limit`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct DeadLetters {
-    pub count: u64,
-    pub entries: Vec<DeadLetterEntry>,
 }
 
 /// A routing decision, as the coordinator's `/api/v1/routing/explain` gives it.
@@ -339,40 +315,6 @@ impl ClusterWatch {
 fn sse(event: &str, data: &impl Serialize) -> String {
     let json = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
     format!("event: {event}\ndata: {json}\n\n")
-}
-
-/// The newest dead letters (admin keys only: they hold whole task messages, arguments included).
-#[utoipa::path(get, path = "/api/v1/cluster/dead-letters", tag = "cluster",
-    security(("api_key" = []), ("bearer" = [])),
-    params(("limit" = Option<i64>, Query, description = "How many of the newest entries (1-500, default 50)")),
-    responses(
-        (status = 200, description = "The count and the newest entries", body = DeadLetters),
-        (status = 400, description = "Bad parameter", body = ErrorBody),
-        (status = 401, description = "Missing, unknown, revoked or expired key", body = ErrorBody),
-        (status = 403, description = "The key lacks admin", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
-        (status = 503, description = "Redis unavailable", body = ErrorBody),
-    ))]
-#[get("/cluster/dead-letters")]
-pub async fn dead_letters(
-    state: Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let q = Query::parse(req.query_string(), &["limit"])?;
-    let limit = q.int("limit", 1, 500, 50)? as usize;
-    let (count, entries) = state.jobs()?.dead_letters(limit).await?;
-    let entries = entries
-        .into_iter()
-        .map(|d| DeadLetterEntry {
-            reason: d.reason,
-            queue: d.queue,
-            node: d.node,
-            time: d.time,
-            message: d.message,
-            size: d.size,
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(DeadLetters { count, entries }))
 }
 
 /// Where a job of `task` (optionally sent to `queue`, optionally with `requirements`) would go now, and why each other

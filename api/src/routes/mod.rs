@@ -3,6 +3,7 @@
 //! event stream, dead letters, routing explain), `me` (the calling key), `docs` (OpenAPI and the docs page) and `ui` (the dashboard at `/`). [`configure`] mounts them with the middleware and the JSON error mapping.
 
 pub mod cluster;
+pub mod dead_letters;
 pub mod docs;
 pub mod findings;
 pub mod health;
@@ -71,7 +72,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(cluster::workers)
                 .service(cluster::queues)
                 .service(cluster::stream)
-                .service(cluster::dead_letters)
+                .service(dead_letters::list)
+                .service(dead_letters::replay)
+                .service(dead_letters::drop_ids)
+                .service(dead_letters::purge)
+                .service(dead_letters::show)
                 .service(cluster::explain)
                 .service(me::me),
         )
