@@ -61,6 +61,16 @@ pub fn set_cpu_threads(n: usize) {
     CPU_THREADS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Runs `f` in the analyses' rayon pool with the caller's tokio runtime entered, so progress reports (which publish
+/// through the runtime) work from the pool's threads. Call it from a blocking-pool thread.
+pub(crate) fn on_cpu<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let handle = tokio::runtime::Handle::try_current().ok();
+    cpu().install(move || {
+        let _entered = handle.as_ref().map(|h| h.enter());
+        f()
+    })
+}
+
 /// The rayon pool every analysis runs in (see [`set_cpu_threads`]); concurrent tasks share its threads.
 pub(crate) fn cpu() -> &'static rayon::ThreadPool {
     CPU_POOL.get_or_init(|| {
@@ -569,7 +579,7 @@ where
     let mut report = progress_reporter(&ctx, 1, Arc::new(Mutex::new(2)));
     let params_json = serde_json::to_value(&params).expect("parameters serialise");
     let mut result = run_blocking(move || {
-        cpu().install(|| {
+        on_cpu(|| {
             let v = match kind {
                 Kind::Snowshoe => {
                     let p: SnowshoeParams = serde_json::from_value(params_json)

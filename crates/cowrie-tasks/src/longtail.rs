@@ -178,7 +178,7 @@ async fn reduce_pieces(
 ) -> Result<Vec<Reduced>, TaskError> {
     let p = params.clone();
     run_blocking(move || {
-        crate::cpu().install(|| {
+        crate::on_cpu(|| {
             pieces
                 .into_par_iter()
                 .map(|piece| {
@@ -271,7 +271,7 @@ async fn collect_days(
         .map(|c| (c.day, c.aggregate))
         .collect();
     let decoded: Vec<(NaiveDate, Option<DayAggregate>)> = run_blocking(move || {
-        Ok(crate::cpu().install(|| {
+        Ok(crate::on_cpu(|| {
             hits.into_par_iter()
                 .map(|(d, v)| (d, serde_json::from_value::<DayAggregate>(v).ok()))
                 .collect()
@@ -443,7 +443,7 @@ pub(crate) async fn longtail_task(
     let mut report = progress_reporter(&ctx, 2, steps.clone());
     let aggregates = c.aggregates;
     let mut result = run_blocking(move || {
-        crate::cpu().install(|| {
+        crate::on_cpu(|| {
             let merged = merge_all(aggregates)?;
             match merged {
                 Some(m) => analysis::longtail_from_aggregate(&m, &p, &mut report),
