@@ -19,8 +19,14 @@ async fn concurrent_migrations_on_an_empty_database_all_succeed_once() {
     };
     // An empty database again (TestDb migrated it).
     let mut c = db.connect().await;
-    sql_query("DROP SCHEMA public CASCADE").execute(&mut c).await.unwrap();
-    sql_query("CREATE SCHEMA public").execute(&mut c).await.unwrap();
+    sql_query("DROP SCHEMA public CASCADE")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    sql_query("CREATE SCHEMA public")
+        .execute(&mut c)
+        .await
+        .unwrap();
     sql_query("DROP TABLE IF EXISTS __diesel_schema_migrations")
         .execute(&mut c)
         .await
@@ -34,13 +40,20 @@ async fn concurrent_migrations_on_an_empty_database_all_succeed_once() {
         .collect();
     let mut applied = Vec::new();
     for r in runs {
-        let versions = r.await.unwrap().expect("every concurrent migration run succeeds");
+        let versions = r
+            .await
+            .unwrap()
+            .expect("every concurrent migration run succeeds");
         applied.push(versions.len());
     }
     let total = store::migrations_count();
     // Exactly one run applied everything; the others found nothing pending.
     applied.sort();
-    assert_eq!(applied, vec![0, 0, 0, total], "versions applied by each run");
+    assert_eq!(
+        applied,
+        vec![0, 0, 0, total],
+        "versions applied by each run"
+    );
     let rows: Count = sql_query("SELECT count(*) AS n FROM __diesel_schema_migrations")
         .get_result(&mut c)
         .await
