@@ -88,17 +88,19 @@ fn python_calls_longtail_and_gets_the_original_results_with_progress() {
 import json, time
 from pytasks import app
 window = json.loads('{WINDOW}')
-def run():
-    r = app.send_task('cowrieprocessor.workers.longtail_analysis', args=(None, window))
+def run(**kwargs):
+    r = app.send_task('cowrieprocessor.workers.longtail_analysis', args=(None, window), kwargs=kwargs)
     seen = []
     while not r.ready():
         if r.state == 'PROGRESS' and r.info and r.info.get('stage') not in [s.get('stage') for s in seen]:
             seen.append(r.info)
         time.sleep(0.005)
     return r.get(timeout=120), seen
-first, progress = run()
-second, _ = run()
-print(json.dumps({{'first': first, 'second': second, 'progress': progress}}))
+# The original's full shape (per-session lists of the rare commands) on request, twice; then the default compact one.
+first, progress = run(include_sessions=True)
+second, _ = run(include_sessions=True)
+compact, _ = run()
+print(json.dumps({{'first': first, 'second': second, 'compact': compact, 'progress': progress}}))
 "#
     );
     let out = run_python(&py, &redis.url, &code, Duration::from_secs(300));
@@ -188,7 +190,29 @@ print(json.dumps({{'first': first, 'second': second, 'progress': progress}}))
             "{key} differs between the fresh and the incremental run"
         );
     }
-    // Both runs were stored.
+    // By default the per-session lists are left out; each rare command keeps its count of sessions.
+    let compact = &v["compact"];
+    assert_eq!(compact["session_lists_included"], json!(false), "{compact}");
+    let full_rare = first["rare_commands"].as_array().unwrap();
+    let compact_rare = compact["rare_commands"].as_array().unwrap();
+    assert_eq!(compact_rare.len(), full_rare.len());
+    for (c, f) in compact_rare.iter().zip(full_rare) {
+        assert_eq!(c["command"], f["command"]);
+        assert!(c.get("sessions").is_none(), "{c}");
+        assert_eq!(
+            c["session_count"].as_u64(),
+            Some(f["sessions"].as_array().unwrap().len() as u64),
+            "{c}"
+        );
+    }
+    // Two rows for three runs: the second (same window and parameters, no day changed) is the cached window result,
+    // not a new row; the compact one has other parameters, so it was computed and stored.
+    assert_eq!(
+        v["second"]["incremental"]["window_reused"],
+        json!(true),
+        "{inc}"
+    );
+    assert_ne!(compact["incremental"]["window_reused"], json!(true));
     let counts = rt.block_on(async {
         use diesel_async::RunQueryDsl;
         let mut conn = db.connect().await;

@@ -32,15 +32,23 @@ fn redis_transport_passes_the_conformance_checks() {
         })
         .await;
     });
-    // What the checks left behind is in kombu's shapes: the dead letter is a list entry, the result a key.
+    // What the checks left behind: the dead letter is one entry of the store's hash, given an id, and indexed by
+    // time (docs/dead-letters.md); no message is left unacked.
     let mut conn = db.conn();
-    let dead: Vec<String> = redis::cmd("LRANGE")
-        .arg("c4.dead")
-        .arg(0)
-        .arg(-1)
+    let dead: Vec<String> = redis::cmd("HVALS")
+        .arg("c4.dead:entries")
         .query(&mut conn)
         .unwrap();
-    assert_eq!(dead, [r#"{"reason": "test"}"#]);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let record: serde_json::Value = serde_json::from_str(&dead[0]).unwrap();
+    assert_eq!(record["reason"], "test");
+    let id = record["id"].as_str().expect("the entry has an id");
+    let indexed: Option<f64> = redis::cmd("ZSCORE")
+        .arg("c4.dead:by_time")
+        .arg(id)
+        .query(&mut conn)
+        .unwrap();
+    assert!(indexed.is_some(), "the entry is indexed by time");
     let unacked: i64 = redis::cmd("HLEN").arg("unacked").query(&mut conn).unwrap();
     assert_eq!(unacked, 0, "every message taken was settled");
 }
