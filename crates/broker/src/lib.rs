@@ -1,9 +1,9 @@
 //! The only crate that talks to Redis: kombu's Redis transport and Celery's Redis result backend, from Rust.
 //!
 //! - Publishing: LPUSH on the anonymous exchange's priority lists, queue declaration as kombu 5.7 writes it.
-//! - Consuming: an atomic Lua pop-and-record into kombu's `unacked`/`unacked_index` under backlog, and BRPOP plus
-//!   an immediate record when idle; ack, reject, requeue (LPUSH + `redelivered`), restore (RPUSH to the front),
-//!   and `restore_visible` under `unacked_mutex`, so Python and Rust consumers restore each other's messages.
+//! - Consuming: only through an atomic Lua pop-and-record into kombu's `unacked`/`unacked_index`, after a
+//!   non-consuming `BLMOVE key key` wait when idle (nothing is popped that is not recorded in the same step);
+//!   ack, reject, requeue (LPUSH + `redelivered`), restore (RPUSH to the front), and `restore_visible` under `unacked_mutex`, so Python and Rust consumers restore each other's messages.
 //! - Results: GET-skip-if-SUCCESS, SETEX and PUBLISH in one Lua script, for every write that is waiting at the time
 //!   (batched like acks, [`results`]).
 //! - Fanout publish and pub/sub connections for remote control and events.
@@ -59,16 +59,25 @@ pub enum BrokerError {
 
 impl From<redis::RedisError> for BrokerError {
     fn from(e: redis::RedisError) -> BrokerError {
+        let passing = |kind: Option<redis::ServerErrorKind>| {
+            matches!(
+                kind,
+                Some(redis::ServerErrorKind::BusyLoading | redis::ServerErrorKind::ReadOnly)
+            )
+        };
+        // A transaction Redis refused while loading its data set (or as a read-only replica) reports EXECABORT
+        // with the reason inside: look at the commands' own errors too, so such an ack is retried, not given up.
         let transient = e.is_io_error()
             || e.is_connection_dropped()
             || e.is_timeout()
             || e.is_connection_refusal()
-            || matches!(
-                e.kind(),
-                redis::ErrorKind::Server(
-                    redis::ServerErrorKind::BusyLoading | redis::ServerErrorKind::ReadOnly
-                )
-            );
+            || passing(match e.kind() {
+                redis::ErrorKind::Server(k) => Some(k),
+                _ => None,
+            })
+            || e.clone()
+                .into_server_errors()
+                .is_some_and(|errs| errs.iter().any(|(_, se)| passing(se.kind())));
         if transient {
             BrokerError::Unavailable(e.to_string())
         } else {
@@ -88,7 +97,6 @@ pub type Result<T> = std::result::Result<T, BrokerError>;
 
 struct Scripts {
     pop_and_record: redis::Script,
-    record: redis::Script,
     move_unacked: redis::Script,
     store_results: redis::Script,
     release_mutex: redis::Script,
@@ -102,7 +110,6 @@ impl Scripts {
     fn new() -> Scripts {
         Scripts {
             pop_and_record: redis::Script::new(include_str!("lua/pop_and_record.lua")),
-            record: redis::Script::new(include_str!("lua/record.lua")),
             move_unacked: redis::Script::new(include_str!("lua/move_unacked.lua")),
             store_results: redis::Script::new(include_str!("lua/store_results.lua")),
             release_mutex: redis::Script::new(include_str!("lua/release_mutex.lua")),
@@ -129,8 +136,10 @@ struct Inner {
     declared: Mutex<HashSet<String>>,
     reconnects: Arc<AtomicU64>,
     scripts: Scripts,
-    /// The consumer's connection for BRPOP when idle (see `transport.rs`).
+    /// The consumer's connection for its non-consuming wait when idle (see `redis_transport.rs`).
     consumer_conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    /// Set once this Redis answered that it has no BLMOVE (older than 6.2): idle consumers poll instead.
+    no_blmove: std::sync::atomic::AtomicBool,
     /// Idle connections for popping mailbox replies.
     reply_conns: Mutex<Vec<ConnectionManager>>,
     acker: std::sync::OnceLock<Acker>,
@@ -177,6 +186,7 @@ impl Broker {
                 reconnects,
                 scripts: Scripts::new(),
                 consumer_conn: tokio::sync::Mutex::new(None),
+                no_blmove: std::sync::atomic::AtomicBool::new(false),
                 reply_conns: Mutex::new(Vec::new()),
                 acker: std::sync::OnceLock::new(),
                 results: std::sync::OnceLock::new(),
@@ -393,28 +403,6 @@ impl Broker {
             out.push((String::from_utf8_lossy(&key).into_owned(), raw));
         }
         Ok(out)
-    }
-
-    pub(crate) async fn record(
-        &self,
-        tag: &str,
-        raw: &[u8],
-        exchange: &str,
-        routing_key: &str,
-    ) -> Result<()> {
-        let value = kombu_redis::unacked_entry(raw, exchange, routing_key);
-        let _: i64 = self
-            .inner
-            .scripts
-            .record
-            .key(UNACKED)
-            .key(UNACKED_INDEX)
-            .arg(tag)
-            .arg(format!("{:.6}", now_f64()))
-            .arg(value)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(())
     }
 
     /// Acknowledge: remove the tags from `unacked_index` and `unacked` in one transaction.

@@ -1,8 +1,8 @@
 //! The Redis implementation of the transport seam ([`transport::Transport`] and [`transport::ResultBackend`]) on
 //! kombu's conventions, over the same commands and Lua scripts as the rest of this crate:
 //!
-//! - consume: the atomic pop-and-record script under backlog, BRPOP plus an immediate record when idle (on a
-//!   connection of its own, so a blocked BRPOP never stalls pipelined traffic);
+//! - consume: only ever through the atomic pop-and-record script; when idle, a non-consuming wait
+//!   (`BLMOVE key key RIGHT RIGHT`, on a connection of its own so it never stalls pipelined traffic) before it;
 //! - ack through the batcher ([`crate::Acker`]); requeue and restore with `redelivered` set;
 //! - fanout: `PUBLISH /{db}.<exchange>/<routing key>`, subscriptions as `PSUBSCRIBE`, with kombu 5.7's informational
 //!   binding entry for the subscribed queue;
@@ -69,46 +69,99 @@ fn channel_pattern(db: i64, binding: &Binding) -> String {
     kombu_redis::fanout_channel(db, &binding.exchange, &glob)
 }
 
+/// How long one non-consuming wait may block before the lower-priority keys (and, with several queues, the next
+/// queue's key) are looked at: the idle latency of a message that is not on the key being waited on.
+const WAIT_SLICE_ONE_QUEUE: Duration = Duration::from_millis(250);
+const WAIT_SLICE_MANY_QUEUES: Duration = Duration::from_millis(50);
+
 impl Broker {
+    /// The idle path. Nothing is ever popped outside the atomic pop-and-record script: the consumer blocks on
+    /// `BLMOVE key key RIGHT RIGHT`, which waits until the list has a message and then leaves it where it was
+    /// (popped from the tail and pushed back onto the tail in one command), and only then runs the script. A
+    /// connection lost while blocked, a worker killed after waking, or a Redis restart in between therefore loses
+    /// nothing: the message is either still in its list or recorded in `unacked` (and restored from there after
+    /// the visibility timeout). BRPOP, which kombu uses here, removes the message in the command that wakes the
+    /// consumer, so a reply lost on the way (a cut connection) loses the message.
+    ///
+    /// The wait blocks on the priority-0 key of one queue at a time (where messages without a priority go),
+    /// for at most a slice, then the script looks at every key; with several queues the waits take turns.
+    /// On a Redis older than 6.2 (no BLMOVE) the slices are plain sleeps.
     async fn blocking_pop(
         &self,
+        queues: usize,
         keys: &[String],
+        max: usize,
         timeout: Duration,
-    ) -> crate::Result<Option<Delivery>> {
+    ) -> crate::Result<Vec<(String, Vec<u8>)>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let base = &keys[..queues.clamp(1, keys.len())];
+        let slice = if base.len() == 1 {
+            WAIT_SLICE_ONE_QUEUE
+        } else {
+            WAIT_SLICE_MANY_QUEUES
+        };
+        let mut turn = 0usize;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(Vec::new());
+            }
+            let wait = left.min(slice);
+            self.wait_for_message(&base[turn % base.len()], wait)
+                .await?;
+            turn += 1;
+            let got = self.pop_and_record(keys, max).await?;
+            if !got.is_empty() {
+                return Ok(got);
+            }
+        }
+    }
+
+    /// Block until `key` holds a message or `wait` has passed, without taking the message.
+    async fn wait_for_message(&self, key: &str, wait: Duration) -> crate::Result<()> {
+        if self
+            .inner
+            .no_blmove
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            tokio::time::sleep(wait).await;
+            return Ok(());
+        }
         let mut slot = self.inner.consumer_conn.lock().await;
         let conn = match slot.as_mut() {
             Some(c) => c,
             None => slot.insert(self.blocking_connection().await?),
         };
-        let popped = self
-            .brpop_raw(conn, keys, timeout.as_secs_f64().max(0.01))
+        let reply: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("BLMOVE")
+            .arg(key)
+            .arg(key)
+            .arg("RIGHT")
+            .arg("RIGHT")
+            .arg(wait.as_secs_f64().max(0.01))
+            .query_async(conn)
             .await;
-        let (key, raw) = match popped {
-            Ok(Some(p)) => p,
-            Ok(None) => return Ok(None),
+        match reply {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                    && e.to_string()
+                        .to_ascii_lowercase()
+                        .contains("unknown command") =>
+            {
+                tracing::warn!(
+                    "this Redis has no BLMOVE (it came in 6.2): an idle worker polls its queues every {} ms instead",
+                    WAIT_SLICE_ONE_QUEUE.as_millis()
+                );
+                self.inner
+                    .no_blmove
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
             Err(e) => {
                 *slot = None;
-                return Err(e);
+                Err(e.into())
             }
-        };
-        drop(slot);
-        // Idle path: the message left the list before it is recorded (the one pop-then-record window; a
-        // message without a readable envelope is not recorded, as kombu cannot record it either).
-        let message = Message::decode(&raw, true);
-        let tag = match &message {
-            Ok(m) => {
-                self.record(&m.delivery_tag, &raw, &m.exchange, &m.routing_key)
-                    .await?;
-                Some(m.delivery_tag.clone())
-            }
-            Err(_) => None,
-        };
-        Ok(Some(Delivery {
-            queue: kombu_redis::queue_of_key(&key).to_string(),
-            tag,
-            raw,
-            message,
-        }))
+        }
     }
 
     async fn reply_conn(&self) -> crate::Result<ConnectionManager> {
@@ -170,9 +223,10 @@ impl Transport for Broker {
                 .collect());
         }
         Ok(self
-            .blocking_pop(&keys, idle_wait)
+            .blocking_pop(queues.len(), &keys, max, idle_wait)
             .await?
             .into_iter()
+            .map(|(key, raw)| recorded_delivery(&key, raw))
             .collect())
     }
 

@@ -1,0 +1,227 @@
+//! The idle consumer never takes a message outside the pop-and-record script (docs/reliability.md, "the idle
+//! path"): a connection that loses Redis's reply while the worker waits for work loses no message, and the waits
+//! still find messages on every queue and every priority key.
+//!
+//! The reply is lost on purpose by a small TCP proxy between the broker and Redis that can stop passing the
+//! server's bytes back and then cut every connection, as a network partition or a dying load balancer does.
+
+use broker::Broker;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use testkit::redis_db_or_skip;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use transport::Transport;
+
+/// A proxy to Redis whose server-to-client direction can be swallowed, and whose connections can be cut.
+struct Proxy {
+    port: u16,
+    swallow_replies: Arc<AtomicBool>,
+    pipes: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let swallow_replies = Arc::new(AtomicBool::new(false));
+        let pipes: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (swallow, held) = (swallow_replies.clone(), pipes.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let swallow = swallow.clone();
+                let down = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = sr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if !swallow.load(Ordering::SeqCst) && cw.write_all(&buf[..n]).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                held.lock().unwrap().extend([up, down]);
+            }
+        });
+        Proxy {
+            port,
+            swallow_replies,
+            pipes,
+        }
+    }
+
+    /// Close every connection made so far (both sides see the socket go away).
+    fn cut(&self) {
+        for pipe in self.pipes.lock().unwrap().drain(..) {
+            pipe.abort();
+        }
+    }
+}
+
+fn message(tag: &str, queue: &str) -> String {
+    serde_json::json!({
+        "body": "W1tdLCB7fSwge31d",
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {"task": "t.idle", "id": tag, "lang": "py", "argsrepr": "()", "kwargsrepr": "{}"},
+        "properties": {
+            "delivery_tag": tag,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "body_encoding": "base64",
+            "priority": 0,
+            "correlation_id": tag,
+        },
+    })
+    .to_string()
+}
+
+/// Wait until some client of database `db` is blocked in one of `commands`.
+fn wait_for_blocked_client(conn: &mut redis::Connection, db: u8, commands: &[&str]) {
+    for _ in 0..150 {
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query(conn).unwrap();
+        if clients
+            .lines()
+            .filter(|l| l.contains(&format!(" db={db} ")))
+            .any(|l| commands.iter().any(|c| l.contains(&format!(" cmd={c} "))))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no client blocked in {commands:?} within 3 s");
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_reply_lost_while_idle_loses_no_message() {
+    let db = redis_db_or_skip!();
+    let (host_port, db_number) = db
+        .url
+        .trim_start_matches("redis://")
+        .rsplit_once('/')
+        .map(|(h, d)| (h.rsplit('@').next().unwrap().to_string(), d.to_string()))
+        .unwrap();
+    let mut direct = db.conn();
+    rt().block_on(async {
+        let proxy = Proxy::start(host_port).await;
+        let broker = Broker::connect(&format!("redis://127.0.0.1:{}/{db_number}", proxy.port))
+            .await
+            .expect("connect through the proxy");
+        let queues = vec!["idle".to_string()];
+        let consumer = {
+            let (b, q) = (broker.clone(), queues.clone());
+            tokio::spawn(async move { b.consume(&q, 1, Duration::from_secs(5)).await })
+        };
+        // The consumer waits for work (BRPOP in kombu's way would be just as blocked here).
+        tokio::task::block_in_place(|| {
+            wait_for_blocked_client(&mut direct, db.db, &["blmove", "brpop"])
+        });
+        proxy.swallow_replies.store(true, Ordering::SeqCst);
+        let _: i64 = redis::cmd("LPUSH")
+            .arg("idle")
+            .arg(message("lost-reply-1", "idle"))
+            .query(&mut direct)
+            .unwrap();
+        // Redis has served the blocked command by now; its reply goes nowhere, then the connection dies.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        proxy.cut();
+        let first = tokio::time::timeout(Duration::from_secs(10), consumer)
+            .await
+            .expect("the consumer notices the cut")
+            .unwrap();
+        assert!(
+            first.as_ref().map(|d| d.is_empty()).unwrap_or(true),
+            "no message can have been delivered through a proxy that swallowed the reply: {first:?}"
+        );
+        let waiting: i64 = redis::cmd("LLEN").arg("idle").query(&mut direct).unwrap();
+        let unacked: i64 = redis::cmd("HLEN")
+            .arg("unacked")
+            .query(&mut direct)
+            .unwrap();
+        assert_eq!(
+            (waiting, unacked),
+            (1, 0),
+            "the message is still in its queue (a BRPOP would have taken it and its reply was lost)"
+        );
+
+        // The link comes back: the same broker delivers the message, recorded as unacked.
+        proxy.swallow_replies.store(false, Ordering::SeqCst);
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            match broker.consume(&queues, 1, Duration::from_millis(500)).await {
+                Ok(d) if !d.is_empty() => {
+                    got = d;
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        assert_eq!(got.len(), 1, "delivered once the link is back");
+        assert_eq!(got[0].tag.as_deref(), Some("lost-reply-1"));
+        let recorded: bool = redis::cmd("HEXISTS")
+            .arg("unacked")
+            .arg("lost-reply-1")
+            .query(&mut direct)
+            .unwrap();
+        assert!(recorded, "held in kombu's unacked until acked");
+        Transport::ack(&broker, "lost-reply-1").await.unwrap();
+    });
+}
+
+#[test]
+fn idle_waits_find_messages_on_every_queue_and_priority() {
+    let db = redis_db_or_skip!();
+    let mut direct = db.conn();
+    rt().block_on(async {
+        let broker = Broker::connect(&db.url).await.expect("connect");
+        // One queue, a message on a lower-priority key (kombu's `q\x06\x169`): found while the wait blocks on `q`.
+        // Several queues: a message on the second queue is found while the first is waited on.
+        for (queues, key, tag) in [
+            (vec!["solo"], "solo\x06\x169", "low-priority"),
+            (vec!["first", "second"], "second", "second-queue"),
+        ] {
+            let queues: Vec<String> = queues.into_iter().map(String::from).collect();
+            let consumer = {
+                let (b, q) = (broker.clone(), queues.clone());
+                tokio::spawn(async move { b.consume(&q, 4, Duration::from_secs(5)).await })
+            };
+            tokio::task::block_in_place(|| {
+                wait_for_blocked_client(&mut direct, db.db, &["blmove"])
+            });
+            let _: i64 = redis::cmd("LPUSH")
+                .arg(key)
+                .arg(message(tag, &queues[queues.len() - 1]))
+                .query(&mut direct)
+                .unwrap();
+            let got = consumer.await.unwrap().expect("consume");
+            assert_eq!(got.len(), 1, "{queues:?}: {got:?}");
+            assert_eq!(got[0].tag.as_deref(), Some(tag));
+            assert_eq!(got[0].queue, queues[queues.len() - 1]);
+            Transport::ack(&broker, tag).await.unwrap();
+        }
+        let unacked: i64 = redis::cmd("HLEN")
+            .arg("unacked")
+            .query(&mut direct)
+            .unwrap();
+        assert_eq!(unacked, 0);
+    });
+}
