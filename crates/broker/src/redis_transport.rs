@@ -73,6 +73,8 @@ fn channel_pattern(db: i64, binding: &Binding) -> String {
 /// queue's key) are looked at: the idle latency of a message that is not on the key being waited on.
 const WAIT_SLICE_ONE_QUEUE: Duration = Duration::from_millis(250);
 const WAIT_SLICE_MANY_QUEUES: Duration = Duration::from_millis(50);
+/// How much longer than its own timeout an idle wait may take before its connection is taken for dead.
+const WAIT_GRACE: Duration = Duration::from_secs(2);
 
 impl Broker {
     /// The idle path. Nothing is ever popped outside the atomic pop-and-record script: the consumer blocks on
@@ -130,16 +132,31 @@ impl Broker {
         let mut slot = self.inner.consumer_conn.lock().await;
         let conn = match slot.as_mut() {
             Some(c) => c,
-            None => slot.insert(self.blocking_connection().await?),
+            None => {
+                let opened = tokio::time::timeout(WAIT_GRACE * 4, self.blocking_connection())
+                    .await
+                    .map_err(|_| {
+                        BrokerError::Unavailable("no connection for the idle wait".into())
+                    })??;
+                slot.insert(opened)
+            }
         };
-        let reply: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("BLMOVE")
-            .arg(key)
+        let mut cmd = redis::cmd("BLMOVE");
+        cmd.arg(key)
             .arg(key)
             .arg("RIGHT")
             .arg("RIGHT")
-            .arg(wait.as_secs_f64().max(0.01))
-            .query_async(conn)
-            .await;
+            .arg(wait.as_secs_f64().max(0.01));
+        let blmove = cmd.query_async::<Option<Vec<u8>>>(conn);
+        // The wait holds no message, so one that outlives its own timeout (a link that swallows replies) is
+        // given up and its connection dropped: unlike an abandoned BRPOP, that cannot lose anything.
+        let Ok(reply) = tokio::time::timeout(wait + WAIT_GRACE, blmove).await else {
+            *slot = None;
+            return Err(BrokerError::Unavailable(format!(
+                "no answer to the idle wait within {:?}",
+                wait + WAIT_GRACE
+            )));
+        };
         match reply {
             Ok(_) => Ok(()),
             Err(e)
