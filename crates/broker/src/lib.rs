@@ -100,6 +100,8 @@ struct Scripts {
     move_unacked: redis::Script,
     store_results: redis::Script,
     release_mutex: redis::Script,
+    take_in_flight: redis::Script,
+    sweep_in_flight: redis::Script,
     bind_expiring: redis::Script,
     chord_join: redis::Script,
     chord_done: redis::Script,
@@ -113,6 +115,8 @@ impl Scripts {
             move_unacked: redis::Script::new(include_str!("lua/move_unacked.lua")),
             store_results: redis::Script::new(include_str!("lua/store_results.lua")),
             release_mutex: redis::Script::new(include_str!("lua/release_mutex.lua")),
+            take_in_flight: redis::Script::new(include_str!("lua/take_in_flight.lua")),
+            sweep_in_flight: redis::Script::new(include_str!("lua/sweep_in_flight.lua")),
             bind_expiring: redis::Script::new(include_str!("lua/bind_expiring.lua")),
             chord_join: redis::Script::new(include_str!("lua/chord_join.lua")),
             chord_done: redis::Script::new(include_str!("lua/chord_done.lua")),
@@ -140,10 +144,41 @@ struct Inner {
     consumer_conn: tokio::sync::Mutex<Option<ConnectionManager>>,
     /// Set once this Redis answered that it has no BLMOVE (older than 6.2): idle consumers poll instead.
     no_blmove: std::sync::atomic::AtomicBool,
+    /// This process's in-flight list, where the idle wait moves a message before recording it.
+    in_flight: InFlight,
     /// Idle connections for popping mailbox replies.
     reply_conns: Mutex<Vec<ConnectionManager>>,
     acker: std::sync::OnceLock<Acker>,
     results: std::sync::OnceLock<ResultWriter>,
+}
+
+/// The registry of every consumer's in-flight list (a set of list keys).
+pub const IN_FLIGHT_REGISTRY: &str = "celeriac:in_flight";
+/// Where the sweeper puts an orphaned in-flight message without a readable delivery tag (for an operator).
+pub const IN_FLIGHT_UNREADABLE: &str = "celeriac:in_flight_unreadable";
+/// How long a consumer's in-flight list stays its own after its last sign of life; it renews at a quarter of that.
+const IN_FLIGHT_ALIVE: Duration = Duration::from_secs(60);
+
+/// One process's in-flight list: `celeriac:in_flight:<uuid>`, alive while `celeriac:in_flight:<uuid>:alive` exists.
+struct InFlight {
+    list: String,
+    alive: String,
+    /// When the alive key and the registry entry were last written.
+    renewed: Mutex<Option<std::time::Instant>>,
+    /// The list may hold a message not yet recorded (a wait or a take whose answer did not arrive).
+    dirty: std::sync::atomic::AtomicBool,
+}
+
+impl InFlight {
+    fn new() -> InFlight {
+        let list = format!("{IN_FLIGHT_REGISTRY}:{}", uuid::Uuid::new_v4().simple());
+        InFlight {
+            alive: format!("{list}:alive"),
+            list,
+            renewed: Mutex::new(None),
+            dirty: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 /// A handle on the broker (cheap to clone; commands from clones are pipelined on one connection).
@@ -187,6 +222,7 @@ impl Broker {
                 scripts: Scripts::new(),
                 consumer_conn: tokio::sync::Mutex::new(None),
                 no_blmove: std::sync::atomic::AtomicBool::new(false),
+                in_flight: InFlight::new(),
                 reply_conns: Mutex::new(Vec::new()),
                 acker: std::sync::OnceLock::new(),
                 results: std::sync::OnceLock::new(),
@@ -493,7 +529,12 @@ impl Broker {
         if got.is_none() {
             return Ok(0);
         }
-        let result = self.restore_expired(visibility_timeout).await;
+        let swept = self.sweep_in_flight().await;
+        // Swept messages are unacked with score 0 now: the restore below puts them back with the rest.
+        let result = match swept {
+            Ok(_) => self.restore_expired(visibility_timeout).await,
+            Err(e) => Err(e),
+        };
         let _: i64 = self
             .inner
             .scripts
@@ -503,6 +544,95 @@ impl Broker {
             .invoke_async(&mut self.conn())
             .await?;
         result
+    }
+
+    /// Take over the in-flight lists of consumers that are gone (their alive key expired): their messages are
+    /// recorded as unacked with score 0, so [`Broker::restore_expired`] right after puts them back at once.
+    /// Returns how many messages were taken over.
+    async fn sweep_in_flight(&self) -> Result<usize> {
+        let lists: Vec<String> = self.conn().smembers(IN_FLIGHT_REGISTRY).await?;
+        let mut taken = 0;
+        for list in lists {
+            if list == self.inner.in_flight.list {
+                continue;
+            }
+            let (recorded, unreadable): (i64, i64) = self
+                .inner
+                .scripts
+                .sweep_in_flight
+                .key(UNACKED)
+                .key(UNACKED_INDEX)
+                .key(&list)
+                .key(format!("{list}:alive"))
+                .key(IN_FLIGHT_REGISTRY)
+                .key(IN_FLIGHT_UNREADABLE)
+                .invoke_async(&mut self.conn())
+                .await?;
+            if recorded > 0 || unreadable > 0 {
+                tracing::warn!(
+                    list,
+                    recorded,
+                    unreadable,
+                    "took over the in-flight messages of a consumer that is gone"
+                );
+            }
+            taken += recorded.max(0) as usize;
+        }
+        Ok(taken)
+    }
+
+    /// Register this process's in-flight list and renew its alive key, when a quarter of its lifetime has passed.
+    pub(crate) async fn renew_in_flight(&self) -> Result<()> {
+        let f = &self.inner.in_flight;
+        let due = f
+            .renewed
+            .lock()
+            .expect("in-flight renewal")
+            .is_none_or(|t| t.elapsed() > IN_FLIGHT_ALIVE / 4);
+        if !due {
+            return Ok(());
+        }
+        let _: () = redis::pipe()
+            .atomic()
+            .set_ex(&f.alive, 1, IN_FLIGHT_ALIVE.as_secs())
+            .ignore()
+            .sadd(IN_FLIGHT_REGISTRY, &f.list)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await?;
+        *f.renewed.lock().expect("in-flight renewal") = Some(std::time::Instant::now());
+        Ok(())
+    }
+
+    /// This process's in-flight list key.
+    pub(crate) fn in_flight_list(&self) -> &str {
+        &self.inner.in_flight.list
+    }
+
+    /// Whether the in-flight list may hold a message not yet recorded; `set` marks or clears it.
+    pub(crate) fn in_flight_dirty(&self, set: Option<bool>) -> bool {
+        let d = &self.inner.in_flight.dirty;
+        match set {
+            Some(v) => {
+                d.store(v, Ordering::SeqCst);
+                v
+            }
+            None => d.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Record and return every message in this process's in-flight list (`lua/take_in_flight.lua`).
+    pub(crate) async fn take_in_flight(&self) -> Result<Vec<Vec<u8>>> {
+        Ok(self
+            .inner
+            .scripts
+            .take_in_flight
+            .key(UNACKED)
+            .key(UNACKED_INDEX)
+            .key(&self.inner.in_flight.list)
+            .arg(format!("{:.6}", now_f64()))
+            .invoke_async(&mut self.conn())
+            .await?)
     }
 
     async fn restore_expired(&self, visibility_timeout: f64) -> Result<usize> {

@@ -1,8 +1,8 @@
 //! The Redis implementation of the transport seam ([`transport::Transport`] and [`transport::ResultBackend`]) on
 //! kombu's conventions, over the same commands and Lua scripts as the rest of this crate:
 //!
-//! - consume: only ever through the atomic pop-and-record script; when idle, a non-consuming wait
-//!   (`BLMOVE key key RIGHT RIGHT`, on a connection of its own so it never stalls pipelined traffic) before it;
+//! - consume: the atomic pop-and-record script under backlog; when idle, `BLMOVE` into this process's in-flight
+//!   list (on a connection of its own, so it never stalls pipelined traffic) and an atomic take from there;
 //! - ack through the batcher ([`crate::Acker`]); requeue and restore with `redelivered` set;
 //! - fanout: `PUBLISH /{db}.<exchange>/<routing key>`, subscriptions as `PSUBSCRIBE`, with kombu 5.7's informational
 //!   binding entry for the subscribed queue;
@@ -69,24 +69,24 @@ fn channel_pattern(db: i64, binding: &Binding) -> String {
     kombu_redis::fanout_channel(db, &binding.exchange, &glob)
 }
 
-/// How long one non-consuming wait may block before the lower-priority keys (and, with several queues, the next
-/// queue's key) are looked at: the idle latency of a message that is not on the key being waited on.
+/// How long one wait may block on one list before the lower-priority lists (and, with several queues, the next
+/// queue's list) are looked at: the idle latency of a message that is not on the list being waited on.
 const WAIT_SLICE_ONE_QUEUE: Duration = Duration::from_millis(250);
 const WAIT_SLICE_MANY_QUEUES: Duration = Duration::from_millis(50);
-/// How much longer than its own timeout an idle wait may take before its connection is taken for dead.
+/// How much longer than its own timeout a wait may take before its connection is taken for dead.
 const WAIT_GRACE: Duration = Duration::from_secs(2);
 
 impl Broker {
-    /// The idle path. Nothing is ever popped outside the atomic pop-and-record script: the consumer blocks on
-    /// `BLMOVE key key RIGHT RIGHT`, which waits until the list has a message and then leaves it where it was
-    /// (popped from the tail and pushed back onto the tail in one command), and only then runs the script. A
-    /// connection lost while blocked, a worker killed after waking, or a Redis restart in between therefore loses
-    /// nothing: the message is either still in its list or recorded in `unacked` (and restored from there after
-    /// the visibility timeout). BRPOP, which kombu uses here, removes the message in the command that wakes the
-    /// consumer, so a reply lost on the way (a cut connection) loses the message.
+    /// The idle path. kombu's BRPOP takes the message in the command that wakes the consumer, so a reply lost in
+    /// a cut connection, a consumer killed before it records the message, or a Redis restart in between loses it.
+    /// Here the wait is `BLMOVE queue in-flight RIGHT LEFT` into this process's own in-flight list (it competes
+    /// for messages exactly like BRPOP does), and `lua/take_in_flight.lua` then records what is there in kombu's
+    /// `unacked` in one atomic step. Whatever happens in between, the message is in the queue, in the in-flight
+    /// list (taken again by this process's next wait, or by any Rust worker's restore once this process's alive
+    /// key has expired: `lua/sweep_in_flight.lua`), or recorded in `unacked`.
     ///
-    /// The wait blocks on the priority-0 key of one queue at a time (where messages without a priority go),
-    /// for at most a slice, then the script looks at every key; with several queues the waits take turns.
+    /// The wait blocks on the priority-0 list of one queue at a time (where messages without a priority go) for at
+    /// most a slice, then `lua/pop_and_record.lua` looks at every list; with several queues the waits take turns.
     /// On a Redis older than 6.2 (no BLMOVE) the slices are plain sleeps.
     async fn blocking_pop(
         &self,
@@ -102,16 +102,31 @@ impl Broker {
         } else {
             WAIT_SLICE_MANY_QUEUES
         };
+        self.renew_in_flight().await?;
         let mut turn = 0usize;
         loop {
+            if self.in_flight_dirty(None) {
+                let taken = self.take_in_flight().await?;
+                self.in_flight_dirty(Some(false));
+                if !taken.is_empty() {
+                    // Only this process moves messages into its list: they came from the list this call last waited
+                    // on (leftovers of an earlier call are labelled with the first queue; the label only names the
+                    // queue in a dead letter).
+                    let from = &base[turn.saturating_sub(1) % base.len()];
+                    return Ok(taken.into_iter().map(|raw| (from.clone(), raw)).collect());
+                }
+            }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 return Ok(Vec::new());
             }
-            let wait = left.min(slice);
-            self.wait_for_message(&base[turn % base.len()], wait)
+            let moved = self
+                .wait_and_move(&base[turn % base.len()], left.min(slice))
                 .await?;
             turn += 1;
+            if moved {
+                continue;
+            }
             let got = self.pop_and_record(keys, max).await?;
             if !got.is_empty() {
                 return Ok(got);
@@ -119,15 +134,16 @@ impl Broker {
         }
     }
 
-    /// Block until `key` holds a message or `wait` has passed, without taking the message.
-    async fn wait_for_message(&self, key: &str, wait: Duration) -> crate::Result<()> {
+    /// Block until `key` holds a message or `wait` has passed; move the message into this process's in-flight
+    /// list (true) or move nothing (false).
+    async fn wait_and_move(&self, key: &str, wait: Duration) -> crate::Result<bool> {
         if self
             .inner
             .no_blmove
             .load(std::sync::atomic::Ordering::Relaxed)
         {
             tokio::time::sleep(wait).await;
-            return Ok(());
+            return Ok(false);
         }
         let mut slot = self.inner.consumer_conn.lock().await;
         let conn = match slot.as_mut() {
@@ -141,15 +157,17 @@ impl Broker {
                 slot.insert(opened)
             }
         };
+        // From here until a take has recorded it, a message may sit in the in-flight list.
+        self.in_flight_dirty(Some(true));
         let mut cmd = redis::cmd("BLMOVE");
         cmd.arg(key)
-            .arg(key)
+            .arg(self.in_flight_list())
             .arg("RIGHT")
-            .arg("RIGHT")
+            .arg("LEFT")
             .arg(wait.as_secs_f64().max(0.01));
         let blmove = cmd.query_async::<Option<Vec<u8>>>(conn);
-        // The wait holds no message, so one that outlives its own timeout (a link that swallows replies) is
-        // given up and its connection dropped: unlike an abandoned BRPOP, that cannot lose anything.
+        // A wait that outlives its own timeout (a link that swallows replies) is given up and its connection
+        // dropped; whatever it moved is in the in-flight list, taken by the next wait.
         let Ok(reply) = tokio::time::timeout(wait + WAIT_GRACE, blmove).await else {
             *slot = None;
             return Err(BrokerError::Unavailable(format!(
@@ -158,7 +176,11 @@ impl Broker {
             )));
         };
         match reply {
-            Ok(_) => Ok(()),
+            Ok(Some(_)) => Ok(true),
+            Ok(None) => {
+                self.in_flight_dirty(Some(false));
+                Ok(false)
+            }
             Err(e)
                 if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
                     && e.to_string()
@@ -169,10 +191,11 @@ impl Broker {
                     "this Redis has no BLMOVE (it came in 6.2): an idle worker polls its queues every {} ms instead",
                     WAIT_SLICE_ONE_QUEUE.as_millis()
                 );
+                self.in_flight_dirty(Some(false));
                 self.inner
                     .no_blmove
                     .store(true, std::sync::atomic::Ordering::Relaxed);
-                Ok(())
+                Ok(false)
             }
             Err(e) => {
                 *slot = None;

@@ -1,6 +1,7 @@
-//! The idle consumer never takes a message outside the pop-and-record script (docs/reliability.md, "the idle
-//! path"): a connection that loses Redis's reply while the worker waits for work loses no message, and the waits
-//! still find messages on every queue and every priority key.
+//! The idle consumer never takes a message to a place where a crash or a lost reply could lose it (docs/worker.md,
+//! "Delivery"): it waits with BLMOVE into its own in-flight list and records from there atomically, a consumer that
+//! is gone has its in-flight list taken over by the next restore, the waits find messages on every queue and
+//! priority list, and an idle Rust consumer gets its share of the messages next to a BRPOP consumer (kombu's).
 //!
 //! The reply is lost on purpose by a small TCP proxy between the broker and Redis that can stop passing the
 //! server's bytes back and then cut every connection, as a network partition or a dying load balancer does.
@@ -103,6 +104,18 @@ fn wait_for_blocked_client(conn: &mut redis::Connection, db: u8, commands: &[&st
     panic!("no client blocked in {commands:?} within 3 s");
 }
 
+/// How many messages wait in registered in-flight lists.
+fn in_flight_messages(conn: &mut redis::Connection) -> i64 {
+    let lists: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(broker::IN_FLIGHT_REGISTRY)
+        .query(conn)
+        .unwrap();
+    lists
+        .iter()
+        .map(|l| redis::cmd("LLEN").arg(l).query::<i64>(conn).unwrap())
+        .sum()
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -157,10 +170,12 @@ fn a_reply_lost_while_idle_loses_no_message() {
             .arg("unacked")
             .query(&mut direct)
             .unwrap();
+        let in_flight = in_flight_messages(&mut direct);
         assert_eq!(
-            (waiting, unacked),
-            (1, 0),
-            "the message is still in its queue (a BRPOP would have taken it and its reply was lost)"
+            waiting + in_flight + unacked,
+            1,
+            "the message is in its queue, in the consumer's in-flight list or unacked (a BRPOP would have taken it \
+             and its reply was lost): queue {waiting}, in flight {in_flight}, unacked {unacked}"
         );
 
         // The link comes back: the same broker delivers the message, recorded as unacked.
@@ -224,4 +239,149 @@ fn idle_waits_find_messages_on_every_queue_and_priority() {
             .unwrap();
         assert_eq!(unacked, 0);
     });
+}
+
+#[test]
+fn the_in_flight_list_of_a_consumer_that_is_gone_is_taken_over() {
+    let db = redis_db_or_skip!();
+    let mut direct = db.conn();
+    let registry = broker::IN_FLIGHT_REGISTRY;
+    let (dead, live) = (format!("{registry}:dead"), format!("{registry}:live"));
+    for (list, tag) in [(&dead, "orphan-1"), (&live, "held-1")] {
+        let _: () = redis::pipe()
+            .cmd("SADD")
+            .arg(registry)
+            .arg(list)
+            .ignore()
+            .cmd("LPUSH")
+            .arg(list)
+            .arg(message(tag, "orphans"))
+            .ignore()
+            .query(&mut direct)
+            .unwrap();
+    }
+    let _: () = redis::cmd("LPUSH")
+        .arg(&dead)
+        .arg("not json at all")
+        .query(&mut direct)
+        .unwrap();
+    // The live consumer renewed its alive key; the dead one's expired.
+    let _: () = redis::cmd("SET")
+        .arg(format!("{live}:alive"))
+        .arg(1)
+        .arg("EX")
+        .arg(60)
+        .query(&mut direct)
+        .unwrap();
+    rt().block_on(async {
+        let broker = Broker::connect(&db.url).await.expect("connect");
+        let restored = broker.restore_visible(3600.0).await.expect("restore");
+        assert_eq!(restored, 1, "the orphan is back in its queue at once");
+    });
+    let back: Vec<String> = redis::cmd("LRANGE")
+        .arg("orphans")
+        .arg(0)
+        .arg(-1)
+        .query(&mut direct)
+        .unwrap();
+    assert_eq!(back.len(), 1, "{back:?}");
+    let env: serde_json::Value = serde_json::from_str(&back[0]).unwrap();
+    assert_eq!(env["properties"]["delivery_tag"], "orphan-1");
+    assert_eq!(env["headers"]["id"], "orphan-1");
+    let unreadable: Vec<String> = redis::cmd("LRANGE")
+        .arg(broker::IN_FLIGHT_UNREADABLE)
+        .arg(0)
+        .arg(-1)
+        .query(&mut direct)
+        .unwrap();
+    assert_eq!(
+        unreadable,
+        vec!["not json at all".to_string()],
+        "kept for an operator"
+    );
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(registry)
+        .query(&mut direct)
+        .unwrap();
+    assert_eq!(
+        members,
+        vec![live.clone()],
+        "the gone consumer left the registry, the live one did not"
+    );
+    let held: i64 = redis::cmd("LLEN").arg(&live).query(&mut direct).unwrap();
+    assert_eq!(
+        held, 1,
+        "a live consumer's in-flight message is not touched"
+    );
+    let unacked: i64 = redis::cmd("HLEN")
+        .arg("unacked")
+        .query(&mut direct)
+        .unwrap();
+    assert_eq!(unacked, 0);
+}
+
+#[test]
+fn an_idle_consumer_gets_its_share_next_to_a_brpop_consumer() {
+    let db = redis_db_or_skip!();
+    let mut direct = db.conn();
+    let url = db.url.clone();
+    // kombu's way: BRPOP, again and again, counting what it gets.
+    let stop = Arc::new(AtomicBool::new(false));
+    let brpop = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let mut got = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let r: Option<(String, String)> = redis::cmd("BRPOP")
+                    .arg("shared")
+                    .arg(0.2)
+                    .query(&mut conn)
+                    .unwrap();
+                got += usize::from(r.is_some());
+            }
+            got
+        })
+    };
+    const N: usize = 40;
+    let ours = rt().block_on(async {
+        let broker = Broker::connect(&db.url).await.expect("connect");
+        let queues = vec!["shared".to_string()];
+        let counter = {
+            let b = broker.clone();
+            tokio::spawn(async move {
+                let mut got = 0;
+                loop {
+                    match b.consume(&queues, 1, Duration::from_millis(800)).await {
+                        Ok(d) if d.is_empty() => break,
+                        Ok(d) => {
+                            for x in d {
+                                Transport::ack(&b, x.tag.as_deref().unwrap()).await.unwrap();
+                                got += 1;
+                            }
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                got
+            })
+        };
+        for i in 0..N {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            let _: i64 = redis::cmd("LPUSH")
+                .arg("shared")
+                .arg(message(&format!("shared-{i}"), "shared"))
+                .query(&mut direct)
+                .unwrap();
+        }
+        counter.await.unwrap()
+    });
+    stop.store(true, Ordering::SeqCst);
+    let theirs = brpop.join().unwrap();
+    eprintln!("idle Rust consumer {ours}, BRPOP consumer {theirs}");
+    assert_eq!(ours + theirs, N, "every message went to one of them");
+    assert!(
+        ours >= N / 5,
+        "the Rust consumer competes like a BRPOP consumer: it got {ours} of {N}, BRPOP {theirs}"
+    );
 }
