@@ -55,6 +55,75 @@ pub enum BrokerError {
     /// The ack or result batcher is gone (the process is stopping).
     #[error("ack or result batcher stopped")]
     Closed,
+    /// A write the master took but fewer replicas than asked confirmed in time (`WAIT`, see [`ReplicaWait`]): it
+    /// is on the master, and a failover before the replicas catch up would lose it.
+    #[error(
+        "written to the Redis master but confirmed by {confirmed} of {wanted} replicas within {timeout_ms} ms: a failover now would lose it"
+    )]
+    NotReplicated {
+        confirmed: i64,
+        wanted: u32,
+        timeout_ms: u64,
+    },
+    /// A setting (environment variable) the broker reads is invalid.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Writes that must survive a failover: after each publish and each result write, `WAIT replicas timeout` on the
+/// connection that wrote, and [`BrokerError::NotReplicated`] when fewer replicas confirmed in time. Redis
+/// replicates asynchronously, so without it a failover loses whatever the master acknowledged and had not yet sent
+/// on. Set for every process by `CELERIAC_REDIS_WAIT_REPLICAS` (default 0: off) and
+/// `CELERIAC_REDIS_WAIT_TIMEOUT_MS` (default 1000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaWait {
+    pub replicas: u32,
+    pub timeout: Duration,
+}
+
+impl ReplicaWait {
+    pub const REPLICAS_ENV: &'static str = "CELERIAC_REDIS_WAIT_REPLICAS";
+    pub const TIMEOUT_ENV: &'static str = "CELERIAC_REDIS_WAIT_TIMEOUT_MS";
+
+    /// From the environment: `None` when no replicas are asked for; an error names a value that is not a number.
+    pub fn from_env() -> Result<Option<ReplicaWait>> {
+        Self::parse(
+            std::env::var(Self::REPLICAS_ENV).ok().as_deref(),
+            std::env::var(Self::TIMEOUT_ENV).ok().as_deref(),
+        )
+    }
+
+    fn parse(replicas: Option<&str>, timeout_ms: Option<&str>) -> Result<Option<ReplicaWait>> {
+        let number = |name: &str, v: &str| {
+            v.trim().parse::<u64>().map_err(|_| {
+                BrokerError::Config(format!("{name}={v:?} is not a whole number"))
+            })
+        };
+        let replicas = match replicas.filter(|v| !v.trim().is_empty()) {
+            Some(v) => number(Self::REPLICAS_ENV, v)?,
+            None => 0,
+        };
+        let timeout_ms = match timeout_ms.filter(|v| !v.trim().is_empty()) {
+            Some(v) => number(Self::TIMEOUT_ENV, v)?,
+            None => 1000,
+        };
+        if replicas == 0 {
+            return Ok(None);
+        }
+        if timeout_ms == 0 {
+            // WAIT with 0 blocks until the replicas confirm, forever if they never do.
+            return Err(BrokerError::Config(format!(
+                "{}=0 would wait forever for the replicas; give a timeout in milliseconds",
+                Self::TIMEOUT_ENV
+            )));
+        }
+        Ok(Some(ReplicaWait {
+            replicas: u32::try_from(replicas).map_err(|_| {
+                BrokerError::Config(format!("{}={replicas} is too large", Self::REPLICAS_ENV))
+            })?,
+            timeout: Duration::from_millis(timeout_ms),
+        }))
+    }
 }
 
 impl From<redis::RedisError> for BrokerError {
@@ -108,12 +177,14 @@ struct Scripts {
     gcra: redis::Script,
 }
 
+const STORE_RESULTS_LUA: &str = include_str!("lua/store_results.lua");
+
 impl Scripts {
     fn new() -> Scripts {
         Scripts {
             pop_and_record: redis::Script::new(include_str!("lua/pop_and_record.lua")),
             move_unacked: redis::Script::new(include_str!("lua/move_unacked.lua")),
-            store_results: redis::Script::new(include_str!("lua/store_results.lua")),
+            store_results: redis::Script::new(STORE_RESULTS_LUA),
             release_mutex: redis::Script::new(include_str!("lua/release_mutex.lua")),
             take_in_flight: redis::Script::new(include_str!("lua/take_in_flight.lua")),
             sweep_in_flight: redis::Script::new(include_str!("lua/sweep_in_flight.lua")),
@@ -150,6 +221,10 @@ struct Inner {
     reply_conns: Mutex<Vec<ConnectionManager>>,
     acker: std::sync::OnceLock<Acker>,
     results: std::sync::OnceLock<ResultWriter>,
+    /// Replicas a publish or result write waits for (`None`: none, Redis's asynchronous default).
+    replica_wait: std::sync::RwLock<Option<ReplicaWait>>,
+    /// The connection for writes followed by `WAIT` (it blocks its connection, so not the shared one).
+    durable_conn: tokio::sync::Mutex<Option<ConnectionManager>>,
 }
 
 /// The registry of every consumer's in-flight list (a set of list keys).
@@ -202,6 +277,7 @@ impl Broker {
     /// and when another one was promoted it moves every connection there (commands, the idle consumer's, mailbox
     /// replies; subscriptions end with the old master's connection and their owners subscribe again).
     pub async fn connect(url: &str) -> Result<Broker> {
+        let replica_wait = ReplicaWait::from_env()?;
         let parsed = BrokerUrl::parse(url)?;
         let resolved = parsed.resolve().await?;
         let link = open_link(&parsed, &resolved).await.map_err(|e| match e {
@@ -226,6 +302,8 @@ impl Broker {
                 reply_conns: Mutex::new(Vec::new()),
                 acker: std::sync::OnceLock::new(),
                 results: std::sync::OnceLock::new(),
+                replica_wait: std::sync::RwLock::new(replica_wait),
+                durable_conn: tokio::sync::Mutex::new(None),
             }),
         };
         if sentinel {
@@ -249,6 +327,67 @@ impl Broker {
         if err.is_transient() {
             self.count_reconnect();
         }
+    }
+
+    /// Ask every later publish and result write to wait for `wait.replicas` replicas (or none), whatever the
+    /// environment said at connect.
+    pub fn set_replica_wait(&self, wait: Option<ReplicaWait>) {
+        *self.inner.replica_wait.write().expect("replica wait") = wait;
+    }
+
+    /// The replicas publishes and result writes wait for, if any.
+    pub fn replica_wait(&self) -> Option<ReplicaWait> {
+        *self.inner.replica_wait.read().expect("replica wait")
+    }
+
+    /// Send `pipe` and then `WAIT` in one round trip on the connection kept for such writes (WAIT blocks its
+    /// connection, so not the shared one; and the write and its WAIT must share a connection, which is why they
+    /// go together: a reconnect in between would make WAIT count another client's writes). Returns the answers
+    /// of the pipeline's commands that are not ignored; [`BrokerError::NotReplicated`] when too few replicas
+    /// confirmed in time.
+    async fn write_and_wait(
+        &self,
+        wait: ReplicaWait,
+        mut pipe: redis::Pipeline,
+    ) -> Result<Vec<redis::Value>> {
+        let timeout_ms = u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX);
+        pipe.cmd("WAIT").arg(wait.replicas).arg(timeout_ms);
+        let mut slot = self.inner.durable_conn.lock().await;
+        let conn = match slot.as_mut() {
+            Some(c) => c,
+            None => slot.insert(self.blocking_connection().await?),
+        };
+        let answer = tokio::time::timeout(
+            wait.timeout + Duration::from_secs(5),
+            pipe.query_async::<Vec<redis::Value>>(conn),
+        )
+        .await;
+        let mut answers = match answer {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                *slot = None;
+                return Err(e.into());
+            }
+            Err(_) => {
+                *slot = None;
+                return Err(BrokerError::Unavailable(format!(
+                    "no answer to a write and its WAIT within {:?}",
+                    wait.timeout + Duration::from_secs(5)
+                )));
+            }
+        };
+        let confirmed = match answers.pop() {
+            Some(redis::Value::Int(n)) => n,
+            other => return Err(BrokerError::Command(format!("WAIT answered {other:?}"))),
+        };
+        if confirmed < i64::from(wait.replicas) {
+            return Err(BrokerError::NotReplicated {
+                confirmed,
+                wanted: wait.replicas,
+                timeout_ms,
+            });
+        }
+        Ok(answers)
     }
 
     fn count_reconnect(&self) {
@@ -369,11 +508,14 @@ impl Broker {
         if !known {
             self.declare_queue(queue).await?;
         }
-        let () = self
-            .conn()
-            .lpush(kombu_redis::queue_key(queue, priority), payload)
-            .await
-            .map(|_: i64| ())?;
+        let key = kombu_redis::queue_key(queue, priority);
+        if let Some(wait) = self.replica_wait() {
+            let mut pipe = redis::pipe();
+            pipe.lpush(key, payload).ignore();
+            self.write_and_wait(wait, pipe).await?;
+            return Ok(());
+        }
+        let () = self.conn().lpush(key, payload).await.map(|_: i64| ())?;
         Ok(())
     }
 
@@ -403,6 +545,10 @@ impl Broker {
         let mut pipe = redis::pipe();
         for (key, payloads) in &lists {
             pipe.lpush(key, payloads).ignore();
+        }
+        if let Some(wait) = self.replica_wait() {
+            self.write_and_wait(wait, pipe).await?;
+            return Ok(());
         }
         let () = pipe.query_async(&mut self.conn()).await?;
         Ok(())
@@ -675,6 +821,26 @@ impl Broker {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(wait) = self.replica_wait() {
+            // The script as EVAL inside the pipeline that ends with WAIT (Redis caches it like EVALSHA's).
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(STORE_RESULTS_LUA).arg(writes.len());
+            for (key, _, _) in writes {
+                eval.arg(*key);
+            }
+            for (_, meta, expires) in writes {
+                eval.arg(*meta).arg(*expires);
+            }
+            let mut pipe = redis::pipe();
+            pipe.add_command(eval);
+            let answers = self.write_and_wait(wait, pipe).await?;
+            let written: Vec<i64> = match answers.into_iter().next() {
+                Some(v) => redis::from_redis_value(v)
+                    .map_err(|e| BrokerError::Command(format!("store_results answered: {e}")))?,
+                None => Vec::new(),
+            };
+            return Ok(written.into_iter().map(|w| w == 1).collect());
+        }
         let mut inv = self.inner.scripts.store_results.prepare_invoke();
         for (key, meta, expires) in writes {
             inv.key(*key).arg(*meta).arg(*expires);
@@ -856,6 +1022,7 @@ async fn follow_sentinel(inner: std::sync::Weak<Inner>) {
             Ok(link) => {
                 *inner.link.write().expect("link") = link;
                 inner.consumer_conn.lock().await.take();
+                inner.durable_conn.lock().await.take();
                 inner.reply_conns.lock().expect("reply conns").clear();
                 inner.reconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(from = %redact(&current), to = %redact(&resolved), "Redis master changed (Sentinel failover); following it");

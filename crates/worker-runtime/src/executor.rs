@@ -693,10 +693,15 @@ impl Executor {
         if self.otel.is_some() {
             crate::otel::note_outcome(&outcome);
         }
+        // False once a result write failed or was not confirmed by the replicas asked for: a message not yet
+        // acknowledged (acks_late) is then left unacknowledged, to run again, rather than acknowledged with its
+        // result at risk.
+        let mut stored = true;
         match outcome {
             Outcome::Success(value) => {
                 if !ignore {
-                    self.store(req, msg, State::Success, value.clone(), None)
+                    stored &= self
+                        .store(req, msg, State::Success, value.clone(), None)
                         .await;
                 }
                 self.chord_part(req, &State::Success, &value).await;
@@ -705,7 +710,8 @@ impl Executor {
             Outcome::Failure(exc, traceback) => {
                 let tb = traceback.unwrap_or_else(|| rust_traceback(&req.name, &exc));
                 tracing::warn!(task = %req.name, id = %id, error = %exc.repr(), "task failed");
-                self.store(req, msg, State::Failure, exc.to_value(), Some(tb.clone()))
+                stored &= self
+                    .store(req, msg, State::Failure, exc.to_value(), Some(tb.clone()))
                     .await;
                 self.chord_part(req, &State::Failure, &exc.to_value()).await;
                 let event = TaskEvent::Failed {
@@ -730,7 +736,8 @@ impl Executor {
                 });
                 if req.retries >= max {
                     let tb = rust_traceback(&req.name, &exc);
-                    self.store(req, msg, State::Failure, exc.to_value(), Some(tb.clone()))
+                    stored &= self
+                        .store(req, msg, State::Failure, exc.to_value(), Some(tb.clone()))
                         .await;
                     let event = TaskEvent::Failed {
                         exception: exc.repr(),
@@ -750,7 +757,7 @@ impl Executor {
                     meta.parent_id = req.parent_id.clone();
                     meta.extended = self.extended(req, msg);
                     if !ignore {
-                        self.write_meta(&meta, msg).await;
+                        stored &= self.write_meta(&meta, msg).await;
                     }
                     let event = TaskEvent::Retried {
                         exception: format!("Retry in {countdown}s: {}", exc.repr()),
@@ -792,7 +799,7 @@ impl Executor {
                 meta.group_id = req.group.clone();
                 meta.parent_id = req.parent_id.clone();
                 meta.extended = self.extended(req, msg);
-                self.write_meta(&meta, msg).await;
+                stored &= self.write_meta(&meta, msg).await;
                 let event = TaskEvent::Revoked {
                     terminated: reason == RevokeReason::Terminated,
                     signum: (reason == RevokeReason::Terminated).then_some(15),
@@ -801,7 +808,23 @@ impl Executor {
                 self.events.task(&req.name, id, event).await;
             }
         }
+        if !stored {
+            self.leave_unacked(tag, &mut slot);
+        }
         self.ack(tag, &mut slot).await;
+    }
+
+    /// A late-ack message whose result could not be stored safely: it is not acknowledged, so it stays in the
+    /// broker's unacked set and runs again once the visibility timeout has passed (at-least-once), instead of
+    /// being acknowledged with its result lost. A message already acknowledged (early ack) is left as it is.
+    fn leave_unacked(&self, tag: &str, slot: &mut Slot) {
+        if slot.claim(&self.state, tag) {
+            tracing::warn!(
+                tag,
+                "result not stored safely; the message is left unacknowledged and runs again after the visibility timeout"
+            );
+            slot.release();
+        }
     }
 
     async fn chord_part(&self, req: &TaskMessage, state: &State, result: &Value) {
@@ -834,18 +857,19 @@ impl Executor {
         status: State,
         result: Value,
         traceback: Option<String>,
-    ) {
+    ) -> bool {
         let mut meta = ResultMeta::new(&req.id, status, result);
         meta.traceback = traceback;
         meta.group_id = req.group.clone();
         meta.parent_id = req.parent_id.clone();
         meta.extended = self.extended(req, msg);
-        self.write_meta(&meta, msg).await;
+        self.write_meta(&meta, msg).await
     }
 
     /// Write a result meta, retrying while the backend is unreachable (the result must not be lost). `msg` is the
-    /// task message: its `reply_to` is where `rpc://` sends the result.
-    async fn write_meta(&self, meta: &ResultMeta, msg: &Message) {
+    /// task message: its `reply_to` is where `rpc://` sends the result. False when it could not be written, or
+    /// was written but not confirmed by the replicas asked for (`CELERIAC_REDIS_WAIT_REPLICAS`).
+    async fn write_meta(&self, meta: &ResultMeta, msg: &Message) -> bool {
         // A store span only inside a request's run span: progress updates written from their own tokio task have
         // no context to continue, and a root span per update would only be noise.
         let span = self
@@ -859,14 +883,15 @@ impl Executor {
                 let task = msg.headers.get("task").and_then(Value::as_str);
                 otel.start_store(task.unwrap_or("unknown"), &meta.task_id, &meta.status)
             });
-        self.write_meta_inner(meta, msg).await;
+        let stored = self.write_meta_inner(meta, msg).await;
         if let Some(mut span) = span {
             use opentelemetry::trace::Span as _;
             span.end();
         }
+        stored
     }
 
-    async fn write_meta_inner(&self, meta: &ResultMeta, msg: &Message) {
+    async fn write_meta_inner(&self, meta: &ResultMeta, msg: &Message) -> bool {
         let mut bytes = meta.encode();
         let max = self.config.result_max_bytes;
         if max > 0 && bytes.len() > max {
@@ -877,7 +902,7 @@ impl Executor {
             );
             if !meta.status.is_ready() {
                 tracing::error!(id = %meta.task_id, state = %meta.status, "{why}; state not stored");
-                return;
+                return true;
             }
             tracing::error!(id = %meta.task_id, "{why}; storing a ValueError instead");
             let mut refused = ResultMeta::new(
@@ -898,7 +923,7 @@ impl Executor {
                 .store(key, &bytes, self.config.result_expires)
                 .await
             {
-                Ok(_) => return,
+                Ok(_) => return true,
                 Err(e) if e.is_transient() && attempt < 60 && self.stopping() != Shutdown::Cold => {
                     self.backend.note_error(&e);
                     tracing::warn!(id = %meta.task_id, error = %e, "result backend unavailable; retrying");
@@ -906,10 +931,11 @@ impl Executor {
                 }
                 Err(e) => {
                     tracing::error!(id = %meta.task_id, error = %e, "could not store result");
-                    return;
+                    return false;
                 }
             }
         }
+        false
     }
 
     fn progress_fn(&self, req: &Arc<TaskMessage>, msg: &Arc<Message>) -> crate::task::ProgressFn {
