@@ -775,7 +775,11 @@ print(json.dumps(res))
 fn chords_join_across_python_and_rust_workers() {
     let db = redis_db_or_skip!();
     let py = python_or_skip!();
-    let _rw = rust_worker(&db.url, "chordrs@%h", &["-c", "2", "--result-extended"]);
+    let _rw = rust_worker(
+        &db.url,
+        "chordrs@%h",
+        &["-c", "2", "--result-extended", "-Q", "celery,chordrs"],
+    );
     let code = r#"
 import json
 from celery import chord
@@ -809,13 +813,20 @@ print(json.dumps(res))
         "{r}"
     );
 
-    // Now a Python worker shares the queue: 20 header tasks land on both workers; whoever finishes last runs the body.
-    let _pw = testkit::python_worker(&py, &db.url, "chordpy@%h", &["-c", "2"]);
+    // Now a Python worker shares the default queue: the 20 header tasks go half to a queue only the Rust worker
+    // reads and half to one only the Python worker reads (on one shared queue the Rust worker, faster, could take
+    // all 20 before Python's next BRPOP), and whoever finishes last runs the body, which either may take.
+    let _pw = testkit::python_worker(
+        &py,
+        &db.url,
+        "chordpy@%h",
+        &["-c", "2", "-Q", "celery,chordpy"],
+    );
     let code = r#"
 import json
 from celery import chord
 from pytasks import app
-header = [app.signature('celeriac.add', args=(i, i)) for i in range(20)]
+header = [app.signature('celeriac.add', args=(i, i), queue=('chordrs' if i % 2 else 'chordpy')) for i in range(20)]
 r = chord(header, app.signature('celeriac.echo')).apply_async()
 body = r.get(timeout=60)
 workers = sorted({app.backend.get_task_meta(c.id).get('worker', '?').split('@')[0] for c in r.parent.results})
