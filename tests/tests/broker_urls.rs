@@ -303,11 +303,49 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Submit a botnet analysis of the last day (an empty window in the test's empty database: a clean, quick result)
+/// through a `celeriac-api` and follow it through the same API until it is ready: `Ok(job id)` when it ended in
+/// SUCCESS, `Err(what happened)` otherwise.
+fn api_analysis(port: u16, key: &str) -> Result<String, String> {
+    let auth = format!("X-API-Key: {key}\r\n");
+    let (status, body) = http(
+        port,
+        "POST",
+        "/api/v1/analyses",
+        &auth,
+        r#"{"kind": "botnet", "sensor": null, "time_window": "1d"}"#,
+    );
+    if status != 202 {
+        return Err(format!("submission: {status} {body}"));
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    let id = v["id"].as_str().ok_or(body.clone())?.to_string();
+    let mut last = serde_json::Value::Null;
+    testkit::wait_until(Duration::from_secs(30), || {
+        let (_, body) = http(port, "GET", &format!("/api/v1/jobs/{id}"), &auth, "");
+        last = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+        last["ready"] == true
+    });
+    if last["state"] == "SUCCESS" {
+        Ok(id)
+    } else {
+        Err(format!("job {id}: {last}"))
+    }
+}
+
+/// The API's `/readyz`: its status and the body.
+fn api_ready(port: u16) -> (u16, serde_json::Value) {
+    let (status, body) = http(port, "GET", "/readyz", "", "");
+    (status, serde_json::from_str(&body).unwrap_or_default())
+}
+
 /// Sentinel failover: a private master, a replica and three sentinels started by the test. The master is killed,
-/// the sentinels promote the replica, and the running worker and coordinator on `redis+sentinel://` follow it
+/// the sentinels promote the replica, and the running worker, coordinator and API on `redis+sentinel://` follow it
 /// (they ask the sentinels every second): a task sent after the failover runs, and its result is on the new
 /// master; a job submitted through the coordinator after the failover runs and the coordinator reads its result,
-/// and the coordinator still holds (or retook) its leader lease, now on the new master.
+/// and the coordinator still holds (or retook) its leader lease, now on the new master; an analysis submitted
+/// through the API after the failover is recorded and published on the new master, runs on the worker, the API
+/// reports it finished, and the API's `/readyz` reports Redis ok.
 #[test]
 fn a_running_worker_follows_a_sentinel_failover() {
     if !testkit::require("redis-server", have("redis-server", "--version")) {
@@ -356,7 +394,17 @@ fn a_running_worker_follows_a_sentinel_failover() {
     }
     let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let url = format!("redis+sentinel://{}/failmaster/0", hosts.join(","));
-    let w = rust_worker(&url, "failover@%h", &[]);
+    // PostgreSQL for the API (its keys, migrations) and the analysis the worker runs for it: an empty database.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt.block_on(store::test_support::TestDb::create());
+    if !testkit::require("PostgreSQL at 127.0.0.1:5432", db.is_some()) {
+        return;
+    }
+    let db = db.unwrap();
+    let w = rust_worker(&url, "failover@%h", &["--database-url", &db.url]);
     assert_eq!(call(&url, "[1, 2]").1, "3");
     // A coordinator on the same Sentinel URL (its own config: the default queue only).
     let coord_port = free_port();
@@ -383,6 +431,73 @@ fn a_running_worker_follows_a_sentinel_failover() {
         "{}",
         coord.output()
     );
+    // The API on the same Sentinel URL, its result backend the same servers named by another Sentinel URL (the
+    // sentinels in the other order, so it is a connection of its own that has to follow too), and the
+    // coordinator's routing (analyses go to the default queue, which the worker consumes).
+    let api_port = free_port();
+    let backend = format!(
+        "redis+sentinel://{}/failmaster/0",
+        hosts.iter().rev().cloned().collect::<Vec<_>>().join(",")
+    );
+    let mut cmd = Command::new(testkit::bin("celeriac-api"));
+    cmd.args([
+        "--database-url",
+        &db.url,
+        "-b",
+        &url,
+        "--result-backend",
+        &backend,
+    ])
+    .arg("--config")
+    .arg(&coord_conf)
+    .args([
+        "serve",
+        "--bind",
+        &format!("127.0.0.1:{api_port}"),
+        "--http-workers",
+        "2",
+        "--analyses-rate-limit",
+        "1000/minute",
+        "--answer-cache-secs",
+        "0",
+    ])
+    .env_remove("DATABASE_READ_URL")
+    .env("NO_COLOR", "1")
+    .env("RUST_LOG", "info");
+    let api = Child::spawn("api-sentinel", &mut cmd);
+    assert!(
+        testkit::wait_until(Duration::from_secs(30), || api_ready(api_port).1["redis"]
+            == "ok"),
+        "the API never reached Redis through the sentinels: {:?}\n{}",
+        api_ready(api_port),
+        api.output()
+    );
+    let out = Command::new(testkit::bin("celeriac-api"))
+        .args([
+            "--database-url",
+            &db.url,
+            "key",
+            "create",
+            "--name",
+            "sentinel",
+        ])
+        .args(["--scopes", "statistics:read,jobs:write", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let api_key = key["key"].as_str().unwrap().to_string();
+    // Before the failover the API's analyses run (its cluster watch may not have seen the worker yet: retried).
+    let mut analysis = Err(String::new());
+    testkit::wait_until(Duration::from_secs(60), || {
+        analysis = api_analysis(api_port, &api_key);
+        analysis.is_ok()
+    });
+    assert!(analysis.is_ok(), "{analysis:?}\n{}", api.output());
 
     master.signal("KILL");
     let _ = master.wait_timeout(Duration::from_secs(5));
@@ -441,6 +556,42 @@ fn a_running_worker_follows_a_sentinel_failover() {
         .is_empty()),
         "no leader lease on the new master"
     );
+
+    // The API followed too: an analysis submitted through it after the failover is recorded and published on the
+    // new master, runs on the worker (its result is on the new master), and the API reports it finished; its
+    // /readyz answers and reports Redis ok.
+    let mut analysis = Err(String::new());
+    let went_on = testkit::wait_until(Duration::from_secs(60), || {
+        analysis = api_analysis(api_port, &api_key);
+        analysis.is_ok()
+    });
+    assert!(
+        went_on,
+        "the API did not go on after the failover: {analysis:?}\n{}",
+        api.output()
+    );
+    let id = analysis.unwrap();
+    for key in [
+        format!("celeriac:job:{id}"),
+        format!("celery-task-meta-{id}"),
+    ] {
+        assert_eq!(
+            redis_cli(replica_port, &["exists", &key]).trim(),
+            "1",
+            "{key} is not on the new master"
+        );
+    }
+    let (status, ready) = api_ready(api_port);
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["redis"], "ok", "{ready}\n{}", api.output());
+    assert!(
+        api.output().contains("Redis master changed"),
+        "{}",
+        api.output()
+    );
+    drop(api);
+    drop(w);
+    rt.block_on(db.drop_db());
     let _ = std::fs::remove_file(&coord_conf);
     for c in confs {
         let _ = std::fs::remove_file(c);
