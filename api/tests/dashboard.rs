@@ -21,8 +21,11 @@
 //!
 //! Phase 3: a real `celeriac-coordinator` runs beside the API and a worker registers with it (a token from its CLI);
 //! the cluster view follows `GET /api/v1/cluster/stream` (no polling request) and shows the registration and the
-//! dead-letter count (a malformed message a Rust worker dead-lettered) without a reload; the count links to the
-//! dead-letter list, which tells a `statistics:read` key it needs `admin` and lists the entry for an admin key. The
+//! dead-letter count (malformed messages Rust workers dead-lettered) without a reload; the count links to the
+//! dead-letter list, which tells a `statistics:read` key it needs `admin` and lists the entries for an admin key,
+//! whose clicks on Replay and Drop (one entry each) are checked in Redis: the replayed entry is gone from the store
+//! and its exact bytes are back on its queue, the dropped one is gone and not on the queue, and the count shown
+//! fell by two. The
 //! workers that could run the form's analysis are held with SIGSTOP until the page follows the job, so the page sees
 //! PENDING first and the progress bar takes at least two values before SUCCESS.
 
@@ -34,7 +37,21 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
-use testkit::{redis_db_or_skip, repo_root, require, rust_worker};
+use testkit::{redis_db_or_skip, repo_root, require, rust_worker, wait_until};
+
+/// The queue of the dead letters the page replays and drops (no worker consumes it during the browser run).
+const DEAD_QUEUE: &str = "dash-dead";
+
+/// `redis-cli -u URL ARGS...`; its raw standard output.
+fn redis_cli(url: &str, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("redis-cli")
+        .args(["-u", url])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    out.stdout
+}
 
 fn chromium() -> Option<PathBuf> {
     let from_env = std::env::var("CELERIAC_CHROMIUM")
@@ -249,11 +266,41 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
     let registered = register_node(&coordinator, &redis.url, "ml@test");
     assert_eq!(registered["registered"]["node"], "ml@test", "{registered}");
     // A malformed message on a queue both Rust workers consume: one of them keeps it as a dead letter.
-    let pushed = Command::new("redis-cli")
-        .args(["-u", &redis.url, "LPUSH", "celery", "{not json"])
-        .output()
-        .expect("redis-cli");
-    assert!(pushed.status.success(), "{pushed:?}");
+    redis_cli(&redis.url, &["LPUSH", "celery", "{not json"]);
+    // Two more, from a queue whose one consumer is then stopped: the page replays one and drops the other (with
+    // nobody consuming the queue, the replayed message stays there for the checks after the run).
+    let (replay_message, drop_message) = ("replay-me {not json \u{e9}", "drop-me {not json");
+    let mut dead_worker = rust_worker(&redis.url, "dash-dead@test", &["-Q", DEAD_QUEUE]);
+    redis_cli(
+        &redis.url,
+        &["RPUSH", DEAD_QUEUE, replay_message, drop_message],
+    );
+    let dead_list = api.url("/api/v1/cluster/dead-letters");
+    let kept = || get(&dead_list, Some(&admin_key)).1["count"] == 3;
+    assert!(
+        wait_until(Duration::from_secs(60), kept),
+        "three dead letters: {}\n{}",
+        get(&dead_list, Some(&admin_key)).1,
+        dead_worker.output()
+    );
+    dead_worker.signal("TERM");
+    assert!(
+        dead_worker.wait_timeout(Duration::from_secs(60)).is_some(),
+        "dash-dead@test stopped"
+    );
+    let (s, before) = get(&dead_list, Some(&admin_key));
+    assert_eq!((s, &before["count"]), (200, &Value::from(3)), "{before}");
+    let id_of = |message: &str| {
+        before["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["message"] == message)
+            .and_then(|e| e["id"].as_str())
+            .unwrap_or_else(|| panic!("{message:?} in {before}"))
+            .to_string()
+    };
+    let (replay_id, drop_id) = (id_of(replay_message), id_of(drop_message));
     let mut nodes = vec![rust_node.to_string()];
     let python = testkit::python();
     let _py = python.as_ref().map(|py| {
@@ -312,6 +359,8 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
         .env("DASH_NODES", nodes.join(","))
         .env("DASH_WRITE_KEY", &write_key)
         .env("DASH_ADMIN_KEY", &admin_key)
+        .env("DASH_DEAD_REPLAY", &replay_id)
+        .env("DASH_DEAD_DROP", &drop_id)
         .env("DASH_REGISTERED_NODE", "ml@test")
         .env("DASH_PAUSE_PIDS", format!("{},{}", _rust.pid(), _ml.pid()))
         .envs(
@@ -463,11 +512,12 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
             "{node} not at the coordinator: {coord}"
         );
     }
-    // Dead letters: the page's count is the API's; the list needs admin and shows the kept message.
+    // Dead letters: the page's count is the API's (three before the page replayed one and dropped one, one after);
+    // the list needs admin and shows the kept message.
     let (s, q) = get(&api.url("/api/v1/cluster/queues"), Some(&key));
     assert_eq!(s, 200);
     assert_eq!(q["dead_letters"], 1, "{q}");
-    assert_eq!(report["cluster"]["dead_letters"], 1, "{report:#}");
+    assert_eq!(report["cluster"]["dead_letters"], 3, "{report:#}");
     assert_eq!(
         report["cluster"]["dead_letters_href"], "/api/v1/cluster/queues",
         "{report:#}"
@@ -514,11 +564,72 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
         "{report:#}"
     );
     let page_dead = &report["dead_letters"];
-    assert_eq!(page_dead["count"], 1, "{report:#}");
-    let row = page_dead["rows"][0].as_array().unwrap();
+    assert_eq!(page_dead["count"], 3, "{report:#}");
+    let rows = page_dead["rows"].as_array().unwrap();
     assert!(
-        row.iter().any(|c| c == "celery") && row.iter().any(|c| c == "{not json"),
-        "{row:?}"
+        rows.iter().any(|row| {
+            let row = row.as_array().unwrap();
+            row.iter().any(|c| c == "celery") && row.iter().any(|c| c == "{not json")
+        }),
+        "{rows:?}"
+    );
+    let ids = |v: &Value| -> Vec<String> {
+        v["ids"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no ids: {v}"))
+            .iter()
+            .map(|i| i.as_str().unwrap().to_string())
+            .collect()
+    };
+    let listed = ids(page_dead);
+    assert!(
+        listed.contains(&replay_id) && listed.contains(&drop_id),
+        "{page_dead}"
+    );
+    // The page's Replay and Drop buttons: each says what happened and lists again without the entry; the store and
+    // the queue in Redis changed for real.
+    let replayed = &report["dead_actions"]["replay"];
+    assert_eq!(replayed["outcome"], "replayed", "{report:#}");
+    assert_eq!(
+        replayed["note"],
+        format!("Replayed {replay_id} to {DEAD_QUEUE}."),
+        "{replayed}"
+    );
+    let after_replay = ids(replayed);
+    assert!(
+        !after_replay.contains(&replay_id) && after_replay.contains(&drop_id),
+        "{replayed}"
+    );
+    assert_eq!(replayed["count"], 2, "{replayed}");
+    let dropped = &report["dead_actions"]["drop"];
+    assert_eq!(dropped["outcome"], "dropped", "{report:#}");
+    assert_eq!(dropped["note"], format!("Dropped {drop_id}."), "{dropped}");
+    let after_drop = ids(dropped);
+    assert!(
+        !after_drop.contains(&replay_id) && !after_drop.contains(&drop_id),
+        "{dropped}"
+    );
+    assert_eq!(
+        page_dead["count"].as_i64().unwrap() - dropped["count"].as_i64().unwrap(),
+        2,
+        "the count shown: {page_dead} then {dropped}"
+    );
+    for gone in [&replay_id, &drop_id] {
+        let (s, e) = get(
+            &api.url(&format!("/api/v1/cluster/dead-letters/{gone}")),
+            Some(&admin_key),
+        );
+        assert_eq!(
+            (s, e["code"].as_str()),
+            (404, Some("dead_letter_not_found")),
+            "{gone} is still kept: {e}"
+        );
+    }
+    // The replayed message's exact bytes are back on its queue, once; the dropped one is not there.
+    assert_eq!(
+        String::from_utf8_lossy(&redis_cli(&redis.url, &["LRANGE", DEAD_QUEUE, "0", "-1"])),
+        format!("{replay_message}\n"),
+        "the queue {DEAD_QUEUE} after the page's replay and drop"
     );
     // The stream itself: workers and queues at once, as server-sent events.
     let (workers_event, queues_event) =

@@ -1,6 +1,7 @@
 //! The dead letters through the API (`docs/dead-letters.md`), on real Redis and a real `celeriac-worker`: an admin
 //! key lists, shows, replays, drops and purges them (a `statistics:read` key is refused every route); a replay puts
-//! the original bytes, unchanged, back in their queue, once; bad bodies are named.
+//! the original bytes, unchanged, back in their queue, once; the list pages with `limit` and `offset`, newest first;
+//! bad bodies and bad offsets are named.
 
 mod common;
 
@@ -180,5 +181,78 @@ fn admins_list_show_replay_drop_and_purge_dead_letters() {
     }
     let v: Value = get(&list, Some(&admin)).1;
     assert_eq!(v["count"], 0);
+
+    // Paging: N entries kept one after another (each waited for, so each is newer than the one before), read
+    // `limit=2` at a time from `offset`: disjoint pages, newest first, that together are the whole list, and
+    // `count` is N on every page.
+    const N: usize = 6;
+    let kept: Vec<String> = (0..N).map(|i| format!("page-{i} {{bad")).collect();
+    for (i, m) in kept.iter().enumerate() {
+        redis_cli(&redis.url, &["RPUSH", "dlapi", m]);
+        assert!(
+            wait_until(T, || get(&list, Some(&admin)).1["count"] == i + 1),
+            "{m} was not kept: {}",
+            get(&list, Some(&admin)).1
+        );
+    }
+    let field = |page: &Value, f: &str| -> Vec<String> {
+        page["entries"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no entries: {page}"))
+            .iter()
+            .map(|e| e[f].as_str().unwrap().to_string())
+            .collect()
+    };
+    let newest_first: Vec<String> = kept.iter().rev().cloned().collect();
+    let (s, full) = get(&format!("{list}?limit=500"), Some(&admin));
+    assert_eq!((s, &full["count"]), (200, &json!(N)), "{full}");
+    assert_eq!(field(&full, "message"), newest_first, "{full}");
+    let all_ids = field(&full, "id");
+    let mut paged_ids = Vec::new();
+    for offset in [0, 2, 4] {
+        let (s, page) = get(&format!("{list}?limit=2&offset={offset}"), Some(&admin));
+        assert_eq!(s, 200, "offset {offset}: {page}");
+        assert_eq!(page["count"], N, "offset {offset}: {page}");
+        assert_eq!(
+            field(&page, "message"),
+            newest_first[offset..offset + 2],
+            "offset {offset}: {page}"
+        );
+        paged_ids.extend(field(&page, "id"));
+    }
+    let mut distinct = paged_ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), N, "the pages overlap: {paged_ids:?}");
+    assert_eq!(paged_ids, all_ids, "the pages are not the whole list");
+    // A last page that is short, and one past the end: empty, with the count.
+    let (s, last) = get(&format!("{list}?limit=2&offset={}", N - 1), Some(&admin));
+    assert_eq!(s, 200, "{last}");
+    assert_eq!(field(&last, "message"), [kept[0].clone()], "{last}");
+    let (s, past) = get(&format!("{list}?limit=2&offset={N}"), Some(&admin));
+    assert_eq!((s, &past["count"]), (200, &json!(N)), "{past}");
+    assert_eq!(past["entries"], json!([]), "{past}");
+    // A bad offset is a 400 naming the parameter and what is wrong with it.
+    for (offset, says) in [
+        ("-1", "-1 is out of range 0 to 1000000"),
+        ("1000001", "1000001 is out of range 0 to 1000000"),
+        ("abc", r#""abc" is not a whole number"#),
+        ("2.5", r#""2.5" is not a whole number"#),
+        ("", r#""" is not a whole number"#),
+        ("99999999999999999999", "is not a whole number"),
+        ("1&offset=2", "given more than once"),
+    ] {
+        let (s, e) = get(&format!("{list}?limit=2&offset={offset}"), Some(&admin));
+        assert_eq!(
+            (s, e["code"].as_str(), e["parameter"].as_str()),
+            (400, Some("invalid_parameter"), Some("offset")),
+            "offset={offset}: {e}"
+        );
+        let message = e["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("`offset`") && message.contains(says),
+            "offset={offset}: {e}"
+        );
+    }
     rt.block_on(db.drop_db());
 }

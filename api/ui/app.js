@@ -453,6 +453,7 @@ async function loadDeadLetters() {
   } catch (e) {
     if (e.status === 401) return;
     $("dead-letters-table").replaceChildren();
+    $("dead-letters-table").removeAttribute("aria-busy");
     $("dead-letters-note").textContent = e.status === 403
       ? "Listing dead letters needs a key with the admin scope: they hold whole task messages, arguments included."
       : `Could not load the dead letters: ${e.message}`;
@@ -463,6 +464,7 @@ async function loadDeadLetters() {
 async function deadLetterAction(action, id) {
   const note = $("dead-letters-action");
   note.textContent = "";
+  delete note.dataset.outcome;
   try {
     const r = await fetch(`/api/v1/cluster/dead-letters/${action}`, {
       method: "POST",

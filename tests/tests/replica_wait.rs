@@ -60,7 +60,10 @@ fn call(url: &str, args: &str, wait_replicas: bool, wait_result: bool) -> (bool,
 
 #[test]
 fn a_result_no_replica_confirmed_is_not_acknowledged() {
-    let have = Command::new("redis-server").arg("--version").output().is_ok();
+    let have = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok();
     if !testkit::require("redis-server", have) {
         return;
     }

@@ -9,7 +9,9 @@
 // (a statistics:read,jobs:write key: a longtail analysis is submitted from the form and followed to its result);
 // DASH_PAUSE_PIDS (the workers that could run it: stopped with SIGSTOP while the job is submitted and its stream
 // opens, then continued, so the page sees every progress step); DASH_REGISTERED_NODE (a node registered at the
-// coordinator: its row must say so); DASH_ADMIN_KEY (an admin key: the dead-letter list is read with it).
+// coordinator: its row must say so); DASH_ADMIN_KEY (an admin key: the dead-letter list is read with it) with
+// DASH_DEAD_REPLAY and DASH_DEAD_DROP (two of the listed dead letters' ids: the admin page clicks Replay on the first
+// and Drop on the second, and reports the note and the list it shows after each).
 import { chromium } from "playwright-core";
 import { readFileSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -158,12 +160,35 @@ try {
     const adm = await newPage("light", undefined, ADMIN_KEY);
     await adm.goto(`${BASE}/#/dead-letters`);
     await adm.waitForSelector("#dead-letters-table tr[data-dead]", { timeout: 30000 });
-    report.dead_letters = await adm.evaluate(() => ({
-      count: Number(document.querySelector('#dead-letters-note a[data-field="count"]').dataset.value),
+    const readDead = () => adm.evaluate(() => ({
+      count: Number(document.querySelector('#dead-letters-note a[data-field="count"]')?.dataset.value ?? -1),
+      ids: [...document.querySelectorAll("#dead-letters-table tr[data-dead]")].map((tr) => tr.dataset.dead),
       rows: [...document.querySelectorAll("#dead-letters-table tr[data-dead]")].map((tr) => [...tr.children].map((td) => td.textContent)),
     }));
+    report.dead_letters = await readDead();
     await axe(adm, "dead-letters-light");
     await shot(adm, "dead-letters-light");
+    // Replay one entry and drop another with the page's buttons; after each, wait for the note saying what
+    // happened and for the list read again (the table is busy until then), and report both.
+    const actions = [["replay", "dead-replay", process.env.DASH_DEAD_REPLAY], ["drop", "dead-drop", process.env.DASH_DEAD_DROP]];
+    if (actions.every(([, , id]) => id)) {
+      report.dead_actions = {};
+      for (const [action, cls, id] of actions) {
+        const before = await adm.textContent("#dead-letters-action");
+        await adm.click(`#dead-letters-table tr[data-dead="${id}"] button.${cls}`);
+        await adm.waitForFunction((prev) => {
+          const t = document.getElementById("dead-letters-action").textContent;
+          return t !== "" && t !== prev && !document.getElementById("dead-letters-table").hasAttribute("aria-busy");
+        }, before, { timeout: 30000 });
+        report.dead_actions[action] = {
+          id,
+          note: await adm.textContent("#dead-letters-action"),
+          outcome: await adm.evaluate(() => document.getElementById("dead-letters-action").dataset.outcome ?? null),
+          ...(await readDead()),
+        };
+      }
+      await shot(adm, "dead-letters-after-actions-light");
+    }
   }
   await page.goBack();
   await waitForNodes(page);
