@@ -1,8 +1,9 @@
 //! The only crate that talks to Redis: kombu's Redis transport and Celery's Redis result backend, from Rust.
 //!
 //! - Publishing: LPUSH on the anonymous exchange's priority lists, queue declaration as kombu 5.7 writes it.
-//! - Consuming: only through an atomic Lua pop-and-record into kombu's `unacked`/`unacked_index`, after a
-//!   non-consuming `BLMOVE key key` wait when idle (nothing is popped that is not recorded in the same step);
+//! - Consuming: under backlog through an atomic Lua pop-and-record into kombu's `unacked`/`unacked_index`; when
+//!   idle, `BLMOVE` from every watched list at once into this process's in-flight list, then an atomic take from
+//!   there (nothing leaves a queue except into `unacked` or a list that recovery scans);
 //!   ack, reject, requeue (LPUSH + `redelivered`), restore (RPUSH to the front), and `restore_visible` under `unacked_mutex`, so Python and Rust consumers restore each other's messages.
 //! - Results: GET-skip-if-SUCCESS, SETEX and PUBLISH in one Lua script, for every write that is waiting at the time
 //!   (batched like acks, [`results`]).
@@ -95,9 +96,9 @@ impl ReplicaWait {
 
     fn parse(replicas: Option<&str>, timeout_ms: Option<&str>) -> Result<Option<ReplicaWait>> {
         let number = |name: &str, v: &str| {
-            v.trim().parse::<u64>().map_err(|_| {
-                BrokerError::Config(format!("{name}={v:?} is not a whole number"))
-            })
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| BrokerError::Config(format!("{name}={v:?} is not a whole number")))
         };
         let replicas = match replicas.filter(|v| !v.trim().is_empty()) {
             Some(v) => number(Self::REPLICAS_ENV, v)?,
@@ -211,8 +212,8 @@ struct Inner {
     declared: Mutex<HashSet<String>>,
     reconnects: Arc<AtomicU64>,
     scripts: Scripts,
-    /// The consumer's connection for its non-consuming wait when idle (see `redis_transport.rs`).
-    consumer_conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    /// The idle wait's connections, one per list it watches (see `redis_transport.rs`).
+    watchers: tokio::sync::Mutex<Vec<redis_transport::Watcher>>,
     /// Set once this Redis answered that it has no BLMOVE (older than 6.2): idle consumers poll instead.
     no_blmove: std::sync::atomic::AtomicBool,
     /// This process's in-flight list, where the idle wait moves a message before recording it.
@@ -296,7 +297,7 @@ impl Broker {
                 declared: Mutex::new(HashSet::new()),
                 reconnects,
                 scripts: Scripts::new(),
-                consumer_conn: tokio::sync::Mutex::new(None),
+                watchers: tokio::sync::Mutex::new(Vec::new()),
                 no_blmove: std::sync::atomic::AtomicBool::new(false),
                 in_flight: InFlight::new(),
                 reply_conns: Mutex::new(Vec::new()),
@@ -767,8 +768,9 @@ impl Broker {
         }
     }
 
-    /// Record and return every message in this process's in-flight list (`lua/take_in_flight.lua`).
-    pub(crate) async fn take_in_flight(&self) -> Result<Vec<Vec<u8>>> {
+    /// Record and return up to `max` messages of this process's in-flight list, oldest first
+    /// (`lua/take_in_flight.lua`).
+    pub(crate) async fn take_in_flight(&self, max: usize) -> Result<Vec<Vec<u8>>> {
         Ok(self
             .inner
             .scripts
@@ -777,6 +779,7 @@ impl Broker {
             .key(UNACKED_INDEX)
             .key(&self.inner.in_flight.list)
             .arg(format!("{:.6}", now_f64()))
+            .arg(max)
             .invoke_async(&mut self.conn())
             .await?)
     }
@@ -1021,7 +1024,7 @@ async fn follow_sentinel(inner: std::sync::Weak<Inner>) {
         match open_link(&inner.url, &resolved).await {
             Ok(link) => {
                 *inner.link.write().expect("link") = link;
-                inner.consumer_conn.lock().await.take();
+                inner.watchers.lock().await.clear();
                 inner.durable_conn.lock().await.take();
                 inner.reply_conns.lock().expect("reply conns").clear();
                 inner.reconnects.fetch_add(1, Ordering::Relaxed);

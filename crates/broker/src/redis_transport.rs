@@ -69,137 +69,243 @@ fn channel_pattern(db: i64, binding: &Binding) -> String {
     kombu_redis::fanout_channel(db, &binding.exchange, &glob)
 }
 
-/// How long one wait may block on one list before the lower-priority lists (and, with several queues, the next
-/// queue's list) are looked at: the idle latency of a message that is not on the list being waited on.
-const WAIT_SLICE_ONE_QUEUE: Duration = Duration::from_millis(250);
-const WAIT_SLICE_MANY_QUEUES: Duration = Duration::from_millis(50);
+/// How long the poll of a Redis without BLMOVE (older than 6.2) sleeps between looks at the queues.
+const POLL_WITHOUT_BLMOVE: Duration = Duration::from_millis(250);
 /// How much longer than its own timeout a wait may take before its connection is taken for dead.
 const WAIT_GRACE: Duration = Duration::from_secs(2);
+
+/// One connection of the idle wait: it blocks in `BLMOVE` on one list; `id` is its `CLIENT ID`, for the
+/// `CLIENT UNBLOCK` that ends its wait when another list woke the consumer.
+pub(crate) struct Watcher {
+    conn: redis::aio::MultiplexedConnection,
+    id: i64,
+}
 
 impl Broker {
     /// The idle path. kombu's BRPOP takes the message in the command that wakes the consumer, so a reply lost in
     /// a cut connection, a consumer killed before it records the message, or a Redis restart in between loses it.
-    /// Here the wait is `BLMOVE queue in-flight RIGHT LEFT` into this process's own in-flight list (it competes
+    /// Here the wait is `BLMOVE list in-flight RIGHT LEFT` into this process's own in-flight list (it competes
     /// for messages exactly like BRPOP does), and `lua/take_in_flight.lua` then records what is there in kombu's
     /// `unacked` in one atomic step. Whatever happens in between, the message is in the queue, in the in-flight
     /// list (taken again by this process's next wait, or by any Rust worker's restore once this process's alive
     /// key has expired: `lua/sweep_in_flight.lua`), or recorded in `unacked`.
     ///
-    /// The wait blocks on the priority-0 list of one queue at a time (where messages without a priority go) for at
-    /// most a slice, then `lua/pop_and_record.lua` looks at every list; with several queues the waits take turns.
-    /// On a Redis older than 6.2 (no BLMOVE) the slices are plain sleeps.
+    /// BLMOVE watches one list, where BRPOP watches many: the wait runs one BLMOVE per list (every queue, every
+    /// priority bucket) at once, each on a connection of its own, and the first that moves a message ends the
+    /// others with `CLIENT UNBLOCK`, so a message on any list wakes the consumer at once, as with BRPOP.
+    /// On a Redis older than 6.2 (no BLMOVE) the wait is a poll.
     async fn blocking_pop(
         &self,
-        queues: usize,
         keys: &[String],
         max: usize,
         timeout: Duration,
     ) -> crate::Result<Vec<(String, Vec<u8>)>> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let base = &keys[..queues.clamp(1, keys.len())];
-        let slice = if base.len() == 1 {
-            WAIT_SLICE_ONE_QUEUE
-        } else {
-            WAIT_SLICE_MANY_QUEUES
-        };
         self.renew_in_flight().await?;
-        let mut turn = 0usize;
+        let mut woken_by: Option<String> = None;
         loop {
             if self.in_flight_dirty(None) {
-                let taken = self.take_in_flight().await?;
-                self.in_flight_dirty(Some(false));
+                let taken = self
+                    .take_in_flight_labelled(max, woken_by.as_deref().unwrap_or(&keys[0]))
+                    .await?;
                 if !taken.is_empty() {
-                    // Only this process moves messages into its list: they came from the list this call last waited
-                    // on (leftovers of an earlier call are labelled with the first queue; the label only names the
-                    // queue in a dead letter).
-                    let from = &base[turn.saturating_sub(1) % base.len()];
-                    return Ok(taken.into_iter().map(|raw| (from.clone(), raw)).collect());
+                    return Ok(taken);
                 }
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 return Ok(Vec::new());
             }
-            let moved = self
-                .wait_and_move(&base[turn % base.len()], left.min(slice))
-                .await?;
-            turn += 1;
-            if moved {
-                continue;
-            }
-            let got = self.pop_and_record(keys, max).await?;
-            if !got.is_empty() {
-                return Ok(got);
+            match self.wait_and_move(keys, left).await? {
+                Some(key) => {
+                    woken_by = Some(key);
+                    continue;
+                }
+                None => {
+                    let got = self.pop_and_record(keys, max).await?;
+                    if !got.is_empty() {
+                        return Ok(got);
+                    }
+                }
             }
         }
     }
 
-    /// Block until `key` holds a message or `wait` has passed; move the message into this process's in-flight
-    /// list (true) or move nothing (false).
-    async fn wait_and_move(&self, key: &str, wait: Duration) -> crate::Result<bool> {
+    /// Take up to `max` messages from this process's in-flight list, labelled with the list `from` (the one whose
+    /// wait moved them; the label only names the queue in a dead letter). The list stays marked while it may hold
+    /// more.
+    async fn take_in_flight_labelled(
+        &self,
+        max: usize,
+        from: &str,
+    ) -> crate::Result<Vec<(String, Vec<u8>)>> {
+        let max = max.max(1);
+        let taken = self.take_in_flight(max).await?;
+        if taken.len() < max {
+            self.in_flight_dirty(Some(false));
+        }
+        Ok(taken
+            .into_iter()
+            .map(|raw| (from.to_string(), raw))
+            .collect())
+    }
+
+    /// Block until one of `keys` holds a message or `wait` has passed; move a message into this process's in-flight
+    /// list and return the list it came from, or move nothing (None).
+    async fn wait_and_move(
+        &self,
+        keys: &[String],
+        wait: Duration,
+    ) -> crate::Result<Option<String>> {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
         if self
             .inner
             .no_blmove
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            tokio::time::sleep(wait).await;
-            return Ok(false);
+            tokio::time::sleep(wait.min(POLL_WITHOUT_BLMOVE)).await;
+            return Ok(None);
         }
-        let mut slot = self.inner.consumer_conn.lock().await;
-        let conn = match slot.as_mut() {
-            Some(c) => c,
-            None => {
-                let opened = tokio::time::timeout(WAIT_GRACE * 4, self.blocking_connection())
-                    .await
-                    .map_err(|_| {
-                        BrokerError::Unavailable("no connection for the idle wait".into())
-                    })??;
-                slot.insert(opened)
-            }
-        };
+        let mut pool = self.inner.watchers.lock().await;
+        while pool.len() < keys.len() {
+            let opened = tokio::time::timeout(WAIT_GRACE * 4, self.open_watcher())
+                .await
+                .map_err(|_| {
+                    BrokerError::Unavailable("no connection for the idle wait".into())
+                })??;
+            pool.push(opened);
+        }
         // From here until a take has recorded it, a message may sit in the in-flight list.
         self.in_flight_dirty(Some(true));
-        let mut cmd = redis::cmd("BLMOVE");
-        cmd.arg(key)
-            .arg(self.in_flight_list())
-            .arg("RIGHT")
-            .arg("LEFT")
-            .arg(wait.as_secs_f64().max(0.01));
-        let blmove = cmd.query_async::<Option<Vec<u8>>>(conn);
-        // A wait that outlives its own timeout (a link that swallows replies) is given up and its connection
-        // dropped; whatever it moved is in the in-flight list, taken by the next wait.
-        let Ok(reply) = tokio::time::timeout(wait + WAIT_GRACE, blmove).await else {
-            *slot = None;
-            return Err(BrokerError::Unavailable(format!(
-                "no answer to the idle wait within {:?}",
-                wait + WAIT_GRACE
-            )));
-        };
-        match reply {
-            Ok(Some(_)) => Ok(true),
-            Ok(None) => {
-                self.in_flight_dirty(Some(false));
-                Ok(false)
+        let list = self.in_flight_list().to_string();
+        let secs = wait.as_secs_f64().max(0.01);
+        let mut waits: FuturesUnordered<_> = keys
+            .iter()
+            .zip(pool.iter())
+            .enumerate()
+            .map(|(i, (key, w))| {
+                let mut conn = w.conn.clone();
+                let mut cmd = redis::cmd("BLMOVE");
+                cmd.arg(key).arg(&list).arg("RIGHT").arg("LEFT").arg(secs);
+                async move {
+                    // A wait that outlives its own timeout (a link that swallows replies) is given up.
+                    let r = tokio::time::timeout(
+                        wait + WAIT_GRACE,
+                        cmd.query_async::<Option<Vec<u8>>>(&mut conn),
+                    )
+                    .await;
+                    (i, r)
+                }
+            })
+            .collect();
+        let mut done = vec![false; keys.len()];
+        let mut broken = vec![false; keys.len()];
+        let mut moved: Option<String> = None;
+        let mut failure: Option<BrokerError> = None;
+        let mut unblocked = false;
+        while let Some((i, r)) = waits.next().await {
+            done[i] = true;
+            match r {
+                Ok(Ok(Some(_))) => {
+                    moved.get_or_insert_with(|| keys[i].clone());
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e))
+                    if e.kind()
+                        == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                        && e.to_string()
+                            .to_ascii_lowercase()
+                            .contains("unknown command") =>
+                {
+                    tracing::warn!(
+                        "this Redis has no BLMOVE (it came in 6.2): an idle worker polls its queues every {} ms instead",
+                        POLL_WITHOUT_BLMOVE.as_millis()
+                    );
+                    self.inner
+                        .no_blmove
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(Err(e)) => {
+                    broken[i] = true;
+                    failure.get_or_insert(e.into());
+                }
+                Err(_) => {
+                    broken[i] = true;
+                    failure.get_or_insert(BrokerError::Unavailable(format!(
+                        "no answer to the idle wait within {:?}",
+                        wait + WAIT_GRACE
+                    )));
+                }
             }
-            Err(e)
-                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
-                    && e.to_string()
-                        .to_ascii_lowercase()
-                        .contains("unknown command") =>
-            {
-                tracing::warn!(
-                    "this Redis has no BLMOVE (it came in 6.2): an idle worker polls its queues every {} ms instead",
-                    WAIT_SLICE_ONE_QUEUE.as_millis()
-                );
-                self.in_flight_dirty(Some(false));
-                self.inner
-                    .no_blmove
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                Ok(false)
+            if (moved.is_some() || failure.is_some()) && !unblocked {
+                unblocked = true;
+                let ids: Vec<i64> = pool
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| !done[*j])
+                    .map(|(_, w)| w.id)
+                    .collect();
+                if !self.unblock(&ids).await {
+                    // Without CLIENT UNBLOCK (an ACL may forbid it) the other waits are ended by dropping their
+                    // connections; a message one of them moved meanwhile is in the in-flight list.
+                    drop(waits);
+                    pool.clear();
+                    return match (moved, failure) {
+                        (Some(key), _) => Ok(Some(key)),
+                        (None, Some(e)) => Err(e),
+                        (None, None) => Ok(None),
+                    };
+                }
             }
+        }
+        drop(waits);
+        let mut i = 0;
+        pool.retain(|_| {
+            let keep = !broken[i];
+            i += 1;
+            keep
+        });
+        match (moved, failure) {
+            (Some(key), _) => Ok(Some(key)),
+            (None, Some(e)) => Err(e),
+            (None, None) => {
+                self.in_flight_dirty(Some(false));
+                Ok(None)
+            }
+        }
+    }
+
+    /// A connection for one list of the idle wait, with its `CLIENT ID`.
+    async fn open_watcher(&self) -> crate::Result<Watcher> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(None)
+            .set_connection_timeout(Some(Duration::from_secs(5)));
+        let mut conn = self
+            .client()
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut conn)
+            .await?;
+        Ok(Watcher { conn, id })
+    }
+
+    /// End the blocked waits of these connections (`CLIENT UNBLOCK`: they answer as if timed out). False when
+    /// Redis refused.
+    async fn unblock(&self, ids: &[i64]) -> bool {
+        if ids.is_empty() {
+            return true;
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("CLIENT").arg("UNBLOCK").arg(*id).ignore();
+        }
+        match pipe.query_async::<()>(&mut self.conn()).await {
+            Ok(()) => true,
             Err(e) => {
-                *slot = None;
-                Err(e.into())
+                tracing::debug!(error = %e, "CLIENT UNBLOCK refused; dropping the idle wait's connections instead");
+                false
             }
         }
     }
@@ -255,6 +361,16 @@ impl Transport for Broker {
         idle_wait: Duration,
     ) -> transport::Result<Vec<Delivery>> {
         let keys = kombu_redis::consume_keys(queues);
+        if self.in_flight_dirty(None) {
+            // What an earlier wait moved comes first (it left its list before anything still there).
+            let taken = self.take_in_flight_labelled(max, &keys[0]).await?;
+            if !taken.is_empty() {
+                return Ok(taken
+                    .into_iter()
+                    .map(|(key, raw)| recorded_delivery(&key, raw))
+                    .collect());
+            }
+        }
         let got = self.pop_and_record(&keys, max).await?;
         if !got.is_empty() || idle_wait.is_zero() {
             return Ok(got
@@ -263,7 +379,7 @@ impl Transport for Broker {
                 .collect());
         }
         Ok(self
-            .blocking_pop(queues.len(), &keys, max, idle_wait)
+            .blocking_pop(&keys, max, idle_wait)
             .await?
             .into_iter()
             .map(|(key, raw)| recorded_delivery(&key, raw))

@@ -104,6 +104,20 @@ fn wait_for_blocked_client(conn: &mut redis::Connection, db: u8, commands: &[&st
     panic!("no client blocked in {commands:?} within 3 s");
 }
 
+/// How many clients of database `db` are blocked in `command` now.
+fn blocked_clients(conn: &mut redis::Connection, db: u8, command: &str) -> usize {
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query(conn).unwrap();
+    clients
+        .lines()
+        .filter(|l| {
+            // `cmd` is a client's last command; `flags=b` says it is blocked in it now.
+            l.contains(&format!(" db={db} "))
+                && l.contains(&format!(" cmd={command} "))
+                && l.contains(" flags=b ")
+        })
+        .count()
+}
+
 /// How many messages wait in registered in-flight lists.
 fn in_flight_messages(conn: &mut redis::Connection) -> i64 {
     let lists: Vec<String> = redis::cmd("SMEMBERS")
@@ -219,15 +233,30 @@ fn idle_waits_find_messages_on_every_queue_and_priority() {
                 let (b, q) = (broker.clone(), queues.clone());
                 tokio::spawn(async move { b.consume(&q, 4, Duration::from_secs(5)).await })
             };
-            tokio::task::block_in_place(|| {
-                wait_for_blocked_client(&mut direct, db.db, &["blmove"])
+            // Every list (each queue's four priority lists) is watched at once, as BRPOP watches all its keys.
+            let lists = 4 * queues.len();
+            let all_watched = tokio::task::block_in_place(|| {
+                testkit::wait_until(Duration::from_secs(3), || {
+                    blocked_clients(&mut direct, db.db, "blmove") == lists
+                })
             });
+            assert!(
+                all_watched,
+                "{queues:?}: {} of {lists} lists watched",
+                blocked_clients(&mut direct, db.db, "blmove")
+            );
             let _: i64 = redis::cmd("LPUSH")
                 .arg(key)
                 .arg(message(tag, &queues[queues.len() - 1]))
                 .query(&mut direct)
                 .unwrap();
             let got = consumer.await.unwrap().expect("consume");
+            // The wake ended the other waits (CLIENT UNBLOCK), rather than leaving them blocked for 5 s.
+            assert_eq!(
+                blocked_clients(&mut direct, db.db, "blmove"),
+                0,
+                "{queues:?}"
+            );
             assert_eq!(got.len(), 1, "{queues:?}: {got:?}");
             assert_eq!(got[0].tag.as_deref(), Some(tag));
             assert_eq!(got[0].queue, queues[queues.len() - 1]);

@@ -39,7 +39,10 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
 }
 
 fn have_redis_server() -> bool {
-    Command::new("redis-server").arg("--version").output().is_ok()
+    Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok()
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -74,7 +77,10 @@ async fn writes_wait_for_the_replicas_asked_for() {
     broker.set_replica_wait(Some(wait));
 
     // Replica running: confirmed, and on the replica when the call returns.
-    broker.publish("celery", 0, b"first").await.expect("publish");
+    broker
+        .publish("celery", 0, b"first")
+        .await
+        .expect("publish");
     broker
         .publish_many("celery", &[(0, b"second".to_vec()), (3, b"third".to_vec())])
         .await
@@ -130,7 +136,10 @@ async fn writes_wait_for_the_replicas_asked_for() {
 
     // The same writes without the setting succeed although nothing reached the replica.
     broker.set_replica_wait(None);
-    broker.publish("celery", 0, b"async").await.expect("publish");
+    broker
+        .publish("celery", 0, b"async")
+        .await
+        .expect("publish");
     assert!(
         broker
             .store("wait-3".into(), br#"{"status": "SUCCESS"}"#, 60)
@@ -147,7 +156,10 @@ async fn writes_wait_for_the_replicas_asked_for() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         last = broker.publish("celery", 0, b"again").await;
     }
-    assert!(last.is_ok(), "never confirmed after the replica resumed: {last:?}");
+    assert!(
+        last.is_ok(),
+        "never confirmed after the replica resumed: {last:?}"
+    );
     assert!(redis_cli(replica_port, &["get", "celery-task-meta-wait-2"]).contains("SUCCESS"));
 }
 

@@ -2,11 +2,12 @@
 -- ack-emulation structures, in one atomic step, and return them. Nothing else reads this list but the sweeper
 -- (sweep_in_flight.lua), which only takes it over once this consumer's alive key has expired.
 -- KEYS[1] = unacked (hash), KEYS[2] = unacked_index (zset), KEYS[3] = the in-flight list
--- ARGV[1] = receive time (float seconds, the zset score kombu uses)
+-- ARGV[1] = receive time (float seconds, the zset score kombu uses), ARGV[2] = the most messages to take
 -- Returns a flat list of messages, oldest first; a message whose delivery tag cannot be read is returned too
 -- (unrecorded) so the worker can dead-letter it with a reason, as pop_and_record.lua does.
 local out = {}
-while true do
+local max = tonumber(ARGV[2]) or 1
+while #out < max do
   local m = redis.call('RPOP', KEYS[3])
   if not m then break end
   local ok, env = pcall(cjson.decode, m)
