@@ -16,8 +16,10 @@
 //! On RabbitMQ there is no holding list: the leader consumes the offline node's `.dq2` with manual
 //! acknowledgements, checks its lease, publishes each message to its new queue (waiting for RabbitMQ's confirm),
 //! and only then acknowledges it. A coordinator that dies between the two gives the message back to the `.dq2`
-//! (it was never acknowledged), to be moved again: a job can be delivered twice then, never lost. Messages a dead
-//! worker had fetched return to its `.dq2` by themselves when its connection closes.
+//! (it was never acknowledged), to be moved again: a job can be delivered twice then, never lost. One that finds its
+//! lease gone, or meets an error, rejects what it took back to the `.dq2` at once (a live connection would keep
+//! unacknowledged messages from the next leader). Messages a dead worker had fetched return to its `.dq2` by
+//! themselves when its connection closes.
 
 use ::jobs::{HOLDING_KEY, JobError, JobRecord, Reroute};
 use broker::lease::{Commit, Fence, Fenced};
@@ -58,16 +60,30 @@ async fn lead(state: &AppState) -> Option<Fence> {
     }
 }
 
-/// A pause between the two steps of a move, for tests that stop a leader with a move in flight
-/// (`CELERIAC_TEST_PAUSE_IN_MOVE_MS`; unset in production).
-fn test_pause() -> Option<std::time::Duration> {
-    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
-    *PAUSE.get_or_init(|| {
-        std::env::var("CELERIAC_TEST_PAUSE_IN_MOVE_MS")
+type Pause = std::sync::OnceLock<Option<std::time::Duration>>;
+
+/// A pause for tests that stop a leader with a move in flight (unset in production): milliseconds from `var`.
+fn pause_from(cell: &'static Pause, var: &str) -> Option<std::time::Duration> {
+    *cell.get_or_init(|| {
+        std::env::var(var)
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .map(std::time::Duration::from_millis)
     })
+}
+
+/// `CELERIAC_TEST_PAUSE_IN_MOVE_MS`: on Redis between the two steps of a move (the message in the holding list);
+/// on RabbitMQ after a message is taken (unacknowledged) and before the lease is checked for its publish.
+fn test_pause() -> Option<std::time::Duration> {
+    static PAUSE: Pause = Pause::new();
+    pause_from(&PAUSE, "CELERIAC_TEST_PAUSE_IN_MOVE_MS")
+}
+
+/// `CELERIAC_TEST_PAUSE_AFTER_PUBLISH_MS`: on RabbitMQ after a moved message was published (and confirmed) and
+/// before it is acknowledged in the old queue.
+fn test_pause_after_publish() -> Option<std::time::Duration> {
+    static PAUSE: Pause = Pause::new();
+    pause_from(&PAUSE, "CELERIAC_TEST_PAUSE_AFTER_PUBLISH_MS")
 }
 
 /// Give every message still waiting in an offline node's `.dq2` a new place, if this coordinator leads. Returns
@@ -121,6 +137,8 @@ async fn reroute_through_transport(
     }
     let queues = [dq.to_string()];
     let mut moved = 0;
+    // The tags of the batch in hand not acknowledged yet: given back if this pass stops early.
+    let mut unsettled: Vec<String> = Vec::new();
     let outcome = async {
         loop {
             let batch = t
@@ -129,10 +147,20 @@ async fn reroute_through_transport(
             if batch.is_empty() {
                 return Ok::<_, ApiError>(());
             }
+            unsettled = batch.iter().filter_map(|d| d.tag.clone()).collect();
             for d in batch {
+                if let Some(pause) = test_pause() {
+                    tracing::warn!(
+                        from_node = node,
+                        pause_ms = pause.as_millis() as u64,
+                        "test hook: pausing with a message taken, before checking the lease for its publish"
+                    );
+                    tokio::time::sleep(pause).await;
+                }
                 // A publish to RabbitMQ cannot be inside a Redis script: check the lease just before it. Stopping
-                // here leaves this message and the rest of the batch unacknowledged, so they return to the .dq2.
+                // here leaves this message and the rest of the batch unacknowledged; they are given back below.
                 if !state.leader.redis().lease_holds(fence).await? {
+                    tracing::warn!(from_node = node, term = fence.term, "move refused: this coordinator's lease is no longer current; the message goes back to the queue for the new leader");
                     state.leader.deposed(fence);
                     return Ok(());
                 }
@@ -143,6 +171,14 @@ async fn reroute_through_transport(
                         env.routing_key = mv.target.clone();
                         t.publish(&mv.target, &env).await?;
                         finish_move(state, mv, node).await?;
+                        if let Some(pause) = test_pause_after_publish() {
+                            tracing::warn!(
+                                from_node = node,
+                                pause_ms = pause.as_millis() as u64,
+                                "test hook: pausing after publishing a moved message, before acknowledging it"
+                            );
+                            tokio::time::sleep(pause).await;
+                        }
                         None
                     }
                     Err(e) => Some(e.to_string()),
@@ -162,6 +198,7 @@ async fn reroute_through_transport(
                 }
                 if let Some(tag) = &d.tag {
                     t.ack(tag).await?;
+                    unsettled.retain(|u| u != tag);
                 }
                 moved += 1;
             }
@@ -171,6 +208,13 @@ async fn reroute_through_transport(
     // Stop consuming the queue (anything still prefetched goes back to it).
     if let Err(e) = t.consume(&[], 0, std::time::Duration::ZERO).await {
         tracing::warn!(error = %e, "could not stop consuming {dq}");
+    }
+    // Give back what was taken and not moved (deposed, or an error): unacknowledged messages return to the .dq2
+    // only when the channel closes, so a coordinator that lives on would keep them from the next leader.
+    for tag in unsettled {
+        if let Err(e) = t.requeue(&tag, transport::Requeue::Front).await {
+            tracing::warn!(error = %e, "could not give a message back to {dq}; RabbitMQ returns it when the connection closes");
+        }
     }
     outcome?;
     Ok(moved)
