@@ -175,6 +175,8 @@ impl Broker {
                 })??;
             pool.push(opened);
         }
+        // One connection per list of this wait (the lists can be fewer than last time: a queue was cancelled).
+        pool.truncate(keys.len());
         // From here until a take has recorded it, a message may sit in the in-flight list.
         self.in_flight_dirty(Some(true));
         let list = self.in_flight_list().to_string();

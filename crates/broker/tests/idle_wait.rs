@@ -414,3 +414,44 @@ fn an_idle_consumer_gets_its_share_next_to_a_brpop_consumer() {
         "the Rust consumer competes like a BRPOP consumer: it got {ours} of {N}, BRPOP {theirs}"
     );
 }
+
+#[test]
+fn the_wait_follows_a_smaller_set_of_queues() {
+    // A worker told to stop consuming a queue (`cancel_consumer`) waits on fewer lists than before.
+    let db = redis_db_or_skip!();
+    let mut direct = db.conn();
+    rt().block_on(async {
+        let broker = Broker::connect(&db.url).await.expect("connect");
+        let two: Vec<String> = vec!["shrink-a".into(), "shrink-b".into()];
+        let one: Vec<String> = vec!["shrink-a".into()];
+        let idle = broker
+            .consume(&two, 1, Duration::from_millis(200))
+            .await
+            .expect("wait on two queues");
+        assert!(idle.is_empty());
+        let idle = broker
+            .consume(&one, 1, Duration::from_millis(200))
+            .await
+            .expect("wait on one queue after two");
+        assert!(idle.is_empty());
+        let consumer = {
+            let (b, q) = (broker.clone(), one.clone());
+            tokio::spawn(async move { b.consume(&q, 1, Duration::from_secs(5)).await })
+        };
+        let watched = tokio::task::block_in_place(|| {
+            testkit::wait_until(Duration::from_secs(3), || {
+                blocked_clients(&mut direct, db.db, "blmove") == 4
+            })
+        });
+        assert!(watched, "the four lists of one queue are watched");
+        let _: i64 = redis::cmd("LPUSH")
+            .arg("shrink-a")
+            .arg(message("shrink-1", "shrink-a"))
+            .query(&mut direct)
+            .unwrap();
+        let got = consumer.await.unwrap().expect("consume");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].tag.as_deref(), Some("shrink-1"));
+        Transport::ack(&broker, "shrink-1").await.unwrap();
+    });
+}
