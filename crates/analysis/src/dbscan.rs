@@ -16,7 +16,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use ndarray::ArrayView2;
-use rayon::slice::ParallelSliceMut;
+use rayon::prelude::*;
 
 use crate::error::AnalysisError;
 use crate::par::Pool;
@@ -438,7 +438,17 @@ pub fn dbscan_cosine_weighted(
 }
 
 /// As [`dbscan_cosine_weighted`], calling `progress(done, total)` over the distinct rows while
-/// the neighbourhoods are computed (the long part).
+/// the core points are found.
+///
+/// Three passes, none of which materialises a neighbourhood: (1) a row is core as soon as the
+/// weighted count of close rows reaches `min_samples`, so a row inside a dense cluster stops
+/// after a few dot products; (2) the components of the cores are found by a breadth-first
+/// search that compares a core only with cores no component holds yet, so each pair of cores is
+/// compared at most once and one dense cluster of `n` rows costs about `n / density` products
+/// per row instead of `n`; (3) each non-core row scans the cores in ascending cluster number and
+/// joins the first close one (scikit-learn's border rule). Passes 1 and 3 run on the current
+/// [`Pool`]'s threads; pass 2 does when many cores remain. When the prefix-filter index prunes,
+/// every pass visits only the index's candidates.
 pub fn dbscan_cosine_progress(
     rows: &[SparseRow],
     weights: &[f64],
@@ -503,88 +513,163 @@ pub fn dbscan_cosine_progress(
             .sum();
         dense.is_none() || visits < (n as f64) * (n as f64) / 4.0
     });
-    let scratch = std::cell::RefCell::new(Scratch::new(n));
-    // Candidates of `u` among rows `>= from` (a superset of its neighbours there).
-    let candidates = |u: usize, from: usize, out: &mut Vec<usize>| match (&index, use_index) {
-        (Some(ix), true) => ix.candidates_from(u, from, &mut scratch.borrow_mut(), out),
-        _ => out.extend(from..n),
+    // Candidates of `u` (a superset of its neighbours), or every row.
+    let candidates = |u: usize, scratch: &mut Scratch, out: &mut Vec<usize>| match &index {
+        Some(ix) if use_index => ix.candidates_from(u, 0, scratch, out),
+        _ => out.extend(0..n),
     };
-    // Symmetric neighbour lists, built once from pairs `u <= v`, while they fit a budget.
-    const BUDGET: usize = 32 << 20;
-    let mut lists: Vec<Vec<u32>> = vec![Vec::new(); n];
-    let mut kept = 0usize;
-    let mut complete = true;
-    let mut buf = Vec::new();
-    let mut record = |u: usize, v: usize, lists: &mut Vec<Vec<u32>>| -> bool {
-        lists[u].push(v as u32);
-        if v != u {
-            lists[v].push(u as u32);
-        }
-        kept += if v == u { 1 } else { 2 };
-        kept <= BUDGET
-    };
-    if let (Some(m), false) = (&dense, use_index) {
-        // All pairs, in cache-sized tiles so each block of rows is read from memory once per
-        // block of queries instead of once per query.
-        const QUERIES: usize = 32;
-        const BLOCK: usize = 256;
-        'tiles: for u0 in (0..n).step_by(QUERIES) {
-            let u1 = (u0 + QUERIES).min(n);
-            if u0 % 1024 == 0 {
-                progress(u0, n);
+    let pool = Pool::current();
+
+    // 1. Core points. A row stops looking once its neighbourhood holds `min_samples` (weighted)
+    // points, so inside dense clusters this costs a few dot products per row, not n.
+    let need = min_samples as f64;
+    let is_core = |u: usize, scratch: &mut Scratch, buf: &mut Vec<usize>| -> bool {
+        let mut w = 0.0;
+        let mut hit = |v: usize| {
+            if close(dot(u, v)) {
+                w += c.weight[v];
             }
-            for v0 in (u0..n).step_by(BLOCK) {
-                let v1 = (v0 + BLOCK).min(n);
-                for u in u0..u1 {
-                    let a = &m[u * width..(u + 1) * width];
-                    for v in v0.max(u)..v1 {
-                        if close(dense_dot(a, &m[v * width..(v + 1) * width]))
-                            && !record(u, v, &mut lists)
-                        {
-                            complete = false;
-                            break 'tiles;
-                        }
+            w >= need
+        };
+        if use_index {
+            buf.clear();
+            candidates(u, scratch, buf);
+            buf.iter().any(|&v| hit(v))
+        } else {
+            // From `u` onwards, then wrapping: the row itself (if not a zero row) counts first.
+            (u..n).chain(0..u).any(hit)
+        }
+    };
+    let core: Vec<bool> = if pool.threads() > 1 {
+        pool.install(|| {
+            (0..n)
+                .into_par_iter()
+                .with_min_len(256)
+                .map_init(
+                    || (Scratch::new(n), Vec::new()),
+                    |(scratch, buf), u| is_core(u, scratch, buf),
+                )
+                .collect()
+        })
+    } else {
+        let (mut scratch, mut buf) = (Scratch::new(n), Vec::new());
+        (0..n)
+            .map(|u| {
+                if u % 1024 == 0 {
+                    progress(u, n);
+                }
+                is_core(u, &mut scratch, &mut buf)
+            })
+            .collect()
+    };
+    progress(n, n);
+
+    // 2. Components of the core points: a breadth-first search that only ever looks at cores
+    // no component has reached yet, so each pair of cores is compared at most once, and a
+    // dense cluster is swept in about n / density comparisons instead of n^2 / 2. A core that
+    // is already placed cannot neighbour the current search without belonging to it.
+    let mut uf = UnionFind::new(n);
+    let mut frontier: Vec<usize> = Vec::new();
+    if use_index {
+        let mut placed = vec![false; n];
+        let (mut scratch, mut buf) = (Scratch::new(n), Vec::new());
+        for seed in 0..n {
+            if !core[seed] || placed[seed] {
+                continue;
+            }
+            placed[seed] = true;
+            frontier.push(seed);
+            while let Some(u) = frontier.pop() {
+                buf.clear();
+                candidates(u, &mut scratch, &mut buf);
+                for &v in &buf {
+                    if core[v] && !placed[v] && close(dot(u, v)) {
+                        placed[v] = true;
+                        uf.union(u, v);
+                        frontier.push(v);
                     }
                 }
             }
         }
     } else {
-        'outer: for u in 0..n {
-            if u % 1024 == 0 {
-                progress(u, n);
-            }
-            buf.clear();
-            candidates(u, u, &mut buf);
-            for &v in &buf {
-                if close(dot(u, v)) && !record(u, v, &mut lists) {
-                    complete = false;
-                    break 'outer;
+        // Unplaced cores, highest index last so `pop` seeds in no particular but fixed order.
+        let mut remaining: Vec<usize> = (0..n).filter(|&u| core[u]).collect();
+        let mut near: Vec<bool> = Vec::new();
+        while let Some(seed) = remaining.pop() {
+            frontier.push(seed);
+            while let Some(u) = frontier.pop() {
+                near.clear();
+                if pool.threads() > 1 && remaining.len() >= 4096 {
+                    pool.install(|| {
+                        remaining
+                            .par_iter()
+                            .map(|&v| close(dot(u, v)))
+                            .collect_into_vec(&mut near)
+                    });
+                } else {
+                    near.extend(remaining.iter().map(|&v| close(dot(u, v))));
                 }
+                let mut keep = 0;
+                for i in 0..remaining.len() {
+                    let v = remaining[i];
+                    if near[i] {
+                        uf.union(u, v);
+                        frontier.push(v);
+                    } else {
+                        remaining[keep] = v;
+                        keep += 1;
+                    }
+                }
+                remaining.truncate(keep);
             }
         }
     }
-    progress(n, n);
-    if complete {
-        let neighbours = |u: usize, out: &mut Vec<usize>| {
-            out.extend(lists[u].iter().map(|&v| v as usize));
-        };
-        return Ok(label_generic(&c, min_samples, &neighbours));
-    }
-    drop(lists);
-    let neighbours = |u: usize, out: &mut Vec<usize>| {
-        let start = out.len();
-        candidates(u, 0, out);
-        let mut w = start;
-        for r in start..out.len() {
-            let v = out[r];
-            if close(dot(u, v)) {
-                out[w] = v;
-                w += 1;
-            }
+
+    // 3. Border points take the component with the lowest key among their core neighbours:
+    // cores are visited in ascending component key, so the first close one decides.
+    let mut root = vec![usize::MAX; n];
+    let mut comp_key = vec![usize::MAX; n];
+    for u in 0..n {
+        if core[u] {
+            root[u] = uf.find(u);
+            comp_key[root[u]] = comp_key[root[u]].min(c.first[u]);
         }
-        out.truncate(w);
+    }
+    let mut cores_by_key: Vec<usize> = (0..n).filter(|&u| core[u]).collect();
+    cores_by_key.sort_by_key(|&u| (comp_key[root[u]], u));
+    let border_of = |u: usize, scratch: &mut Scratch, buf: &mut Vec<usize>| -> Option<usize> {
+        if core[u] {
+            return None;
+        }
+        if use_index {
+            buf.clear();
+            candidates(u, scratch, buf);
+            buf.iter()
+                .copied()
+                .filter(|&v| core[v] && close(dot(u, v)))
+                .min_by_key(|&v| comp_key[root[v]])
+        } else {
+            cores_by_key.iter().copied().find(|&v| close(dot(u, v)))
+        }
     };
-    Ok(label_generic(&c, min_samples, &neighbours))
+    let best: Vec<Option<usize>> = if pool.threads() > 1 {
+        pool.install(|| {
+            (0..n)
+                .into_par_iter()
+                .with_min_len(256)
+                .map_init(
+                    || (Scratch::new(n), Vec::new()),
+                    |(scratch, buf), u| border_of(u, scratch, buf),
+                )
+                .collect()
+        })
+    } else {
+        let (mut scratch, mut buf) = (Scratch::new(n), Vec::new());
+        (0..n)
+            .map(|u| border_of(u, &mut scratch, &mut buf))
+            .collect()
+    };
+    Ok(finish(&c, &core, &mut uf, &best))
 }
 
 /// Dot product of two equally long slices whose length is a multiple of 4, in four lanes.

@@ -2,6 +2,8 @@
 //! same floating-point scores bit for bit, whatever the thread count, and whether the threads
 //! come from `*_parallel` or from a rayon pool the caller installed.
 
+use analysis::dbscan::{NOISE, dbscan_cosine};
+use analysis::tfidf::{SparseRow, TfidfConfig, fit_transform};
 use analysis::{
     AnalysisError, BotnetParams, EventOptions, LoginAttempt, Session, SnowshoeParams, botnet,
     botnet_parallel, events_from_json_lines, no_progress, sessions_from_events, snowshoe,
@@ -267,4 +269,94 @@ fn zero_threads_is_an_error() {
             ..
         })
     ));
+}
+
+/// Documents of a few command "families" (eight words each, most present in every member) with
+/// a few stray words, and a tenth of documents of stray words only: thousands of distinct TF-IDF
+/// rows that form large clusters, their borders, and noise.
+fn family_documents(n: usize, families: u64, seed: u64) -> Vec<String> {
+    let mut rng = Rng(seed);
+    (0..n)
+        .map(|_| {
+            let mut words = Vec::new();
+            let family = rng.below(families);
+            if rng.below(10) < 9 {
+                for w in 0..8 {
+                    if rng.below(10) < 8 {
+                        words.push(format!("f{family}w{w}"));
+                    }
+                }
+            }
+            for _ in 0..rng.below(4) {
+                words.push(format!("stray{}", rng.below(40)));
+            }
+            words.join(" ")
+        })
+        .collect()
+}
+
+/// Cosine DBSCAN, as plain scikit-learn does it: all neighbourhoods, then clusters grown from
+/// cores in input order.
+fn reference_cosine_dbscan(rows: &[SparseRow], eps: f64, min_samples: usize) -> Vec<i32> {
+    let n = rows.len();
+    let neigh: Vec<Vec<usize>> = (0..n)
+        .map(|i| {
+            (0..n)
+                .filter(|&j| (1.0 - rows[i].dot(&rows[j])).clamp(0.0, 2.0) <= eps)
+                .collect()
+        })
+        .collect();
+    let core: Vec<bool> = neigh.iter().map(|v| v.len() >= min_samples).collect();
+    let mut labels = vec![NOISE; n];
+    let mut label = 0;
+    for start in 0..n {
+        if labels[start] != NOISE || !core[start] {
+            continue;
+        }
+        let mut stack = vec![start];
+        while let Some(i) = stack.pop() {
+            if labels[i] == NOISE {
+                labels[i] = label;
+                if core[i] {
+                    stack.extend(neigh[i].iter().copied().filter(|&j| labels[j] == NOISE));
+                }
+            }
+        }
+        label += 1;
+    }
+    labels
+}
+
+#[test]
+fn cosine_dbscan_gives_the_reference_labels_serially_and_on_two_threads() {
+    let cfg = TfidfConfig {
+        max_features: None,
+        ngram_range: (1, 1),
+        lowercase: false,
+        min_token_len: 1,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    // Small enough for the quadratic reference.
+    let (_, rows) = fit_transform(&family_documents(1_200, 3, 3), &cfg).unwrap();
+    let expected = reference_cosine_dbscan(&rows, 0.3, 4);
+    let clusters = expected.iter().copied().max().unwrap_or(NOISE) + 1;
+    assert!(clusters >= 3, "{clusters} clusters");
+    assert!(expected.contains(&NOISE));
+    assert_eq!(dbscan_cosine(&rows, 0.3, 4).unwrap(), expected);
+    assert_eq!(
+        pool.install(|| dbscan_cosine(&rows, 0.3, 4).unwrap()),
+        expected
+    );
+    // One large cluster, as command sequences of bots make: enough unplaced cores at once that
+    // the component search splits its comparisons over the threads.
+    let (_, rows) = fit_transform(&family_documents(6_000, 1, 4), &cfg).unwrap();
+    let serial = dbscan_cosine(&rows, 0.3, 4).unwrap();
+    assert!(serial.iter().filter(|&&l| l != NOISE).count() > 4_500);
+    assert_eq!(
+        pool.install(|| dbscan_cosine(&rows, 0.3, 4).unwrap()),
+        serial
+    );
 }
