@@ -167,8 +167,9 @@ async fn read_pieces(
     Ok(pieces)
 }
 
-/// A reduced piece: its day, its session count, its aggregate, and (for a full day) the aggregate as a cache value.
-type Reduced = (Option<NaiveDate>, usize, DayAggregate, Option<Value>);
+/// A reduced piece: its day, its session count, its aggregate, and (for a full day) the aggregate's JSON bytes for
+/// the cache.
+type Reduced = (Option<NaiveDate>, usize, DayAggregate, Option<Vec<u8>>);
 
 /// Reduces the pieces to aggregates and serialises the full days' ones for the cache, in parallel on the crate's
 /// rayon pool.
@@ -194,7 +195,7 @@ async fn reduce_pieces(
                     .map_err(analysis_error)?;
                     let value = match piece.day {
                         Some(_) => Some(
-                            serde_json::to_value(&agg)
+                            serde_json::to_vec(&agg)
                                 .map_err(|e| TaskError::fail("RuntimeError", e.to_string()))?,
                         ),
                         None => None,
@@ -262,7 +263,7 @@ async fn collect_days(
 
     // Decode the hits in parallel; a row that does not decode is recomputed.
     let phase = Instant::now();
-    let hits: Vec<(NaiveDate, Value)> = cached
+    let hits: Vec<(NaiveDate, Vec<u8>)> = cached
         .into_iter()
         .filter(|c| {
             c.format_version == AGG_FORMAT
@@ -273,7 +274,7 @@ async fn collect_days(
     let decoded: Vec<(NaiveDate, Option<DayAggregate>)> = run_blocking(move || {
         Ok(crate::on_cpu(|| {
             hits.into_par_iter()
-                .map(|(d, v)| (d, serde_json::from_value::<DayAggregate>(v).ok()))
+                .map(|(d, bytes)| (d, serde_json::from_slice::<DayAggregate>(&bytes).ok()))
                 .collect()
         }))
     })

@@ -23,7 +23,7 @@ diesel::table! {
         fingerprint -> Text,
         format_version -> Int4,
         session_count -> Int4,
-        aggregate -> Jsonb,
+        aggregate -> Bytea,
         computed_at -> Timestamptz,
     }
 }
@@ -35,7 +35,8 @@ pub struct CachedDay {
     pub fingerprint: String,
     pub format_version: i32,
     pub session_count: i32,
-    pub aggregate: Value,
+    /// The aggregate, serialised by its owner (JSON today); the store keeps the bytes as they are.
+    pub aggregate: Vec<u8>,
 }
 
 #[derive(QueryableByName)]
@@ -97,7 +98,7 @@ pub async fn load_days(
     days: &[NaiveDate],
 ) -> Result<Vec<CachedDay>, StoreError> {
     use longtail_day_cache::dsl as c;
-    let rows: Vec<(NaiveDate, String, i32, i32, Value)> = c::longtail_day_cache
+    let rows: Vec<(NaiveDate, String, i32, i32, Vec<u8>)> = c::longtail_day_cache
         .filter(c::sensor_key.eq(sensor_key(sensor)))
         .filter(c::params_key.eq(params_key))
         .filter(c::day.eq_any(days))
