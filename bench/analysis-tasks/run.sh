@@ -13,6 +13,9 @@
 #                                                #   longtail_day tasks + longtail_merge: one worker -c 1, then two
 #                                                #   workers -c 1 (and the single longtail_analysis task for scale)
 #   DAYS=7 EVENTS_PER_DAY=5000 bench/analysis-tasks/run.sh
+#   REUSE_DB=1 ...                               # keep the database the previous run loaded (same MODE, DAYS and
+#                                                #   EVENTS_PER_DAY) instead of loading again; the caches are emptied
+#                                                #   (not after MODE=window, whose last run adds events)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -44,11 +47,21 @@ cleanup() {
 trap cleanup EXIT
 bench_redis_start "$PORT" "$WORK"
 redis-cli -p "$PORT" flushdb >/dev/null
-psql "$ADMIN" -qc "DROP DATABASE IF EXISTS $DBNAME WITH (FORCE)" -c "CREATE DATABASE $DBNAME" >/dev/null
-echo "# $(date -u +%FT%TZ) mode=$MODE loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+reuse=
+if [ -n "${REUSE_DB:-}" ] && [ "$(psql "$DB" -tAc 'SELECT count(*) > 0 FROM raw_events' 2>/dev/null)" = t ]; then
+  reuse=1   # the previous run's data, same MODE/DAYS/EVENTS_PER_DAY assumed: only the caches are emptied below
+else
+  psql "$ADMIN" -qc "DROP DATABASE IF EXISTS $DBNAME WITH (FORCE)" -c "CREATE DATABASE $DBNAME" >/dev/null
+fi
+echo "# $(date -u +%FT%TZ) mode=$MODE loadavg $(cut -d' ' -f1-3 /proc/loadavg)${reuse:+ (database reused, not loaded)}"
 
 t0=$(date +%s.%N)
-if [ "$MODE" = real ]; then
+if [ -n "$reuse" ]; then
+  SENSOR=bench
+  [ "$MODE" = real ] && SENSOR="*"
+  if [ "$MODE" = real ]; then WINDOW_START=2018-05-01T00:00:00Z; WINDOW_END=2018-07-05T00:00:00Z
+  else WINDOW_START=2024-01-01T00:00:00Z; WINDOW_END=$(date -u -d "2024-01-01 + $DAYS day" +%FT%TZ); fi
+elif [ "$MODE" = real ]; then
   git_dir=${KAREIVA_GIT:-/work/.mirror/kareiva+cowrie-logs/repo}
   [ -d "$git_dir/.git" ] && git_dir=$git_dir/.git
   mkdir -p "$WORK/corpus"
@@ -93,6 +106,7 @@ PY
 drop_caches() {
   psql "$DB" -qc "DELETE FROM longtail_day_cache" -c "DELETE FROM longtail_window_cache" >/dev/null
 }
+[ -z "$reuse" ] || drop_caches
 # how: task (one longtail_analysis) or chord (longtail_day per day, then longtail_merge)
 run() { # label how
   (cd "$ROOT/tests/python" && CELERY_BROKER_URL="$BROKER" CELERY_RESULT_BACKEND="$BROKER" "$VENV/bin/python" - "$1" "$2" "$SENSOR" "$WINDOW_START" "$WINDOW_END" <<'PY'
