@@ -238,3 +238,22 @@ fn node_matching() {
     assert!(m(2, "w@x") && !m(2, "w@y"));
     assert!(m(3, "w7@h") && !m(3, "w7@g") && !m(3, "wx@h"));
 }
+
+/// Found by `bench/fuzz` (worker_config, a libFuzzer timeout): a worker entry whose name pattern has 50
+/// `*`, matched against a node it does not describe, hung the coordinator's look-up (the glob matcher
+/// backtracked exponentially). The fuzzer's input, byte for byte.
+#[test]
+fn a_name_pattern_with_many_stars_is_matched_at_once() {
+    let yaml = "#1\n\nworkers:\n  # fi:\n  # filrts.\n- name: celts.\n- name: cele[:::::::::::upppppplrts.\n- name: c**************************************************ele[:::e::::::upppppplrts.\n- name: cele[:::::::::::upppppp";
+    let cfg = WorkerConfig::from_yaml_str(yaml, "fuzz.yaml")
+        .expect("the fuzzer's input is a valid config");
+    assert_eq!(cfg.specs_for("celery@host").count(), 0);
+    assert_eq!(
+        cfg.specs_for(&format!("c{}ele[:::e::::::upppppplrts", "x".repeat(200)))
+            .count(),
+        0
+    );
+    assert_eq!(cfg.specs_for("celts.").count(), 1);
+    // No `]` closes the `[`, so it is a literal `[`, as in Python's fnmatch.
+    assert_eq!(cfg.specs_for("cxxele[:::e::::::upppppplrts.").count(), 1);
+}
