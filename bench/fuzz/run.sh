@@ -7,7 +7,8 @@
 # `-s none` builds with coverage instrumentation only (libFuzzer itself is built by libfuzzer-sys with the machine's
 # C++ compiler). Seeds come from the shared fixtures at run time ($CELERIAC_SHARED/fixtures); the corpus grows in
 # bench/fuzz/corpus/<target>, crashes land in bench/fuzz/artifacts/<target>, and one line per target (executions,
-# coverage at start and end, corpus size, crashes) goes to bench/fuzz/results/summary.tsv.
+# coverage at start, at three quarters of the executions and at the end, corpus size, crashes) goes to
+# bench/fuzz/results/summary.tsv.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -27,7 +28,7 @@ python3 "$here/seed.py" "$shared/fixtures" "$repo" "$here/corpus"
 cargo fuzz build -s none -O --fuzz-dir "$here"
 mkdir -p "$here/results"
 summary="$here/results/summary.tsv"
-[ -f "$summary" ] || printf 'date\ttarget\tseconds\texecs\texec_per_s\tcov_start\tcov_end\tft_end\tcorpus_end\tcrashes\tloadavg\n' >"$summary"
+[ -f "$summary" ] || printf 'date\ttarget\tseconds\texecs\texec_per_s\tcov_start\tcov_3/4\tcov_end\tft_end\tcorpus_end\tcrashes\tloadavg\n' >"$summary"
 for t in "${targets[@]}"; do
     log="$here/results/$t.log"
     mkdir -p "$here/artifacts/$t"
@@ -46,10 +47,13 @@ for t in "${targets[@]}"; do
     cov1=$(echo "$last" | grep -o 'cov: [0-9]*' | grep -o '[0-9]*' || true)
     ft1=$(echo "$last" | grep -o 'ft: [0-9]*' | grep -o '[0-9]*' || true)
     corp=$(echo "$last" | grep -o 'corp: [0-9]*' | grep -o '[0-9]*' || true)
+    # Coverage when three quarters of the executions were done: how much the last quarter still found.
+    cov34=$(grep -E '^#[0-9]+' "$log" | awk -v lim="$(( ${execs:-0} * 3 / 4 ))" \
+        '{ n = substr($1, 2) + 0; if (n <= lim) for (i = 1; i < NF; i++) if ($i == "cov:") c = $(i + 1) } END { print c }')
     crashes=$(find "$here/artifacts/$t" -type f | wc -l)
     load=$(cut -d' ' -f1-3 /proc/loadavg)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$t" "$secs" "${execs:-?}" "${eps:-?}" \
-        "${cov0:-?}" "${cov1:-?}" "${ft1:-?}" "${corp:-?}" "$crashes" "$load" >>"$summary"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$t" "$secs" "${execs:-?}" "${eps:-?}" \
+        "${cov0:-?}" "${cov34:-?}" "${cov1:-?}" "${ft1:-?}" "${corp:-?}" "$crashes" "$load" >>"$summary"
     echo "   rc=$rc execs=${execs:-?} cov ${cov0:-?} -> ${cov1:-?} crashes=$crashes (log: $log)"
 done
 column -t -s $'\t' "$summary"
