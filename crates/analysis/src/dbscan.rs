@@ -540,28 +540,7 @@ pub fn dbscan_cosine_progress(
             (u..n).chain(0..u).any(hit)
         }
     };
-    let core: Vec<bool> = if pool.threads() > 1 {
-        pool.install(|| {
-            (0..n)
-                .into_par_iter()
-                .with_min_len(256)
-                .map_init(
-                    || (Scratch::new(n), Vec::new()),
-                    |(scratch, buf), u| is_core(u, scratch, buf),
-                )
-                .collect()
-        })
-    } else {
-        let (mut scratch, mut buf) = (Scratch::new(n), Vec::new());
-        (0..n)
-            .map(|u| {
-                if u % 1024 == 0 {
-                    progress(u, n);
-                }
-                is_core(u, &mut scratch, &mut buf)
-            })
-            .collect()
-    };
+    let core: Vec<bool> = per_row(&pool, n, progress, is_core);
     progress(n, n);
 
     // 2. Components of the core points: a breadth-first search that only ever looks at cores
@@ -652,24 +631,40 @@ pub fn dbscan_cosine_progress(
             cores_by_key.iter().copied().find(|&v| close(dot(u, v)))
         }
     };
-    let best: Vec<Option<usize>> = if pool.threads() > 1 {
+    let best: Vec<Option<usize>> = per_row(&pool, n, &mut |_, _| {}, border_of);
+    Ok(finish(&c, &core, &mut uf, &best))
+}
+
+/// `f(u, scratch, buf)` for every distinct row `u`, on the pool's threads (each with its own
+/// scratch space) or serially, reporting `progress(done, n)` every 1,024 rows when serial.
+fn per_row<T: Send>(
+    pool: &Pool,
+    n: usize,
+    progress: &mut dyn FnMut(usize, usize),
+    f: impl Fn(usize, &mut Scratch, &mut Vec<usize>) -> T + Sync,
+) -> Vec<T> {
+    if pool.threads() > 1 {
         pool.install(|| {
             (0..n)
                 .into_par_iter()
                 .with_min_len(256)
                 .map_init(
                     || (Scratch::new(n), Vec::new()),
-                    |(scratch, buf), u| border_of(u, scratch, buf),
+                    |(scratch, buf), u| f(u, scratch, buf),
                 )
                 .collect()
         })
     } else {
         let (mut scratch, mut buf) = (Scratch::new(n), Vec::new());
         (0..n)
-            .map(|u| border_of(u, &mut scratch, &mut buf))
+            .map(|u| {
+                if u % 1024 == 0 {
+                    progress(u, n);
+                }
+                f(u, &mut scratch, &mut buf)
+            })
             .collect()
-    };
-    Ok(finish(&c, &core, &mut uf, &best))
+    }
 }
 
 /// Dot product of two equally long slices whose length is a multiple of 4, in four lanes.

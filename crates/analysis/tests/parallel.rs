@@ -3,13 +3,16 @@
 //! come from `*_parallel` or from a rayon pool the caller installed.
 
 use analysis::dbscan::{NOISE, dbscan_cosine};
-use analysis::tfidf::{SparseRow, TfidfConfig, fit_transform};
+use analysis::tfidf::{TfidfConfig, fit_transform};
 use analysis::{
     AnalysisError, BotnetParams, EventOptions, LoginAttempt, Session, SnowshoeParams, botnet,
     botnet_parallel, events_from_json_lines, no_progress, sessions_from_events, snowshoe,
     snowshoe_parallel,
 };
 use chrono::{DateTime, Duration, Utc};
+use common::reference_cosine_dbscan;
+
+mod common;
 
 /// splitmix64, so the data is the same on every run.
 struct Rng(u64);
@@ -293,38 +296,6 @@ fn family_documents(n: usize, families: u64, seed: u64) -> Vec<String> {
             words.join(" ")
         })
         .collect()
-}
-
-/// Cosine DBSCAN, as plain scikit-learn does it: all neighbourhoods, then clusters grown from
-/// cores in input order.
-fn reference_cosine_dbscan(rows: &[SparseRow], eps: f64, min_samples: usize) -> Vec<i32> {
-    let n = rows.len();
-    let neigh: Vec<Vec<usize>> = (0..n)
-        .map(|i| {
-            (0..n)
-                .filter(|&j| (1.0 - rows[i].dot(&rows[j])).clamp(0.0, 2.0) <= eps)
-                .collect()
-        })
-        .collect();
-    let core: Vec<bool> = neigh.iter().map(|v| v.len() >= min_samples).collect();
-    let mut labels = vec![NOISE; n];
-    let mut label = 0;
-    for start in 0..n {
-        if labels[start] != NOISE || !core[start] {
-            continue;
-        }
-        let mut stack = vec![start];
-        while let Some(i) = stack.pop() {
-            if labels[i] == NOISE {
-                labels[i] = label;
-                if core[i] {
-                    stack.extend(neigh[i].iter().copied().filter(|&j| labels[j] == NOISE));
-                }
-            }
-        }
-        label += 1;
-    }
-    labels
 }
 
 #[test]

@@ -7,9 +7,12 @@ use analysis::{
     create_safe_command, no_progress, snowshoe,
 };
 use chrono::{DateTime, Duration, Utc};
+use common::reference_cosine_dbscan;
 use linfa::traits::Transformer;
 use ndarray::Array2;
 use proptest::prelude::*;
+
+mod common;
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-12
@@ -289,41 +292,6 @@ proptest! {
             prop_assert_eq!(my_noise, their_noise);
         }
     }
-}
-
-/// scikit-learn's algorithm with cosine distance on l2-normalised rows.
-fn reference_cosine_dbscan(
-    rows: &[analysis::tfidf::SparseRow],
-    eps: f64,
-    min_samples: usize,
-) -> Vec<i32> {
-    let n = rows.len();
-    let neigh: Vec<Vec<usize>> = (0..n)
-        .map(|i| {
-            (0..n)
-                .filter(|&j| (1.0 - rows[i].dot(&rows[j])).clamp(0.0, 2.0) <= eps)
-                .collect()
-        })
-        .collect();
-    let core: Vec<bool> = neigh.iter().map(|v| v.len() >= min_samples).collect();
-    let mut labels = vec![-1; n];
-    let mut label = 0;
-    for start in 0..n {
-        if labels[start] != -1 || !core[start] {
-            continue;
-        }
-        let mut stack = vec![start];
-        while let Some(i) = stack.pop() {
-            if labels[i] == -1 {
-                labels[i] = label;
-                if core[i] {
-                    stack.extend(neigh[i].iter().copied().filter(|&j| labels[j] == -1));
-                }
-            }
-        }
-        label += 1;
-    }
-    labels
 }
 
 proptest! {
