@@ -55,12 +55,19 @@ else
 fi
 echo "# $(date -u +%FT%TZ) mode=$MODE loadavg $(cut -d' ' -f1-3 /proc/loadavg)${reuse:+ (database reused, not loaded)}"
 
+if [ "$MODE" = real ]; then
+  SENSOR="*"   # the corpus names its sensor by container hostname: all sensors
+  WINDOW_START=2018-05-01T00:00:00Z
+  WINDOW_END=2018-07-05T00:00:00Z
+else
+  SENSOR=bench
+  WINDOW_START=2024-01-01T00:00:00Z
+  WINDOW_END=$(date -u -d "2024-01-01 + $DAYS day" +%FT%TZ)
+fi
+
 t0=$(date +%s.%N)
 if [ -n "$reuse" ]; then
-  SENSOR=bench
-  [ "$MODE" = real ] && SENSOR="*"
-  if [ "$MODE" = real ]; then WINDOW_START=2018-05-01T00:00:00Z; WINDOW_END=2018-07-05T00:00:00Z
-  else WINDOW_START=2024-01-01T00:00:00Z; WINDOW_END=$(date -u -d "2024-01-01 + $DAYS day" +%FT%TZ); fi
+  : # the database holds what the previous run loaded
 elif [ "$MODE" = real ]; then
   git_dir=${KAREIVA_GIT:-/work/.mirror/kareiva+cowrie-logs/repo}
   [ -d "$git_dir/.git" ] && git_dir=$git_dir/.git
@@ -68,14 +75,8 @@ elif [ "$MODE" = real ]; then
   for f in $(git --git-dir="$git_dir" ls-tree --name-only HEAD | grep '^cowrie\.json\.'); do
     git --git-dir="$git_dir" show "HEAD:$f" >"$WORK/corpus/$f" 2>/dev/null || rm -f "$WORK/corpus/$f"
   done
-  SENSOR="*"   # the corpus names its sensor by container hostname: all sensors
-  WINDOW_START=2018-05-01T00:00:00Z
-  WINDOW_END=2018-07-05T00:00:00Z
   "$BIN/cowrie-loader" bulk --sensor real --no-progress --database-url "$DB" "$WORK"/corpus/* >"$WORK/load.json"
 else
-  SENSOR=bench
-  WINDOW_START=2024-01-01T00:00:00Z
-  WINDOW_END=$(date -u -d "2024-01-01 + $DAYS day" +%FT%TZ)
   for d in $(seq 0 $((DAYS - 1))); do
     day=$(date -u -d "2024-01-01 + $d day" +%F)
     "$BIN/cowrie-loader" generate --out "$WORK/cowrie.json.$day" --events "$EVENTS_PER_DAY" --seed "$((d + 1))" --start "${day}T00:00:00Z" >/dev/null
