@@ -848,6 +848,11 @@ fn the_dashboard_shows_the_apis_numbers_and_the_workers_in_headless_chromium() {
         assert!(shown["title"].as_str().unwrap().contains(sid));
     };
     check_session(&report["session"]);
+    assert_eq!(
+        report["session_marker_after_leaving"],
+        Value::Null,
+        "the session page's loaded marker outlived the page"
+    );
     assert!(
         report["session"]["hash"]
             .as_str()

@@ -886,13 +886,17 @@ function renderScores(kind, r, url) {
 
 // ---------------------------------------------------------------- a stored finding
 
+let findingSeq = 0;
+
 async function loadFinding(kind, id) {
+  const seq = ++findingSeq;
   $("finding-error").textContent = "";
   $("finding-title").textContent = `Finding: ${kind} #${id}`;
   $("finding-body").replaceChildren(h("span", { class: "skeleton block" }));
   const url = `/api/v1/findings/${encodeURIComponent(kind)}/${encodeURIComponent(id)}`;
   try {
     const f = await api(url);
+    if (seq !== findingSeq) return;
     const s = f.finding || {};
     $("finding-body").replaceChildren(
       h("p", { class: "muted" }, `detected ${String(s.detected_at || "").replace("T", " ").slice(0, 19)} UTC · ${s.sensor || "all sensors"} · `,
@@ -900,13 +904,17 @@ async function loadFinding(kind, id) {
       h("div", { class: "card" }, renderResult(kind, f.result || {}, url)));
     document.body.dataset.findingLoaded = `${kind}/${id}`;
   } catch (e) {
+    if (seq !== findingSeq) return;
     if (e.status !== 401) $("finding-error").textContent = `Could not load the finding: ${e.message}`;
   }
 }
 
 // ---------------------------------------------------------------- one session
 
+let sessionSeq = 0;
+
 async function loadSession(id) {
+  const seq = ++sessionSeq;
   $("session-error").textContent = "";
   $("session-title").textContent = `Session ${id}`;
   $("session-summary").replaceChildren(h("div", {}, h("dt", {}, "…"), h("dd", {}, h("span", { class: "skeleton" }))));
@@ -916,6 +924,7 @@ async function loadSession(id) {
   const url = `/api/v1/sessions/${encodeURIComponent(id)}`;
   try {
     const d = await api(url);
+    if (seq !== sessionSeq) return;
     const s = d.session;
     const item = (label, value) => h("div", {}, h("dt", {}, label), h("dd", {}, value ?? "–"));
     const t = (x) => (x ? x.replace("T", " ").slice(0, 19) + " UTC" : "–");
@@ -945,7 +954,7 @@ async function loadSession(id) {
       "no events");
     document.body.dataset.sessionLoaded = id;
   } catch (e) {
-    if (e.status === 401) return;
+    if (seq !== sessionSeq || e.status === 401) return;
     $("session-error").textContent = e.status === 404 ? `No session ${id}.` : `Could not load the session: ${e.message}`;
     fillTable($("session-events"), [["Time (UTC)"], ["Event"], ["Detail"], ["Risk", "num"]], [], "no events");
   }
@@ -975,6 +984,10 @@ function render() {
   const [head, ...rest] = view.split("/");
   const name = ["cluster", "analyses", "session", "finding", "dead-letters"].includes(head) ? head : "overview";
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== name;
+  // A view's "loaded" marker speaks of the view on screen: leaving it, or opening it again, clears it
+  // until the new answer is drawn (the same session opened twice must not look loaded at once).
+  delete document.body.dataset.sessionLoaded;
+  delete document.body.dataset.findingLoaded;
   const navOf = { overview: "overview", cluster: "cluster", analyses: "analyses", finding: "analyses", session: null, "dead-letters": "cluster" };
   for (const [id, v] of [["nav-overview", "overview"], ["nav-analyses", "analyses"], ["nav-cluster", "cluster"]]) {
     const a = $(id);

@@ -332,6 +332,11 @@ try {
     report.session = { id: sessionId, ...(await readSession(w)) };
     await axe(w, "session-light");
     await shot(w, "session-light");
+    // Leaving the session page clears its marker, so opening the same session again waits for the new answer.
+    report.session_marker_after_leaving = await w.evaluate(() => new Promise((done) => {
+      addEventListener("hashchange", () => done(document.body.dataset.sessionLoaded ?? null), { once: true });
+      location.hash = "#/analyses";
+    }));
 
     // The overview's latest longtail finding opens the finding, whose session links open the session page too.
     await w.goto(`${BASE}/#/overview?${WINDOW}`);
