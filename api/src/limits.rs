@@ -74,10 +74,21 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
+    pub const ALL: [RouteClass; 2] = [RouteClass::Statistics, RouteClass::Analyses];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RouteClass::Statistics => "statistics",
             RouteClass::Analyses => "analyses",
+        }
+    }
+
+    /// What the limiter does with this class while Redis cannot be asked: statistics reads stay open, submissions
+    /// close (the `action` label of `celeriac_api_rate_limiter_errors_total`).
+    pub fn when_redis_fails(self) -> &'static str {
+        match self {
+            RouteClass::Statistics => "open",
+            RouteClass::Analyses => "closed",
         }
     }
 }
@@ -141,6 +152,14 @@ impl Limiter {
         timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Limiter {
+        // Every label combination starts at 0, so a rate or an alert sees a series before the first event
+        // (Prometheus's advice: a series that appears only on its first increment hides that first increase).
+        for class in RouteClass::ALL {
+            metrics.rate_limited.with_label_values(&[class.as_str()]);
+            metrics
+                .limiter_errors
+                .with_label_values(&[class.as_str(), class.when_redis_fails()]);
+        }
         Limiter {
             redis,
             down_until: std::sync::Mutex::new(None),
@@ -217,22 +236,18 @@ impl Limiter {
             *self.down_until.lock().expect("limiter") =
                 Some(std::time::Instant::now() + Duration::from_secs(1));
         }
+        self.metrics
+            .limiter_errors
+            .with_label_values(&[name, class.when_redis_fails()])
+            .inc();
         match class {
             RouteClass::Statistics => {
-                self.metrics
-                    .limiter_errors
-                    .with_label_values(&[name, "open"])
-                    .inc();
                 if !down {
                     tracing::warn!(class = name, error = %failure, "rate limiter unavailable; letting reads through");
                 }
                 Ok(None)
             }
             RouteClass::Analyses => {
-                self.metrics
-                    .limiter_errors
-                    .with_label_values(&[name, "closed"])
-                    .inc();
                 if !down {
                     tracing::warn!(class = name, error = %failure, "rate limiter unavailable; refusing submissions");
                 }

@@ -2,7 +2,6 @@
 //! and status, latency per route, replica fallbacks, rate-limit rejections and limiter failures, job submissions; and,
 //! computed from PostgreSQL at scrape time, each sensor's newest event and loader health ([`render_sensor_health`]).
 
-use crate::limits::RouteClass;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
@@ -96,14 +95,6 @@ impl Metrics {
         ] {
             registry.register(m).expect("register metric");
         }
-        // Every known label combination starts at 0, so a rate or an alert sees a series before the first event
-        // (Prometheus's advice: a series that appears only on its first increment hides that first increase).
-        for class in [RouteClass::Statistics, RouteClass::Analyses] {
-            rate_limited.with_label_values(&[class.as_str()]);
-        }
-        // What the limiter does when Redis fails: statistics reads stay open, submissions close.
-        limiter_errors.with_label_values(&[RouteClass::Statistics.as_str(), "open"]);
-        limiter_errors.with_label_values(&[RouteClass::Analyses.as_str(), "closed"]);
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::for_self();
