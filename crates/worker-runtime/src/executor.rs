@@ -122,6 +122,30 @@ pub(crate) enum Outcome {
     Revoked(RevokeReason),
 }
 
+impl Outcome {
+    /// What the run span records of this outcome (`crate::otel`).
+    fn run_end(&self) -> crate::otel::RunEnd {
+        let (state, error, retry_reason) = match self {
+            Outcome::Success(_) => ("SUCCESS", None, None),
+            Outcome::Failure(exc, _) => ("FAILURE", Some(exc.repr()), None),
+            Outcome::Retry { exc, countdown, .. } => {
+                let reason = match exc {
+                    Some(e) => format!("Retry in {countdown}s: {}", e.repr()),
+                    None => format!("Retry in {countdown}s"),
+                };
+                ("RETRY", None, Some(reason))
+            }
+            Outcome::Reject { .. } => ("REJECTED", None, None),
+            Outcome::Revoked(_) => ("REVOKED", None, None),
+        };
+        crate::otel::RunEnd {
+            state,
+            error,
+            retry_reason,
+        }
+    }
+}
+
 /// Gives a prefetch slot back when the message is settled (or the handler ends), and remembers whether this handler
 /// already settled its message.
 pub(crate) struct Slot {
@@ -691,7 +715,7 @@ impl Executor {
         let id = &req.id;
         let ignore = self.ignores_result(task, req);
         if self.otel.is_some() {
-            crate::otel::note_outcome(&outcome);
+            crate::otel::note_run_end(outcome.run_end());
         }
         // False once a result write failed or was not confirmed by the replicas asked for: a message not yet
         // acknowledged (acks_late) is then left unacknowledged, to run again, rather than acknowledged with its

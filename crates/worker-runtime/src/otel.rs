@@ -8,7 +8,6 @@
 //! installs (`crates/telemetry`). When [`crate::RuntimeConfig::tracing`] is off the executor holds no [`Tracing`]
 //! and none of this runs: no span is made and no header is added (a received `traceparent` is not forwarded either).
 
-use crate::executor::Outcome;
 use celery_proto::{Message, State, TaskMessage, TaskRequest};
 use opentelemetry::global::{self, BoxedTracer};
 use opentelemetry::propagation::{Extractor, Injector};
@@ -118,27 +117,26 @@ impl Tracing {
     }
 }
 
+/// How a request ended, as the run span records it.
+pub(crate) struct RunEnd {
+    /// `celery.state`: SUCCESS, FAILURE, RETRY, REJECTED or REVOKED.
+    pub state: &'static str,
+    /// A failure's exception, which makes the span's status an error.
+    pub error: Option<String>,
+    /// `celery.retry.reason` of a retry.
+    pub retry_reason: Option<String>,
+}
+
 /// Record how the request ended on the current (run) span, as the Python instrumentation does: `celery.state`, an
 /// error status with the exception for a failure, `celery.retry.reason` for a retry.
-pub(crate) fn note_outcome(outcome: &Outcome) {
+pub(crate) fn note_run_end(end: RunEnd) {
     let cx = Context::current();
     let span = cx.span();
-    let state = match outcome {
-        Outcome::Success(_) => "SUCCESS",
-        Outcome::Failure(exc, _) => {
-            span.set_status(Status::error(exc.repr()));
-            "FAILURE"
-        }
-        Outcome::Retry { exc, countdown, .. } => {
-            let reason = match exc {
-                Some(e) => format!("Retry in {countdown}s: {}", e.repr()),
-                None => format!("Retry in {countdown}s"),
-            };
-            span.set_attribute(KeyValue::new("celery.retry.reason", reason));
-            "RETRY"
-        }
-        Outcome::Reject { .. } => "REJECTED",
-        Outcome::Revoked(_) => "REVOKED",
-    };
-    span.set_attribute(KeyValue::new("celery.state", state));
+    if let Some(error) = end.error {
+        span.set_status(Status::error(error));
+    }
+    if let Some(reason) = end.retry_reason {
+        span.set_attribute(KeyValue::new("celery.retry.reason", reason));
+    }
+    span.set_attribute(KeyValue::new("celery.state", end.state));
 }
