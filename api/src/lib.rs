@@ -4,13 +4,15 @@
 //! metrics.
 //!
 //! - [`run`] is the whole service (`main.rs` only parses flags); [`serve`] takes a bound listener so tests start the
-//!   real thing on `127.0.0.1:0`; [`create_app`] serves both.
+//!   real thing on `127.0.0.1:0`; [`app::create_app`] serves both.
 //! - [`service`] holds every operation once; the REST handlers (`routes/`) and the MCP tools ([`mcp`]) call it.
 //! - PostgreSQL is reached only through `store` ([`db`] adds the replica fallback); Redis only through `broker`.
 
+pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod db;
+pub mod docs;
 pub mod error;
 pub mod limits;
 pub mod mcp;
@@ -302,7 +304,7 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(StartError::Server)?;
     let background = spawn_background(state.clone(), shutdown.clone());
     let data = actix_web::web::Data::from(state.clone());
-    let mut server = actix_web::HttpServer::new(move || create_app(data.clone()))
+    let mut server = actix_web::HttpServer::new(move || app::create_app(data.clone()))
         .disable_signals()
         .shutdown_timeout(5);
     if state.settings.http_workers > 0 {
@@ -334,27 +336,6 @@ pub async fn serve(
         h.abort();
     }
     result
-}
-
-/// The application: routes, the auth/limit/metrics middleware, JSON and path error mapping.
-pub fn create_app(
-    state: actix_web::web::Data<AppState>,
-) -> actix_web::App<
-    impl actix_web::dev::ServiceFactory<
-        actix_web::dev::ServiceRequest,
-        Config = (),
-        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
-    actix_web::App::new()
-        .app_data(state)
-        .app_data(routes::json_config())
-        .app_data(routes::path_config())
-        .wrap(actix_web::middleware::from_fn(middleware::guard))
-        .wrap(actix_web::middleware::Compress::default())
-        .configure(routes::configure)
 }
 
 #[cfg(test)]
