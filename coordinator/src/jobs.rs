@@ -19,7 +19,10 @@
 //! (it was never acknowledged), to be moved again: a job can be delivered twice then, never lost. One that finds its
 //! lease gone, or meets an error, rejects what it took back to the `.dq2` at once (a live connection would keep
 //! unacknowledged messages from the next leader). Messages a dead worker had fetched return to its `.dq2` by
-//! themselves when its connection closes.
+//! themselves when its connection closes. A `.dq2` that does not exist (a Python worker without `worker_direct`)
+//! is looked at again after 1 s, then twice as long each time it is still missing, up to a minute
+//! ([`AbsentQueues`]): RabbitMQ answers the look (a passive declare) by closing the channel with 404, which lapin
+//! logs as an error, and an offline node is remembered until the coordinator restarts.
 
 use ::jobs::{HOLDING_KEY, JobError, JobRecord, Reroute};
 use broker::lease::{Commit, Fence, Fenced};
@@ -29,6 +32,51 @@ use serde_json::Value;
 
 use crate::AppState;
 use crate::error::ApiError;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The offline nodes' `.dq2` queues found missing on RabbitMQ, and when to look at each again.
+#[derive(Debug, Default)]
+pub struct AbsentQueues {
+    next: Mutex<HashMap<String, (Instant, Duration)>>,
+}
+
+impl AbsentQueues {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MOST: Duration = Duration::from_secs(60);
+
+    /// Whether `queue` should be looked at now: it was never found missing, or its wait is over.
+    pub fn due(&self, queue: &str, now: Instant) -> bool {
+        self.next
+            .lock()
+            .expect("absent queues")
+            .get(queue)
+            .is_none_or(|(at, _)| now >= *at)
+    }
+
+    /// `queue` was missing at `now`: wait 1 s before the next look, or twice the last wait (a minute at most).
+    pub fn missing(&self, queue: &str, now: Instant) {
+        let mut next = self.next.lock().expect("absent queues");
+        let wait = next
+            .get(queue)
+            .map_or(Self::FIRST, |(_, w)| (*w * 2).min(Self::MOST));
+        next.insert(queue.to_string(), (now + wait, wait));
+    }
+
+    /// `queue` exists: look at it on every pass again.
+    pub fn found(&self, queue: &str) {
+        self.next.lock().expect("absent queues").remove(queue);
+    }
+
+    /// Forget the queues of nodes no longer offline (alive again, they may declare their `.dq2`).
+    pub fn keep_only(&self, queues: &[String]) {
+        self.next
+            .lock()
+            .expect("absent queues")
+            .retain(|q, _| queues.contains(q));
+    }
+}
 
 pub use ::jobs::{JobRequest, Validated, parse_requirements, validate};
 
@@ -132,8 +180,21 @@ async fn reroute_through_transport(
 ) -> Result<usize, ApiError> {
     let t = &state.jobs.transport;
     // Nothing to do for a node whose queue does not exist (or is empty): do not start a consumer for it.
-    if t.queue_len(dq).await?.unwrap_or(0) == 0 {
+    let now = Instant::now();
+    if !state.absent_direct_queues.due(dq, now) {
         return Ok(0);
+    }
+    match t.queue_len(dq).await? {
+        None => {
+            state.absent_direct_queues.missing(dq, now);
+            return Ok(0);
+        }
+        Some(n) => {
+            state.absent_direct_queues.found(dq);
+            if n == 0 {
+                return Ok(0);
+            }
+        }
     }
     let queues = [dq.to_string()];
     let mut moved = 0;
@@ -392,4 +453,45 @@ async fn finish_move(state: &AppState, mv: Move, from_node: &str) -> Result<(), 
         state.jobs.store.put_job(&rec).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_queue_is_looked_at_after_1_2_4_s_up_to_a_minute_and_every_pass_once_found() {
+        let absent = AbsentQueues::default();
+        let t0 = Instant::now();
+        let q = "py@host.dq2";
+        assert!(absent.due(q, t0), "never looked at");
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            absent.missing(q, now);
+            let mut wait = Duration::ZERO;
+            while !absent.due(q, now + wait) {
+                wait += Duration::from_millis(500);
+            }
+            waits.push(wait.as_secs());
+            now += wait;
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert!(absent.due("other.dq2", t0), "one queue's wait is its own");
+        absent.found(q);
+        assert!(absent.due(q, now), "found: due on every pass");
+        absent.missing(q, now);
+        assert!(!absent.due(q, now + Duration::from_millis(900)));
+        assert!(
+            absent.due(q, now + Duration::from_secs(1)),
+            "the wait starts again at 1 s"
+        );
+        absent.missing("gone.dq2", now);
+        absent.keep_only(&[q.to_string()]);
+        assert!(
+            absent.due("gone.dq2", now),
+            "forgotten once its node is no longer offline"
+        );
+        assert!(!absent.due(q, now));
+    }
 }

@@ -115,6 +115,8 @@ pub struct AppState {
     /// This coordinator's part in the leader lease (only the leader re-routes).
     pub leader: Arc<leader::Leader>,
     pub started_at: f64,
+    /// Offline nodes' `.dq2` queues found missing on RabbitMQ, looked at less and less often.
+    pub absent_direct_queues: jobs::AbsentQueues,
 }
 
 impl AppState {
@@ -164,6 +166,7 @@ impl AppState {
             metrics,
             leader,
             started_at: broker::now_f64(),
+            absent_direct_queues: jobs::AbsentQueues::default(),
             settings,
         })
     }
@@ -224,6 +227,12 @@ impl AppState {
                 Err(e) => tracing::warn!(error = %e, "cannot scan for worker-direct queues"),
             }
         }
+        self.absent_direct_queues.keep_only(
+            &nodes
+                .iter()
+                .map(|n| celery_proto::keys::worker_direct_queue(n))
+                .collect::<Vec<_>>(),
+        );
         let mut moved = 0;
         for node in nodes {
             match jobs::reroute_node(self, &node).await {
