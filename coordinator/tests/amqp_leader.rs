@@ -436,6 +436,26 @@ routing:
     // Part 2's moves were not repeated.
     assert_eq!((moves(&job1), moves(&job2)), (m1, m2));
 
+    // `work` is named by the config and declared by no one: every metrics scrape above asked its depth, and
+    // RabbitMQ answered with a 404 channel close. That is "no such queue", not an error: lapin's error line for it
+    // stays out of the coordinators' logs (`broker_amqp::QuietNotFound`).
+    assert_eq!(t.queue_len("work").await.expect("RabbitMQ"), None);
+    let page = get_text(a3, "/metrics").await;
+    assert_eq!(
+        metric(&page, "celeriac_coordinator_is_leader"),
+        Some(1.0),
+        "{page}"
+    );
+    assert!(
+        !page
+            .lines()
+            .any(|l| l.contains("queue_depth{") && l.contains("queue=\"work\"")),
+        "a missing queue has no depth series: {page}"
+    );
+    for c in [&c2, &c3] {
+        assert!(!c.output().contains("NOT_FOUND"), "{}", c.output());
+    }
+
     eprintln!(
         "observed: killed leader replaced after {takeover_kill:?}, stopped leader after {takeover_stop:?}; \
          job 1 moved and run {m1} time(s), job 2 {m2} time(s); terms {term1} -> {term2} -> {term3}"

@@ -442,6 +442,13 @@ async fn signals(tx: std::sync::Arc<watch::Sender<Shutdown>>) {
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.loglevel.to_lowercase()));
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // lapin's error line for a missing queue's depth (an expected 404) stays out of the log.
+    #[cfg(feature = "amqp")]
+    let quiet = broker_amqp::QuietNotFound;
+    #[cfg(not(feature = "amqp"))]
+    let quiet = tracing_subscriber::layer::Identity::new();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
@@ -455,9 +462,15 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
             builder
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(file))
+                .finish()
+                .with(quiet)
                 .init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        None => builder
+            .with_writer(std::io::stderr)
+            .finish()
+            .with(quiet)
+            .init(),
     }
     Ok(())
 }

@@ -22,12 +22,15 @@
 //!   what it uses (declarations are cached per connection) and restarts consumers; subscriptions end (`next()` gives
 //!   `None`) and are made again by their owners.
 //! - Dead letters: a durable queue named after the store, the JSON record published to it persistently.
+//! - Logs: [`QuietNotFound`] keeps lapin's error line for an expected 404 (a missing queue's depth) out of them.
 
 mod buffer;
 mod convert;
+mod logs;
 mod rpc;
 mod url;
 
+pub use logs::QuietNotFound;
 pub use rpc::RpcBackend;
 pub use url::is_amqp_url;
 
