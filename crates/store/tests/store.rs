@@ -531,3 +531,54 @@ async fn longtail_reads_only_features_and_commands_like_the_full_read() {
     drop(c);
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_run_prunes_the_sensors_runs_older_than_the_retention_but_not_its_last_success()
+{
+    use store::loader_runs::{KEEP_DAYS, NewRun, Outcome, all_runs, record};
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let mut c = db.connect().await;
+    let now: DateTime<Utc> = "2026-12-06T12:00:00Z".parse().unwrap();
+    let run = |sensor: &str, days_ago: i64, outcome: Outcome| NewRun {
+        sensor: sensor.to_string(),
+        mode: "delta".to_string(),
+        ingest_id: None,
+        started_at: now - Duration::days(days_ago) - Duration::seconds(5),
+        finished_at: now - Duration::days(days_ago),
+        outcome,
+        exit_code: if outcome == Outcome::Ok { 0 } else { 3 },
+        events_loaded: days_ago,
+        dead_letters: 0,
+        error: None,
+    };
+    let keep = i64::from(KEEP_DAYS);
+    for r in [
+        run("a", keep + 110, Outcome::Ok), // older, and not the newest success: pruned
+        run("a", keep + 100, Outcome::Ok), // the newest success, however old: kept
+        run("a", keep + 10, Outcome::Failed), // pruned
+        run("a", keep - 1, Outcome::Failed), // within the retention: kept
+        run("b", keep + 50, Outcome::Failed), // another sensor's: untouched by a's run
+    ] {
+        record(&mut c, &r).await.unwrap();
+    }
+    record(&mut c, &run("a", 0, Outcome::Failed)).await.unwrap();
+    let left: Vec<(String, i64)> = all_runs(&mut c)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.sensor, r.events_loaded))
+        .collect();
+    assert_eq!(
+        left,
+        vec![
+            ("a".to_string(), keep + 100),
+            ("a".to_string(), keep - 1),
+            ("b".to_string(), keep + 50),
+            ("a".to_string(), 0),
+        ]
+    );
+    drop(c);
+    db.drop_db().await;
+}
