@@ -33,7 +33,7 @@ pub fn create_app(
 }
 
 /// Mount every route.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
         .service(health::metrics)
