@@ -15,9 +15,11 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use tokio::sync::Notify;
 
 /// How a task ends other than with a value.
@@ -284,8 +286,40 @@ impl Task {
         args: Vec<Value>,
         kwargs: Map<String, Value>,
     ) -> TaskFuture {
-        (self.body)(ctx, args, kwargs)
+        // A panic, in the call or in any poll of the body, fails the task as a raised exception fails a Python
+        // task: FAILURE with a RuntimeError naming the panic (the panic hook still prints where it happened).
+        match std::panic::catch_unwind(AssertUnwindSafe(|| (self.body)(ctx, args, kwargs))) {
+            Ok(body) => Box::pin(CatchPanic(body)),
+            Err(payload) => {
+                let failure = panicked(payload.as_ref());
+                Box::pin(async move { Err(failure) })
+            }
+        }
     }
+}
+
+/// A task body whose panics become failures.
+struct CatchPanic(TaskFuture);
+
+impl Future for CatchPanic {
+    type Output = Result<Value, TaskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => Poll::Ready(Err(panicked(payload.as_ref()))),
+        }
+    }
+}
+
+/// The failure a panic becomes: `RuntimeError("task panicked: <message>")`.
+fn panicked(payload: &(dyn std::any::Any + Send)) -> TaskError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string());
+    TaskError::fail("RuntimeError", format!("task panicked: {message}"))
 }
 
 fn parse_param(spec: &'static str) -> Param {

@@ -243,6 +243,70 @@ async fn a_result_larger_than_the_limit_is_stored_as_a_value_error() {
     w.stop().await;
 }
 
+/// A task body that panics fails like a Python task that raises: FAILURE with a RuntimeError naming the panic, the
+/// message settled (acked early, or acked after the failure with acks_late), the request no longer active, and the
+/// worker goes on with the next message.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_body_fails_the_task_and_the_worker_goes_on() {
+    for acks_late in [false, true] {
+        let probe = Probe::new();
+        let mut reg = probe.registry();
+        reg.register(worker_runtime::Task::new(
+            "t.panics",
+            &[],
+            |_ctx, (): ()| async {
+                let v: Vec<u8> = Vec::new();
+                if v.is_empty() {
+                    panic!("index out of bounds: the analysis met an empty day");
+                }
+                Ok(Value::Null)
+            },
+        ));
+        // A body that panics before it returns its future, in the call itself.
+        reg.register(worker_runtime::Task::new(
+            "t.panics_at_once",
+            &[],
+            |_ctx, (): ()| {
+                let limit: Option<u32> = std::hint::black_box(None);
+                let limit = limit.expect("a limit in the request");
+                async move { Ok(Value::from(limit)) }
+            },
+        ));
+        let mut cfg = config();
+        cfg.acks_late = acks_late;
+        let w = Running::start(cfg, reg);
+        let bad = request("t.panics", vec![]);
+        let at_once = request("t.panics_at_once", vec![]);
+        let next = request("t.record", vec![json!("after")]);
+        w.publish(&bad).await;
+        w.publish(&at_once).await;
+        w.publish(&next).await;
+        for (req, says) in [
+            (&bad, "the analysis met an empty day"),
+            (&at_once, "a limit in the request"),
+        ] {
+            let meta = w.wait_status(&req.id, "FAILURE").await;
+            let (exc_type, message) = exception(&meta);
+            assert_eq!(exc_type, "RuntimeError", "acks_late={acks_late}");
+            assert!(
+                message.starts_with("task panicked: ") && message.contains(says),
+                "{message}"
+            );
+        }
+        assert_eq!(w.wait_status(&next.id, "SUCCESS").await["result"], "after");
+        until("requests untracked", MINUTE, || {
+            [&bad, &at_once, &next]
+                .iter()
+                .all(|r| w.phase(&r.id).is_none())
+        })
+        .await;
+        assert!(w.broker.unacked().is_empty(), "acks_late={acks_late}");
+        assert_eq!(w.broker.acks(), 3, "acks_late={acks_late}");
+        assert_eq!(w.state.totals().get("t.panics"), Some(&1));
+        w.stop().await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // 3. Expiry
 // ---------------------------------------------------------------------------------------------------------------
