@@ -26,6 +26,7 @@
 
 pub mod analysis;
 pub mod api_keys;
+pub mod connect;
 pub mod day_cache;
 pub mod dead_letters;
 pub mod ingest;
@@ -152,7 +153,11 @@ impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for StoreEr
 /// Builds a pool that does not connect until first use, so a missing server is
 /// reported by the first query (and can be retried) rather than at start-up.
 pub fn build_pool(database_url: &str, max_size: u32, connect_timeout: Duration) -> PgPool {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    // Every connection through `connect`, so `sslmode` in the URL is honoured (TLS, see `connect`).
+    let mut config = diesel_async::pooled_connection::ManagerConfig::default();
+    config.custom_setup = Box::new(|url| Box::pin(connect::connect(url)));
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
     bb8::Pool::builder()
         .max_size(max_size)
         .min_idle(Some(0))
@@ -173,10 +178,8 @@ pub const MIGRATION_LOCK_KEY: i64 = 0x63656c6572696163;
 pub async fn run_migrations(database_url: &str) -> Result<Vec<String>, StoreError> {
     let url = database_url.to_owned();
     tokio::task::spawn_blocking(move || {
-        use diesel::{Connection, RunQueryDsl};
-        use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        use diesel::RunQueryDsl;
+        let mut conn = blocking_connect(&url)?;
         // Up to date: done without diesel's harness, which needs CREATE rights (see `roles::nothing_pending`).
         if roles::nothing_pending(&mut conn) {
             return Ok(Vec::new());
@@ -197,14 +200,24 @@ pub async fn run_migrations(database_url: &str) -> Result<Vec<String>, StoreErro
     .map_err(|e| StoreError::Migration(format!("migration task panicked: {e}")))?
 }
 
+/// A synchronous connection for diesel's migration harness, opened by `connect` on this blocking thread.
+fn blocking_connect(
+    url: &str,
+) -> Result<
+    diesel_async::async_connection_wrapper::AsyncConnectionWrapper<AsyncPgConnection>,
+    StoreError,
+> {
+    let conn = tokio::runtime::Handle::current()
+        .block_on(connect::connect(url))
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    Ok(conn.into())
+}
+
 /// Lists migrations that are compiled in but not yet applied.
 pub async fn pending_migrations(database_url: &str) -> Result<Vec<String>, StoreError> {
     let url = database_url.to_owned();
     tokio::task::spawn_blocking(move || {
-        use diesel::Connection;
-        use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut conn = blocking_connect(&url)?;
         // Up to date: answered without diesel's harness, which needs CREATE rights (see `roles::nothing_pending`).
         if roles::nothing_pending(&mut conn) {
             return Ok(Vec::new());
