@@ -45,8 +45,9 @@ pub struct NewRun {
     pub error: Option<String>,
 }
 
-/// How long a sensor's runs are kept: `record` removes that sensor's runs that finished more than this many days
-/// before the new one, except its newest successful run (the "last success" the alerts read, however old).
+/// How long a sensor's runs are kept: `record` removes that sensor's runs that started more than this many days
+/// before the new one, except its newest successful run (the "last success" the alerts read, however old). The
+/// old rows are found through `ix_loader_runs_sensor_started`, so a run reads only what it removes.
 pub const KEEP_DAYS: i32 = 90;
 
 /// Stores one run, and removes the sensor's runs older than [`KEEP_DAYS`] (one statement: a loader run every
@@ -58,7 +59,7 @@ pub async fn record(conn: &mut AsyncPgConnection, run: &NewRun) -> Result<(), St
         "WITH inserted AS (INSERT INTO loader_runs (sensor, mode, ingest_id, started_at, finished_at, outcome, \
          exit_code, events_loaded, dead_letters, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          RETURNING id) \
-         DELETE FROM loader_runs WHERE sensor = $1 AND finished_at < $5 - make_interval(days => $11) \
+         DELETE FROM loader_runs WHERE sensor = $1 AND started_at < $4 - make_interval(days => $11) \
          AND id IS DISTINCT FROM (SELECT id FROM loader_runs WHERE sensor = $1 AND outcome = 'ok' \
          ORDER BY finished_at DESC LIMIT 1)",
     )
